@@ -1,0 +1,3 @@
+"""Experiment harness: data, training, evaluation, divergence estimators, conflict statistics."""
+
+__all__ = ["cli"]

@@ -1,0 +1,1 @@
+"""Aggregation, tables, figures and claim verdicts of the workflow."""

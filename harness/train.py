@@ -1,0 +1,486 @@
+"""Train per-modality encoders with one objective: ``python -m harness train ...``.
+
+Outputs in RUN_DIR (only rank 0 writes):
+
+- ``history.csv``: one row per epoch (rewritten atomically each epoch). Columns: ``epoch``,
+  ``step`` (optimizer steps so far), ``loss`` and ``term/<name>`` (epoch means of the objective's
+  weighted terms), and on evaluation epochs (every ``--eval-every`` and the last) validation
+  metrics on at most 512 validation rows: ``val/R1_mean`` (mean R@1 in percent over ordered
+  pairs), ``val/holder`` (global Hölder divergence, resubstitution), ``val/proxy...``
+  (``harness.divergence.proxy_bound``), ``val/gap/<key>`` (``harness.gap.modality_gap``),
+  ``val/conflict/<key>`` (``harness.conflicts.infonce_conflicts`` at temperature 0.07, anchor 0:
+  means/summaries) and ``val/grad/<key>`` (``harness.conflicts.gradient_conflicts`` of the trained
+  objective). Non-evaluation epochs leave these empty.
+- ``steps.csv``: ``step, epoch, loss`` per optimizer step (for equivalence checks).
+- ``checkpoint.pt``: written atomically every epoch; resumed from automatically when the same
+  command is run again (bitwise identical results on CPU). Its payload is stored with a sha256;
+  a truncated or corrupted file is refused with an error.
+- ``model.pt``: final encoder weights + config; ``train.json``: resolved config, data sha256, wall
+  time, samples/second, final losses and validation metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from harness import distributed as hdist
+from harness.data import DataError, Dataset, load_dataset
+from harness.io import atomic_save_torch, atomic_write_text, write_json
+from harness.models import MultiEncoder
+
+CHECKPOINT_FORMAT = "harness-checkpoint-v1"
+CONFLICT_TEMPERATURE = 0.07
+VAL_ROWS = 512
+# config keys that may change between a checkpoint and a resumed command
+RESUMABLE_CHANGES = {"epochs", "quiet", "out", "eval_every"}
+
+
+class TrainError(RuntimeError):
+    """A training run cannot start or resume; the message says why."""
+
+
+class CheckpointError(TrainError):
+    """A checkpoint is truncated, corrupted or from another configuration."""
+
+
+# ----------------------------------------------------------------------------- params / objectives
+
+
+def parse_params(items: list[str] | None) -> dict[str, Any]:
+    """``["key=value", ...]`` -> dict with values parsed by ``yaml.safe_load``."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise TrainError(f"--param {item!r} must look like key=value")
+        key, value = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise TrainError(f"--param {item!r} has an empty key")
+        out[key] = yaml.safe_load(value) if value.strip() else None
+    return out
+
+
+def build_objective(name: str, params: dict[str, Any]):
+    try:
+        import objectives
+    except ImportError as exc:  # pragma: no cover
+        raise TrainError(f"the objectives package cannot be imported: {exc}") from exc
+    names = list(objectives.available())
+    if name not in names:
+        raise TrainError(f"unknown objective {name!r}; available: {', '.join(names)}")
+    try:
+        return objectives.build(name, **params)
+    except (TypeError, ValueError) as exc:
+        raise TrainError(f"objective {name!r} rejected its parameters {params}: {exc}") from exc
+
+
+def objective_temperature(loss_fn, default: float = CONFLICT_TEMPERATURE) -> float:
+    temp = getattr(loss_fn, "temperature", None)
+    if temp is not None and hasattr(temp, "value"):
+        try:
+            return float(temp.value())
+        except Exception:  # noqa: BLE001
+            pass
+    return default
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    payload = buf.getvalue()
+    atomic_save_torch(path, {"format": CHECKPOINT_FORMAT, "sha256": hashlib.sha256(payload).hexdigest(),
+                             "payload": payload})
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        outer = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable (truncated or corrupted: {type(exc).__name__}: {exc}); "
+            "delete it to restart the run from scratch"
+        ) from exc
+    if not isinstance(outer, dict) or outer.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"checkpoint {path} is not a {CHECKPOINT_FORMAT} file; delete it to restart")
+    payload = outer.get("payload")
+    digest = hashlib.sha256(payload).hexdigest() if isinstance(payload, (bytes, bytearray)) else None
+    if digest != outer.get("sha256"):
+        raise CheckpointError(
+            f"checkpoint {path} is corrupted: payload sha256 {digest} != recorded {outer.get('sha256')}; "
+            "delete it to restart the run from scratch"
+        )
+    return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
+
+
+# ----------------------------------------------------------------------------- metrics helpers
+
+
+def flatten_metrics(prefix: str, value: Any) -> dict[str, float]:
+    """Scalars kept; 1-D tensors/arrays -> their mean; dicts flattened with '/'; other types dropped."""
+    out: dict[str, float] = {}
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out.update(flatten_metrics(f"{prefix}/{k}" if prefix else str(k), v))
+        return out
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().double()
+        if value.numel() == 1:
+            out[prefix] = float(value.reshape(()))
+        elif value.numel() > 1:
+            out[prefix + "/mean"] = float(value.mean())
+        return out
+    if isinstance(value, np.ndarray):
+        if value.size == 1:
+            out[prefix] = float(value.reshape(()))
+        elif value.size > 1 and value.dtype.kind in "fiu":
+            out[prefix + "/mean"] = float(value.mean())
+        return out
+    if isinstance(value, (bool, np.bool_)):
+        out[prefix] = float(value)
+    elif isinstance(value, (int, float, np.integer, np.floating)):
+        out[prefix] = float(value)
+    return out
+
+
+_WARNED: set[str] = set()
+
+
+def _safe(group: str, fn, *args, **kwargs) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - an instrument must not kill a training run
+        if group not in _WARNED:
+            _WARNED.add(group)
+            warnings.warn(f"{group} failed and is left empty: {type(exc).__name__}: {exc}", stacklevel=2)
+        return None
+
+
+def validation_metrics(zs: list[torch.Tensor], loss_fn, anchor: int = 0) -> dict[str, float]:
+    """The per-epoch instruments on validation embeddings (unit rows)."""
+    from harness.evaluate import retrieval_metrics
+
+    out: dict[str, float] = {}
+    r = retrieval_metrics(zs, ks=(1,))
+    out["val/R1_mean"] = r["R1/mean"]
+    try:
+        from harness import conflicts, divergence, gap
+    except ImportError as exc:
+        if "import" not in _WARNED:
+            _WARNED.add("import")
+            warnings.warn(f"harness instruments unavailable: {exc}", stacklevel=2)
+        return out
+    with torch.no_grad():
+        h = _safe("divergence.holder", divergence.holder, zs, bandwidth="median")
+        if h is not None:
+            out.update(flatten_metrics("val/holder", h))
+        p = _safe("divergence.proxy_bound", divergence.proxy_bound, zs, bandwidth="median", anchor=anchor)
+        if p is not None:
+            out.update(flatten_metrics("val/proxy", p))
+        g = _safe("gap.modality_gap", gap.modality_gap, zs)
+        if g is not None:
+            out.update(flatten_metrics("val/gap", g))
+        c = _safe("conflicts.infonce_conflicts", conflicts.infonce_conflicts, zs, CONFLICT_TEMPERATURE, anchor)
+        if c is not None:
+            out.update(flatten_metrics("val/conflict", c))
+    gc = _safe("conflicts.gradient_conflicts", conflicts.gradient_conflicts, loss_fn, zs)
+    if gc is not None:
+        out.update(flatten_metrics("val/grad", gc))
+    return out
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    import pandas as pd
+
+    atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def resolve_config(args) -> dict[str, Any]:
+    return {
+        "data": str(Path(args.data).resolve()),
+        "objective": args.objective,
+        "params": parse_params(args.param),
+        "n_modalities": int(args.n_modalities),
+        "seed": int(args.seed),
+        "epochs": int(args.epochs),
+        "batch_size": int(args.batch_size),
+        "dim": int(args.dim),
+        "hidden": int(args.hidden),
+        "depth": int(args.depth),
+        "lr": float(args.lr),
+        "weight_decay": float(args.weight_decay),
+        "eval_every": int(args.eval_every),
+        "out": str(Path(args.out).resolve()),
+        "device": args.device,
+        "quiet": bool(args.quiet),
+    }
+
+
+def _config_diff(a: dict, b: dict) -> list[str]:
+    keys = (set(a) | set(b)) - RESUMABLE_CHANGES
+    return sorted(k for k in keys if a.get(k) != b.get(k))
+
+
+def check_dataset_for_run(ds: Dataset, n_modalities: int, batch_size: int, world_size: int = 1) -> None:
+    if n_modalities < 2 or n_modalities > ds.n_modalities:
+        raise TrainError(
+            f"--n-modalities {n_modalities} is not possible: the dataset {ds.meta.get('dataset')} has "
+            f"{ds.n_modalities} modalities ({', '.join(ds.names)}); M must be in 2..{ds.n_modalities}"
+        )
+    n_train = len(ds.split("train"))
+    if batch_size > n_train:
+        raise TrainError(
+            f"--batch-size {batch_size} is larger than the {n_train} training rows of the dataset "
+            f"({ds.meta.get('dataset')}); use a batch size <= {n_train}"
+        )
+    if batch_size < 2:
+        raise TrainError(f"--batch-size {batch_size} must be at least 2")
+    if batch_size % world_size:
+        raise TrainError(f"--batch-size {batch_size} must be divisible by the {world_size} ranks")
+
+
+def train(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Run (or resume) one training run described by a resolved config; returns train.json's dict."""
+    info = hdist.init_from_env(cfg["device"])
+    try:
+        return _train(cfg, info)
+    finally:
+        hdist.cleanup(info)
+
+
+def _train(cfg: dict[str, Any], info: hdist.DistInfo) -> dict[str, Any]:
+    t_start = time.perf_counter()
+    out = Path(cfg["out"])
+    device = torch.device(cfg["device"] if not info.enabled or cfg["device"] == "cpu" else f"cuda:{info.local_rank}")
+    if cfg["device"].startswith("cuda") and not torch.cuda.is_available():
+        raise TrainError("--device cuda was asked for but CUDA is not available")
+    try:
+        ds = load_dataset(cfg["data"])
+    except DataError as exc:
+        raise TrainError(str(exc)) from exc
+    M = cfg["n_modalities"]
+    check_dataset_for_run(ds, M, cfg["batch_size"], info.world_size)
+    loss_fn = build_objective(cfg["objective"], cfg["params"])
+
+    done = out / "train.json"
+    if done.exists() and (out / "model.pt").exists():
+        prev = json.loads(done.read_text())
+        if not _config_diff(prev["config"], cfg) and prev["config"]["epochs"] == cfg["epochs"]:
+            if info.is_main and not cfg["quiet"]:
+                print(f"{out} already holds a finished run with this configuration; nothing to do")
+            return prev
+
+    torch.manual_seed(cfg["seed"])
+    np.random.seed(cfg["seed"] % (2**32))  # nothing here uses it; recorded for completeness
+    try:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    except Exception:  # noqa: BLE001  # pragma: no cover
+        pass
+
+    model = MultiEncoder(ds.dims[:M], cfg["dim"], cfg["hidden"], cfg["depth"]).to(device)
+    loss_fn = loss_fn.to(device)
+    obj_params = [p for p in loss_fn.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(list(model.parameters()) + obj_params, lr=cfg["lr"],
+                                  weight_decay=cfg["weight_decay"])
+    shuffle = torch.Generator()
+    shuffle.manual_seed(cfg["seed"])
+
+    train_idx = ds.split("train")
+    xs_train = [torch.from_numpy(ds.standardized(m, train_idx)).to(device) for m in range(M)]
+    val_idx = ds.split("val")[:VAL_ROWS]
+    if len(val_idx) < 2:
+        val_idx = train_idx[:VAL_ROWS]
+    xs_val = [torch.from_numpy(ds.standardized(m, val_idx)).to(device) for m in range(M)]
+    n_train, B = len(train_idx), cfg["batch_size"]
+    steps_per_epoch = n_train // B
+
+    history: list[dict] = []
+    steps: list[dict] = []
+    start_epoch, step, elapsed_before = 0, 0, 0.0
+    ckpt_path = out / "checkpoint.pt"
+    resumed_from = None
+    if ckpt_path.exists():
+        state = load_checkpoint(ckpt_path)
+        diff = _config_diff(state["config"], cfg)
+        if diff:
+            raise CheckpointError(
+                f"{ckpt_path} was written by a run with a different configuration (differs in: "
+                f"{', '.join(diff)}); use another --out or delete the checkpoint"
+            )
+        model.load_state_dict(state["model"])
+        loss_fn.load_state_dict(state["objective"])
+        optimizer.load_state_dict(state["optimizer"])
+        shuffle.set_state(state["shuffle_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        np.random.set_state(state["numpy_rng"])
+        history, steps = state["history"], state["steps"]
+        start_epoch, step, elapsed_before = state["epoch"], state["step"], state["elapsed"]
+        resumed_from = start_epoch
+        if info.is_main and not cfg["quiet"]:
+            print(f"resuming {out} from epoch {start_epoch}", file=sys.stderr)
+
+    ddp_model = model
+    if info.enabled:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[info.local_rank] if device.type == "cuda" else None
+        )
+
+    show = info.is_main and not cfg["quiet"] and sys.stderr.isatty()
+    from tqdm import tqdm
+
+    bar = tqdm(total=cfg["epochs"], initial=start_epoch, desc=f"{cfg['objective']} M={M}", disable=not show,
+               file=sys.stderr)
+    t_loop = time.perf_counter()
+    samples = 0
+    for epoch in range(start_epoch, cfg["epochs"]):
+        model.train()
+        perm = torch.randperm(n_train, generator=shuffle)
+        sums: dict[str, float] = {}
+        for b in range(steps_per_epoch):
+            rows = hdist.shard(perm[b * B : (b + 1) * B], info).to(device)
+            xb = [x[rows] for x in xs_train]
+            zs = ddp_model(xb)
+            res = loss_fn(zs)
+            optimizer.zero_grad(set_to_none=True)
+            res.loss.backward()
+            hdist.average_gradients(obj_params, info)
+            optimizer.step()
+            step += 1
+            samples += B
+            loss_v = float(res.loss.detach())
+            if not math.isfinite(loss_v):
+                raise TrainError(f"loss became {loss_v} at epoch {epoch + 1}, step {step}")
+            steps.append({"step": step, "epoch": epoch + 1, "loss": loss_v})
+            sums["loss"] = sums.get("loss", 0.0) + loss_v
+            for k, v in res.terms.items():
+                sums[f"term/{k}"] = sums.get(f"term/{k}", 0.0) + float(v.detach())
+        row: dict[str, Any] = {"epoch": epoch + 1, "step": step}
+        row.update({k: v / steps_per_epoch for k, v in sums.items()})
+        last = epoch + 1 == cfg["epochs"]
+        if info.is_main and ((epoch + 1) % max(cfg["eval_every"], 1) == 0 or last):
+            with hdist.local_objectives():
+                zs_val = model.embed(xs_val)
+                row.update(validation_metrics([z.cpu() for z in zs_val], loss_fn.cpu() if device.type != "cpu" else loss_fn))
+            loss_fn.to(device)
+        history.append(row)
+        if info.is_main:
+            _write_csv(out / "history.csv", history)
+            _write_csv(out / "steps.csv", steps)
+            save_checkpoint(ckpt_path, {
+                "config": cfg, "epoch": epoch + 1, "step": step,
+                "model": model.state_dict(), "objective": loss_fn.state_dict(),
+                "optimizer": optimizer.state_dict(), "shuffle_rng": shuffle.get_state(),
+                "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
+                "history": history, "steps": steps,
+                "elapsed": elapsed_before + time.perf_counter() - t_start,
+            })
+        bar.update(1)
+        bar.set_postfix(loss=f"{row['loss']:.4f}", R1=f"{row.get('val/R1_mean', float('nan')):.1f}")
+    bar.close()
+    hdist.barrier(info)
+    loop_s = time.perf_counter() - t_loop
+    wall = elapsed_before + time.perf_counter() - t_start
+    final = history[-1] if history else {}
+    result = {
+        "config": cfg,
+        "seed": cfg["seed"],
+        "data_sha256": ds.meta.get("sha256"),
+        "dataset": ds.meta.get("dataset"),
+        "modality_names": ds.names[:M],
+        "modality_dims": ds.dims[:M],
+        "n_train": n_train,
+        "steps": step,
+        "steps_per_epoch": steps_per_epoch,
+        "world_size": info.world_size,
+        "resumed_from_epoch": resumed_from,
+        "wall_time_s": wall,
+        "samples_per_second": samples / loop_s if loop_s > 0 and samples else None,
+        "final": {k: v for k, v in final.items() if isinstance(v, (int, float))},
+        "objective_temperature": objective_temperature(loss_fn, float("nan")),
+        "torch_version": torch.__version__,
+        "n_parameters": sum(p.numel() for p in model.parameters()),
+    }
+    if info.is_main:
+        atomic_save_torch(out / "model.pt", {
+            "model": model.state_dict(), "objective": loss_fn.state_dict(), "config": cfg,
+            "in_dims": ds.dims[:M],
+        })
+        write_json(out / "train.json", result)
+        if not cfg["quiet"]:
+            print(f"{out}: {step} steps, final loss {final.get('loss', float('nan')):.4f}, "
+                  f"val R@1 {final.get('val/R1_mean', float('nan')):.1f}, {wall:.1f}s")
+    return result
+
+
+def load_run(run_dir: str | os.PathLike, device: str = "cpu"):
+    """(config, model in eval mode, objective, dataset) of a finished run."""
+    run = Path(run_dir)
+    path = run / "model.pt"
+    if not path.exists():
+        raise TrainError(f"{path} does not exist; train first with `python -m harness train --out {run}`")
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except Exception as exc:  # noqa: BLE001
+        raise TrainError(f"{path} is unreadable (truncated or corrupted): {exc}") from exc
+    cfg = state["config"]
+    ds = load_dataset(cfg["data"])
+    model = MultiEncoder(state["in_dims"], cfg["dim"], cfg["hidden"], cfg["depth"])
+    model.load_state_dict(state["model"])
+    model.eval()
+    loss_fn = build_objective(cfg["objective"], cfg["params"])
+    try:
+        loss_fn.load_state_dict(state["objective"])
+    except Exception:  # noqa: BLE001 - objectives without state
+        pass
+    return cfg, model, loss_fn, ds
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--data", required=True, help="dataset folder from `python -m harness data`")
+    p.add_argument("--objective", required=True, help="objective name (objectives.available())")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="objective parameter, value parsed with yaml.safe_load (repeatable)")
+    p.add_argument("--n-modalities", type=int, required=True, help="M: use the first M modalities")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=128, help="global batch size (all ranks together)")
+    p.add_argument("--dim", type=int, default=64, help="shared embedding dimension d")
+    p.add_argument("--hidden", type=int, default=256, help="encoder hidden width")
+    p.add_argument("--depth", type=int, default=2, help="encoder hidden layers")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--eval-every", type=int, default=1, help="validation metrics every K epochs (and the last)")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
+
+
+def main(args) -> int:
+    try:
+        cfg = resolve_config(args)
+        train(cfg)
+    except (TrainError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,59 @@
+"""Alignment and uniformity on the hypersphere (Wang & Isola, ICML 2020), for M modalities.
+
+``alignment = lam_align * mean_{m<n} mean_i |z_i^m - z_i^n|^alpha``
+``uniformity = lam_unif * mean_m log mean_{i != j} exp(-t |z_i^m - z_j^m|^2)``
+
+Reference: T. Wang and P. Isola, "Understanding Contrastive Representation Learning through
+Alignment and Uniformity on the Hypersphere", ICML 2020.
+
+Example:
+    >>> import torch, objectives
+    >>> out = objectives.build("align_uniform")([torch.randn(8, 4) for _ in range(3)])
+    >>> round(float(out.loss - out.terms["alignment"] - out.terms["uniformity"]), 6)
+    0.0
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from objectives._base import Objective, Role, check_chunk, check_nonnegative, check_positive
+from objectives._base import self_lmk
+
+
+def paired_sq_dist_sum(z: Tensor, rows: slice, m: int, n: int, alpha: float = 2.0) -> Tensor:
+    """sum over this rank's rows of |z_i^m - z_i^n|^alpha (alpha = 2 exactly, else eps-guarded)."""
+    d2 = (z[m, rows] - z[n, rows]).pow(2).sum(-1)
+    if alpha == 2.0:
+        return d2.sum()
+    return (d2 + 1e-12).pow(alpha / 2.0).sum()
+
+
+class AlignUniform(Objective):
+    name = "align_uniform"
+    roles: ClassVar[dict[str, Role]] = {"alignment": "alignment", "uniformity": "uniformity"}
+    min_batch: ClassVar[int] = 2
+    symmetric_in_modalities = True
+
+    def __init__(self, alpha: float = 2.0, t: float = 2.0, lam_align: float = 1.0, lam_unif: float = 1.0,
+                 chunk_size: int | None = None, normalize: bool = True) -> None:
+        super().__init__(normalize=normalize)
+        self.alpha = check_positive("alpha", alpha)
+        self.t = check_positive("t", t)
+        self.lam_align = check_nonnegative("lam_align", lam_align)
+        self.lam_unif = check_nonnegative("lam_unif", lam_unif)
+        self.chunk_size = check_chunk(chunk_size)
+
+    def compute(self, z: Tensor, rows: slice) -> dict[str, Tensor]:
+        n_mod, total = z.shape[0], z.shape[1]
+        pairs = [(m, n) for m in range(n_mod) for n in range(m + 1, n_mod)]
+        align = sum(paired_sq_dist_sum(z, rows, m, n, self.alpha) for m, n in pairs)
+        align = self.mean_over_rows(align, total) / len(pairs)
+        # exp(-t d^2) is the Gaussian kernel of width s = 1 / sqrt(2 t)
+        width = 1.0 / math.sqrt(2.0 * self.t)
+        unif = torch.stack([self_lmk(z[m], rows, width, True, self.chunk_size) for m in range(n_mod)]).mean()
+        return {"alignment": self.lam_align * align, "uniformity": self.lam_unif * unif}

@@ -1,0 +1,122 @@
+"""Multimodal InfoNCE (CLIP loss over modality pairs) and its decoupled / re-weighted variants.
+
+References:
+    Radford et al., "Learning Transferable Visual Models From Natural Language Supervision",
+    ICML 2021 (CLIP). Girdhar et al., "ImageBind", CVPR 2023 (anchor-based pairs).
+    Yeh et al., "Decoupled Contrastive Learning", ECCV 2022 (DCL).
+
+Example:
+    >>> import torch, objectives
+    >>> zs = [torch.randn(8, 16) for _ in range(3)]
+    >>> out = objectives.build("infonce", temperature=0.07)(zs)
+    >>> sorted(out.terms), out.roles["alignment"]
+    (['alignment', 'uniformity'], 'alignment')
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from torch import Tensor
+
+from objectives._base import Objective, Role, Temperature, check_choice, check_chunk, check_index
+from objectives._base import check_nonnegative
+from objectives._contrastive import contrastive_parts, pair_list
+
+
+class _PairwiseContrastive(Objective):
+    roles: ClassVar[dict[str, Role]] = {"alignment": "alignment", "uniformity": "uniformity"}
+    min_batch: ClassVar[int] = 1
+    exclude_positive: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        temperature: float = 0.07,
+        learnable_temperature: bool = False,
+        min_temperature: float = 0.01,
+        pairs: str = "all",
+        anchor: int = 0,
+        uniformity_weight: float = 1.0,
+        chunk_size: int | None = None,
+        normalize: bool = True,
+    ) -> None:
+        super().__init__(normalize=normalize)
+        self.temperature = Temperature(temperature, learnable_temperature, min_temperature)
+        self.pairs = check_choice("pairs", pairs, ("all", "anchor"))
+        self.anchor = check_index("anchor", anchor)
+        self.uniformity_weight = check_nonnegative("uniformity_weight", uniformity_weight)
+        self.chunk_size = check_chunk(chunk_size)
+
+    @property
+    def symmetric_in_modalities(self) -> bool:  # type: ignore[override]
+        return self.pairs == "all"
+
+    def compute(self, z: Tensor, rows: slice) -> dict[str, Tensor]:
+        pairs = pair_list(z.shape[0], self.pairs, self.anchor)
+        scale = self.temperature.scale(z.dtype, z.device)
+        align, unif = contrastive_parts(z, rows, pairs, scale, self.exclude_positive, self.chunk_size)
+        return {"alignment": align, "uniformity": self.uniformity_weight * unif}
+
+    def extra_repr(self) -> str:
+        return f"pairs={self.pairs!r}, anchor={self.anchor}, uniformity_weight={self.uniformity_weight}"
+
+
+class InfoNCE(_PairwiseContrastive):
+    """CLIP loss averaged over all unordered modality pairs m < n.
+
+    ``L = mean_{m<n} 1/2 [CE(S_mn, I) + CE(S_mn^T, I)]``, ``S_mn = Z_m Z_n^T / tau``.
+    Terms: ``alignment = -mean_{pairs, i} s_ii``, ``uniformity = mean_{pairs} 1/2 (mean_i lse_j s_ij +
+    mean_j lse_i s_ij)``.
+    """
+
+    name = "infonce"
+
+    def __init__(self, temperature: float = 0.07, learnable_temperature: bool = False,
+                 min_temperature: float = 0.01, chunk_size: int | None = None, normalize: bool = True):
+        super().__init__(temperature, learnable_temperature, min_temperature, "all", 0, 1.0, chunk_size, normalize)
+
+
+class InfoNCEAnchor(_PairwiseContrastive):
+    """Anchor-based multimodal InfoNCE (ImageBind / LanguageBind): mean over n != a of l(a, n)."""
+
+    name = "infonce_anchor"
+
+    def __init__(self, temperature: float = 0.07, learnable_temperature: bool = False,
+                 min_temperature: float = 0.01, anchor: int = 0, chunk_size: int | None = None,
+                 normalize: bool = True):
+        super().__init__(temperature, learnable_temperature, min_temperature, "anchor", anchor, 1.0,
+                         chunk_size, normalize)
+
+
+class InfoNCEReweighted(_PairwiseContrastive):
+    """InfoNCE with its log-sum-exp (uniformity) part weighted: alignment + w * uniformity.
+
+    ``w = 1`` is InfoNCE; ``w < 1`` weakens the repulsion that the paper blames for the
+    alignment-uniformity conflict (a reviewers' ablation).
+    """
+
+    name = "infonce_reweighted"
+
+    def __init__(self, temperature: float = 0.07, learnable_temperature: bool = False,
+                 min_temperature: float = 0.01, uniformity_weight: float = 0.5, pairs: str = "all",
+                 anchor: int = 0, chunk_size: int | None = None, normalize: bool = True):
+        super().__init__(temperature, learnable_temperature, min_temperature, pairs, anchor,
+                         uniformity_weight, chunk_size, normalize)
+
+
+class DCL(_PairwiseContrastive):
+    """Decoupled contrastive learning: the positive leaves each log-sum-exp denominator.
+
+    ``l(m, n) = 1/2 [mean_i (-s_ii + lse_{j != i} s_ij) + mean_j (-s_jj + lse_{i != j} s_ij)]``.
+    Needs B >= 2 (a single row has no negative).
+    """
+
+    name = "dcl"
+    min_batch = 2
+    exclude_positive = True
+
+    def __init__(self, temperature: float = 0.07, learnable_temperature: bool = False,
+                 min_temperature: float = 0.01, pairs: str = "all", anchor: int = 0,
+                 chunk_size: int | None = None, normalize: bool = True):
+        super().__init__(temperature, learnable_temperature, min_temperature, pairs, anchor, 1.0,
+                         chunk_size, normalize)

@@ -110,6 +110,56 @@ def _mask_positives(s: Tensor, start: int, offset: int) -> None:
     s[rows[keep], ..., cols[keep]] = float("-inf")
 
 
+# exp(x) of float32 underflows below about -87 (float64: -708); the single-shift fast path is used
+# only when every row maximum lies within this margin of the largest one
+_SHIFT_MARGIN = {torch.float32: 60.0, torch.float64: 600.0}
+
+
+_TINY = {torch.float32: 1e-30, torch.float64: 1e-290}
+
+
+def _pair_lse_one_block(a, kf, nb, N, w_row, w_col, exclude, offset, need_grad):
+    """Symmetric (row and column) case in one block with ~8 elementwise passes instead of ~20.
+
+    With one shift per row, E = exp(S - rowmax_i), the row sums come directly and the column sums
+    through one GEMV with u_i = exp(rowmax_i - c), c = max_i rowmax_i. The gradient
+    w_row E_ij / r_i + w_col E_ij u_i / c_j = u_i E_ij (beta_i + v_j) is formed with one outer sum,
+    and u_i is folded into the GEMMs' (B, d) operands, so each GEMM spans all column blocks.
+    Returns None (the two-shift path then runs) when a shift could lose a row or column sum to
+    underflow: a row maximum far below the largest, or a row / column sum below ``_TINY``.
+    """
+    margin = _SHIFT_MARGIN.get(a.dtype)
+    if margin is None:
+        return None
+    s = (a @ kf.T).view(-1, nb, N)
+    if exclude:
+        _mask_positives(s, 0, offset)
+    rowmax = s.amax(dim=(1, 2))  # (R,) one shift per row for all blocks
+    top = rowmax.max()
+    if bool((top - rowmax > margin).any()):
+        return None
+    s.sub_(rowmax.view(-1, 1, 1)).exp_()  # E
+    rowsum = s.sum(dim=2)  # (R, nb)
+    u = torch.exp(rowmax - top)  # (R,)
+    colsum = torch.einsum("rbn,r->bn", s, u)  # (nb, N)
+    tiny = _TINY[a.dtype]
+    if bool((rowsum < tiny).any()) or bool((colsum < tiny).any()):
+        return None
+    row_lse = rowmax.unsqueeze(1) + rowsum.log()
+    col_lse = top + colsum.log()
+    total = w_row * row_lse.sum(dtype=torch.float64) + w_col * col_lse.sum(dtype=torch.float64)
+    if not need_grad:
+        return total, None, None
+    beta = w_row / (rowsum * u.unsqueeze(1))  # (R, nb)
+    v = w_col / colsum  # (nb, N)
+    s.mul_(beta.unsqueeze(2) + v.unsqueeze(0))  # E * (beta_ib + v_bj); the gradient is u_i times it
+    g = s.view(s.shape[0], nb * N)
+    ucol = u.unsqueeze(1)
+    da = (g @ kf).mul_(ucol)
+    dk = g.T @ (a * ucol)
+    return total, da, dk
+
+
 class _PairLSE(torch.autograd.Function):
     """w_row * sum_i lse_j S[i,b,j] + w_col * sum_j lse_i S[i,b,j] summed over blocks b.
 
@@ -143,6 +193,13 @@ class _PairLSE(torch.autograd.Function):
                     cmax = bmax
                 safe = torch.where(torch.isinf(cmax), torch.zeros_like(cmax), cmax)
                 col_lse = csum.log() + safe
+        if w_col != 0.0 and step == R:
+            fast = _pair_lse_one_block(a, kf, nb, N, w_row, w_col, exclude, offset, need_grad)
+            if fast is not None:
+                total, da, dk = fast
+                if need_grad:
+                    ctx.save_for_backward(da, dk.view(nb, N, d))
+                return total.to(a.dtype)
         total = torch.zeros((), dtype=torch.float64, device=a.device)
         da = torch.empty_like(a) if need_grad else None
         dk = torch.zeros_like(kf) if need_grad else None
@@ -206,7 +263,9 @@ def pair_lse(
 class _TotalLSE(torch.autograd.Function):
     """log sum_{i,j} exp(scale * x_i . y_j) over all entries (optionally without i == j + offset).
 
-    With ``y is None`` the block is the self-similarity of ``x`` and the symmetric gradient needs a
+    One global shift c = max_ij S_ij is exact here: an entry that underflows in exp(S_ij - c) is
+    below the float range relative to the largest one, so it cannot change the total. With
+    ``y is None`` the block is the self-similarity of ``x`` and the symmetric gradient needs a
     single GEMM: d/dx = 2 * scale * G x with G the softmax over all entries.
     """
 
@@ -217,44 +276,56 @@ class _TotalLSE(torch.autograd.Function):
         R = x.shape[0]
         step = R if chunk is None else max(1, min(int(chunk), R))
         need_grad = ctx.needs_input_grad[0] or (not same and ctx.needs_input_grad[1])
-        blocks = []
-        keep = step == R and need_grad
-        row_lse_all = []
-        for s0 in range(0, R, step):
-            s = torch.mm(x[s0 : s0 + step], cols.T).mul_(scale)
+        xs = x * scale  # fold the scale into the (R, d) operand, not the (R, N) block
+
+        def block(s0: int) -> Tensor:
+            s = xs[s0 : s0 + step] @ cols.T
             if exclude_diagonal:
                 _mask_positives(s, s0, offset)
-            row_lse_all.append(torch.logsumexp(s, dim=1))
-            if keep:
-                blocks.append(s)
-        total = torch.logsumexp(torch.cat(row_lse_all), dim=0)
+            return s
+
+        if step == R:
+            s = block(0)
+            top = s.max()
+            s.sub_(top).exp_()
+            mass = s.sum(dtype=torch.float64)
+            total = top.double() + mass.log()
+            blocks = [s]
+        else:  # chunked: online maximum and mass, blocks recomputed for the gradient
+            top = torch.tensor(float("-inf"), dtype=x.dtype, device=x.device)
+            mass = torch.zeros((), dtype=torch.float64, device=x.device)
+            for s0 in range(0, R, step):
+                s = block(s0)
+                new_top = torch.maximum(top, s.max())
+                mass = mass * torch.exp((top - new_top).double()) + torch.exp(s - new_top).sum(dtype=torch.float64)
+                top = new_top
+            total = top.double() + mass.log()
+            blocks = None
         if need_grad:
             dx = torch.empty_like(x)
             dy = None if same else torch.zeros_like(cols)
+            inv_mass = (1.0 / mass).to(x.dtype)
             for i, s0 in enumerate(range(0, R, step)):
-                if keep:
-                    s = blocks[i]
+                if blocks is not None:
+                    g = blocks[i]  # exp(S - top)
                 else:
-                    s = torch.mm(x[s0 : s0 + step], cols.T).mul_(scale)
-                    if exclude_diagonal:
-                        _mask_positives(s, s0, offset)
-                g = s.sub_(total).exp_()
+                    g = block(s0).sub_(top).exp_()
                 torch.mm(g, cols, out=dx[s0 : s0 + step])
                 if not same:
                     dy.addmm_(g.T, x[s0 : s0 + step])
+            # softmax = exp(S - top) / mass; d/dx_i = scale * sum_j softmax_ij y_j
             if same:
-                # self-similarity: x enters as rows and as columns; G is symmetric when all rows are
-                # local (offset 0), so both contributions are equal
+                # x enters as rows and as columns; G is symmetric when every row is local
                 if offset != 0 or dx.shape[0] != cols.shape[0]:
                     raise ValueError("self-similarity LSE needs all rows (offset 0)")
-                dx.mul_(2.0 * scale)
+                dx.mul_(2.0 * scale * inv_mass)
                 ctx.save_for_backward(dx)
             else:
-                dx.mul_(scale)
-                dy.mul_(scale)
+                dx.mul_(scale * inv_mass)
+                dy.mul_(scale * inv_mass)
                 ctx.save_for_backward(dx, dy)
         ctx.same = same
-        return total
+        return total.to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):

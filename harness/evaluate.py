@@ -1,0 +1,193 @@
+"""Evaluate a trained run on a split: ``python -m harness evaluate --run RUN_DIR --out FILE.json``.
+
+Output: one flat JSON object (keys sorted). Metric keys (m, n are modality indices, 0 = anchor):
+
+- ``retrieval/{R1,R5,R10}/{m}->{n}``: recall@k in percent, queries from modality m, gallery of
+  modality n (every ordered pair m != n); ``retrieval/MedR/{m}->{n}``: median rank (1 = best).
+  Rank of the true match = 1 + number of gallery items with a *strictly* higher cosine (ties
+  resolved in favour of the true match).
+- ``retrieval/{R1,R5,R10,MedR}/mean``: mean over all ordered pairs;
+  ``.../anchor->others`` (mean over n != 0 of 0->n) and ``.../others->anchor`` (mean of n->0).
+- ``retrieval/true_pair_cosine/mean``: mean cosine of paired rows over all pairs m < n.
+- ``probe/acc/{m}``: accuracy of a logistic-regression probe trained on modality m's training
+  embeddings, tested on the split; ``probe/acc/mean`` (only when the dataset has labels).
+- ``gap/<key>``: every scalar of ``harness.gap.modality_gap``.
+- ``divergence/holder`` (global Hölder divergence, resubstitution, median bandwidth),
+  ``divergence/cs_pairwise_mean`` (mean Cauchy-Schwarz divergence over pairs m < n),
+  ``divergence/proxy[/...]`` (``harness.divergence.proxy_bound``).
+- ``conflict/<key>/<stat>``: ``harness.conflicts.infonce_conflicts`` (zeta, projection ratio, chi
+  for the anchor) at ``--temperature`` (default 0.07), per-sample values summarised by
+  ``harness.conflicts.summarize`` (mean, std, quantiles).
+- ``conflict/grad/<key>``: ``harness.conflicts.gradient_conflicts`` of the trained objective
+  (alignment-vs-uniformity cosine, intra-alignment cosines).
+- Metadata: ``meta/dataset``, ``meta/objective``, ``meta/n_modalities``, ``meta/seed``,
+  ``meta/split``, ``meta/n_eval``, ``meta/modality_names`` (comma-joined), ``meta/params`` (JSON
+  string) and ``meta/param/<name>`` for each objective parameter, ``meta/data_sha256``.
+
+Divergence and conflict statistics use at most ``--max-rows`` rows of the split (first rows).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from harness.io import write_json
+
+
+# ----------------------------------------------------------------------------- retrieval
+
+
+def retrieval_ranks(query: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
+    """Rank (1-based) of gallery row i for query row i: 1 + #{j: s_ij > s_ii}."""
+    if query.shape != gallery.shape:
+        raise ValueError(f"query {tuple(query.shape)} and gallery {tuple(gallery.shape)} must be paired")
+    sims = query.double() @ gallery.double().T
+    true = sims.diagonal().unsqueeze(1)
+    return 1 + (sims > true).sum(dim=1)
+
+
+def recall_stats(ranks: torch.Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    out = {f"R{k}": 100.0 * float((ranks <= k).double().mean()) for k in ks}
+    out["MedR"] = float(torch.median(ranks.double()))  # lower median for even counts
+    return out
+
+
+def retrieval_metrics(zs: Sequence[torch.Tensor], ks: Sequence[int] = (1, 5, 10), anchor: int = 0) -> dict[str, float]:
+    """Per ordered pair and aggregated recall@k (percent) and median rank; keys without prefix."""
+    M = len(zs)
+    out: dict[str, float] = {}
+    per: dict[str, dict[tuple[int, int], float]] = {}
+    for m in range(M):
+        for n in range(M):
+            if m == n:
+                continue
+            stats = recall_stats(retrieval_ranks(zs[m], zs[n]), ks)
+            for key, v in stats.items():
+                out[f"{key}/{m}->{n}"] = v
+                per.setdefault(key, {})[(m, n)] = v
+    for key, d in per.items():
+        out[f"{key}/mean"] = float(np.mean(list(d.values())))
+        out[f"{key}/anchor->others"] = float(np.mean([v for (m, n), v in d.items() if m == anchor]))
+        out[f"{key}/others->anchor"] = float(np.mean([v for (m, n), v in d.items() if n == anchor]))
+    cos = [float((zs[m].double() * zs[n].double()).sum(1).mean()) for m in range(M) for n in range(m + 1, M)]
+    out["true_pair_cosine/mean"] = float(np.mean(cos))
+    return out
+
+
+# ----------------------------------------------------------------------------- probes
+
+
+def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
+                 seed: int = 0) -> float:
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(max_iter=2000, random_state=seed)
+    clf.fit(train_x, train_y)
+    return float((clf.predict(test_x) == test_y).mean())
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def _prefixed(prefix: str, d: dict) -> dict:
+    return {f"{prefix}/{k}": v for k, v in d.items()}
+
+
+def embed_split(model, ds, rows: np.ndarray, M: int) -> list[torch.Tensor]:
+    xs = [torch.from_numpy(ds.standardized(m, rows)) for m in range(M)]
+    return model.embed(xs)
+
+
+def evaluate_run(run_dir, split: str = "test", temperature: float = 0.07, max_rows: int = 2048,
+                 probes: bool = True) -> dict:
+    from harness.distributed import local_objectives
+    from harness.train import flatten_metrics, load_run
+
+    cfg, model, loss_fn, ds = load_run(run_dir)
+    M = cfg["n_modalities"]
+    rows = ds.split(split)
+    zs = embed_split(model, ds, rows, M)
+    out: dict = {}
+    out.update(_prefixed("retrieval", retrieval_metrics(zs)))
+    if probes and ds.labels is not None:
+        tr = ds.split("train")
+        zs_tr = embed_split(model, ds, tr, M)
+        accs = []
+        for m in range(M):
+            acc = linear_probe(zs_tr[m].numpy(), ds.labels[tr], zs[m].numpy(), ds.labels[rows], seed=cfg["seed"])
+            out[f"probe/acc/{m}"] = acc
+            accs.append(acc)
+        out["probe/acc/mean"] = float(np.mean(accs))
+    sub = [z[:max_rows] for z in zs]
+    from harness import conflicts, divergence, gap
+
+    with torch.no_grad():
+        out.update(flatten_metrics("gap", gap.modality_gap(sub)))
+        out.update(flatten_metrics("divergence/holder", divergence.holder(sub, bandwidth="median")))
+        cs = [float(divergence.cauchy_schwarz(sub[m], sub[n], bandwidth="median"))
+              for m in range(M) for n in range(m + 1, M)]
+        out["divergence/cs_pairwise_mean"] = float(np.mean(cs))
+        out.update(flatten_metrics("divergence/proxy", divergence.proxy_bound(sub, bandwidth="median", anchor=0)))
+        c = conflicts.infonce_conflicts(sub, temperature, 0)
+        out.update(_conflict_summary(c, conflicts))
+    with local_objectives():
+        out.update(flatten_metrics("conflict/grad", conflicts.gradient_conflicts(loss_fn, sub)))
+    out = {k: v for k, v in out.items()}
+    out.update({
+        "meta/dataset": ds.meta.get("dataset"),
+        "meta/objective": cfg["objective"],
+        "meta/n_modalities": M,
+        "meta/seed": cfg["seed"],
+        "meta/split": split,
+        "meta/n_eval": int(len(rows)),
+        "meta/modality_names": ",".join(ds.names[:M]),
+        "meta/params": json.dumps(cfg["params"], sort_keys=True),
+        "meta/data_sha256": ds.meta.get("sha256"),
+        "meta/conflict_temperature": temperature,
+        "meta/epochs": cfg["epochs"],
+    })
+    for k, v in cfg["params"].items():
+        out[f"meta/param/{k}"] = v if isinstance(v, (int, float, str, bool)) or v is None else json.dumps(v)
+    return out
+
+
+def _conflict_summary(c: dict, conflicts_mod) -> dict[str, float]:
+    """Per-sample tensors -> conflicts.summarize; scalars and nested dicts flattened."""
+    from harness.train import flatten_metrics
+
+    out: dict[str, float] = {}
+    for key, v in c.items():
+        if isinstance(v, torch.Tensor) and v.numel() > 1:
+            out.update(flatten_metrics(f"conflict/{key}", conflicts_mod.summarize(v)))
+        else:
+            out.update(flatten_metrics(f"conflict/{key}", v))
+    return out
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--run", required=True, help="run folder from `python -m harness train`")
+    p.add_argument("--out", required=True, help="output JSON file")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--temperature", type=float, default=0.07, help="temperature of the InfoNCE conflict statistics")
+    p.add_argument("--max-rows", type=int, default=2048, help="rows used for divergence/conflict statistics")
+
+
+def main(args) -> int:
+    from harness.data import DataError
+    from harness.train import TrainError
+
+    try:
+        metrics = evaluate_run(args.run, args.split, args.temperature, args.max_rows)
+    except (TrainError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    write_json(Path(args.out), metrics)
+    print(f"wrote {args.out}: R@1 mean {metrics['retrieval/R1/mean']:.1f}, "
+          f"holder {metrics.get('divergence/holder', float('nan')):.4f}")
+    return 0

@@ -1,0 +1,21 @@
+# Stage 3: evaluation on the test split (retrieval, probes, gap, divergence, conflicts).
+
+
+rule evaluate:
+    input:
+        runs="runs/{dataset}/{variant}",
+        npz="data/{dataset}/dataset.npz",
+    output:
+        directory("metrics/{dataset}/{variant}"),
+    params:
+        cmd=lambda wildcards: batch_shell(evaluate_commands(wildcards.dataset, wildcards.variant)),
+    threads: rule_resource("evaluate", "threads", 1)
+    resources:
+        mem_mb=rule_resource("evaluate", "mem_mb", 3000),
+        runtime=scaled_runtime("evaluate", 0.5),
+    log:
+        "logs/evaluate/{dataset}/{variant}.log",
+    benchmark:
+        "benchmarks/evaluate/{dataset}/{variant}.tsv"
+    shell:
+        "export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; {params.cmd} > {log} 2>&1"

@@ -1,0 +1,23 @@
+# Stage 4: UnCLIP-style generation (cross-modal, upper bound, interpolation) for the variants and
+# M listed under `generation:`.
+
+
+rule generate:
+    input:
+        runs="runs/{dataset}/{variant}",
+        npz="data/{dataset}/dataset.npz",
+    output:
+        directory("generation/{dataset}/{variant}"),
+    params:
+        cmd=lambda wildcards: batch_shell(generate_commands(wildcards.dataset, wildcards.variant)),
+    threads: rule_resource("generate", "threads", 1)
+    resources:
+        mem_mb=rule_resource("generate", "mem_mb", 3000),
+        runtime=scaled_runtime("generate", 1.0),
+        gpu=rule_resource("generate", "gpu", 0),
+    log:
+        "logs/generate/{dataset}/{variant}.log",
+    benchmark:
+        "benchmarks/generate/{dataset}/{variant}.tsv"
+    shell:
+        "export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; {params.cmd} > {log} 2>&1"

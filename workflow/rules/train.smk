@@ -1,0 +1,24 @@
+# Stage 2: training.  One job per (dataset, variant): every M the studies ask of the variant,
+# every seed.  The job's output is its run folder; Snakemake deletes a half-written one before a
+# rerun (and --rerun-incomplete, set in profiles/default, reruns jobs killed mid-way).
+
+
+rule train:
+    input:
+        npz="data/{dataset}/dataset.npz",
+        meta="data/{dataset}/dataset.json",
+    output:
+        directory("runs/{dataset}/{variant}"),
+    params:
+        cmd=lambda wildcards: batch_shell(train_commands(wildcards.dataset, wildcards.variant)),
+    threads: rule_resource("train", "threads", 1)
+    resources:
+        mem_mb=rule_resource("train", "mem_mb", 3000),
+        runtime=scaled_runtime("train", 1.0),
+        gpu=rule_resource("train", "gpu", 0),
+    log:
+        "logs/train/{dataset}/{variant}.log",
+    benchmark:
+        "benchmarks/train/{dataset}/{variant}.tsv"
+    shell:
+        "export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; {params.cmd} > {log} 2>&1"

@@ -1,0 +1,57 @@
+# Divergence-estimator validation against closed forms, and (opt-in) loss-kernel throughput.
+
+
+rule validate_estimators:
+    output:
+        csv="results/estimator_validation.csv",
+        png="figures/estimator_validation_raw.png",
+    params:
+        cmd=lambda wildcards, output: batch_shell(
+            [
+                ["validate-estimators", "--out-csv", output.csv, "--out-fig", output.png,
+                 "--seed", str(VALIDATION.get("seed", 0))]
+                + (["--quick"] if VALIDATION.get("quick", True) else [])
+            ]
+        ),
+    threads: rule_resource("validate_estimators", "threads", 1)
+    resources:
+        mem_mb=rule_resource("validate_estimators", "mem_mb", 3000),
+        runtime=rule_resource("validate_estimators", "runtime", 15),
+    log:
+        "logs/validate_estimators.log",
+    benchmark:
+        "benchmarks/validate_estimators.tsv"
+    shell:
+        "export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; {params.cmd} > {log} 2>&1"
+
+
+# Not part of `all` unless `throughput: {enabled: true}`; run it with `snakemake throughput`.
+rule throughput:
+    output:
+        csv=report(
+            "results/throughput.csv",
+            caption="../report/throughput.rst",
+            category="Throughput",
+        ),
+        png=report(
+            "figures/throughput.png",
+            caption="../report/throughput.rst",
+            category="Throughput",
+        ),
+    params:
+        cmd=lambda wildcards, output: batch_shell(
+            [
+                ["throughput", "--out", output.csv, "--fig", output.png]
+                + (["--quick"] if THROUGHPUT.get("quick", True) else [])
+            ]
+        ),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    log:
+        "logs/throughput.log",
+    benchmark:
+        "benchmarks/throughput.tsv"
+    shell:
+        "{params.cmd} > {log} 2>&1"

@@ -123,8 +123,8 @@ def generation_metrics(generated: np.ndarray, target: np.ndarray, space: Feature
 # ----------------------------------------------------------------------------- decoder
 
 
-def train_decoder(z: torch.Tensor, target: np.ndarray, seed: int = 0, epochs: int = 300, batch_size: int = 128,
-                  lr: float = 1e-3, hidden: int = 256, depth: int = 2) -> tuple[Decoder, np.ndarray, np.ndarray, float]:
+def train_decoder(z: torch.Tensor, target: np.ndarray, seed: int = 0, epochs: int = 150, batch_size: int = 256,
+                  lr: float = 2e-3, hidden: int = 256, depth: int = 2) -> tuple[Decoder, np.ndarray, np.ndarray, float]:
     """Decoder on frozen embeddings -> standardised targets (deterministic given the seed)."""
     t = np.asarray(target, np.float32)
     mean, std = t.mean(0), t.std(0)
@@ -210,7 +210,7 @@ def save_samples(path: Path, samples: dict[str, np.ndarray], target_shape, n_col
 # ----------------------------------------------------------------------------- run
 
 
-def generate_run(run_dir, out_dir, epochs: int = 300, fd_components: int = 16, n_show: int = 10) -> dict:
+def generate_run(run_dir, out_dir, epochs: int = 150, fd_components: int = 16, n_show: int = 10) -> dict:
     from harness.evaluate import embed_split
     from harness.train import load_run
 
@@ -258,7 +258,7 @@ def generate_run(run_dir, out_dir, epochs: int = 300, fd_components: int = 16, n
 def add_arguments(p) -> None:
     p.add_argument("--run", required=True, help="run folder from `python -m harness train`")
     p.add_argument("--out", required=True, help="output folder (generation.json, samples.png)")
-    p.add_argument("--decoder-epochs", type=int, default=300)
+    p.add_argument("--decoder-epochs", type=int, default=150, help="decoder training epochs (batch 256, AdamW lr 2e-3)")
     p.add_argument("--fd-components", type=int, default=16, help="PCA dims of the Fréchet-distance space")
     p.add_argument("--n-show", type=int, default=10, help="test samples shown in samples.png")
 

@@ -195,11 +195,6 @@ class Objective(nn.Module):
             raise ValueError(f"{self.name} needs a batch of at least B={self.min_batch} rows, got B={batch}")
         if z.shape[2] < 1:
             raise ValueError(f"embedding dimension d must be >= 1, got d={z.shape[2]}")
-        if self.check_finite:
-            bad = (~torch.isfinite(z.detach())).sum(dim=(1, 2))
-            if bool(bad.any()):
-                m = int(torch.nonzero(bad)[0])
-                raise ValueError(f"embeddings[{m}] contains {int(bad[m])} NaN or inf values")
         if self.normalize:
             z = F.normalize(z, dim=-1, eps=1e-12)
         else:
@@ -214,6 +209,13 @@ class Objective(nn.Module):
         self.check_modalities(n_mod)
         return z
 
+    @staticmethod
+    def _raise_if_not_finite(embeddings: Sequence[Tensor] | Tensor) -> None:
+        for m, t in enumerate(embeddings):
+            bad = int((~torch.isfinite(t.detach())).sum())
+            if bad:
+                raise ValueError(f"embeddings[{m}] contains {bad} NaN or inf values")
+
     def check_modalities(self, n_modalities: int) -> None:
         anchor = getattr(self, "anchor", None)
         if anchor is not None and anchor >= n_modalities:
@@ -227,6 +229,10 @@ class Objective(nn.Module):
         rows = slice(rank * local, (rank + 1) * local)
         terms = self.compute(z, rows)
         loss = torch.stack(list(terms.values())).sum()
+        # NaN/inf anywhere in the input reaches the loss: one scalar check instead of a pass over
+        # the input on every call; the input is searched only when the loss is not finite
+        if self.check_finite and not bool(torch.isfinite(loss.detach())):
+            self._raise_if_not_finite(embeddings)
         return ObjectiveOutput(loss=loss, terms=terms, roles={k: self.roles[k] for k in terms})
 
     def compute(self, z: Tensor, rows: slice) -> dict[str, Tensor]:  # pragma: no cover - abstract

@@ -41,22 +41,22 @@ def contrastive_parts(
     local = rows.stop - rows.start
     distributed = local != total
     n_pairs = len(pairs)
-    pos = torch.zeros((), dtype=z.dtype, device=z.device)
-    lse = torch.zeros((), dtype=z.dtype, device=z.device)
-    for m, n in pairs:
-        pos = pos + (z[m, rows] * z[n, rows]).sum()
+    # unbind once: one backward node for all modalities instead of a full-size select/index
+    # backward per use (that overhead dominates small batches)
+    zs = z.unbind(0)
+    pos = sum((zs[m][rows] * zs[n][rows]).sum() for m, n in pairs)
+    lse = 0.0
     if not distributed:
         groups: dict[int, list[int]] = defaultdict(list)
         for m, n in pairs:
             groups[m].append(n)
         for m, partners in groups.items():
-            a = z[m] * scale
-            lse = lse + pair_lse(a, z[partners], 0.5, 0.5, exclude_positive, 0, chunk_size)
+            k = zs[partners[0]].unsqueeze(0) if len(partners) == 1 else torch.stack([zs[n] for n in partners])
+            lse = lse + pair_lse(zs[m] * scale, k, 0.5, 0.5, exclude_positive, 0, chunk_size)
     else:
         for m, n in pairs:
             for q, k in ((m, n), (n, m)):
-                a = z[q, rows] * scale
-                lse = lse + pair_lse(a, z[k], 0.5, 0.0, exclude_positive, rows.start, chunk_size)
+                lse = lse + pair_lse(zs[q][rows] * scale, zs[k], 0.5, 0.0, exclude_positive, rows.start, chunk_size)
     alignment = -Objective.mean_over_rows(pos * scale, total) / n_pairs
     uniformity = Objective.mean_over_rows(lse, total) / n_pairs
     return alignment, uniformity

@@ -136,18 +136,17 @@ def _pair_lse_one_block(a, kf, nb, N, w_row, w_col, exclude, offset, need_grad):
         _mask_positives(s, 0, offset)
     rowmax = s.amax(dim=(1, 2))  # (R,) one shift per row for all blocks
     top = rowmax.max()
-    if bool((top - rowmax > margin).any()):
-        return None
+    u = torch.exp(rowmax - top)  # (R,)
     s.sub_(rowmax.view(-1, 1, 1)).exp_()  # E
     rowsum = s.sum(dim=2)  # (R, nb)
-    u = torch.exp(rowmax - top)  # (R,)
-    colsum = torch.einsum("rbn,r->bn", s, u)  # (nb, N)
+    colsum = (u @ s.view(s.shape[0], nb * N)).view(nb, N)
     tiny = _TINY[a.dtype]
-    if bool((rowsum < tiny).any()) or bool((colsum < tiny).any()):
+    # one synchronising check for all three failure modes (each would need the two-shift path)
+    if bool((top - rowmax).max() > margin) or bool(torch.minimum(rowsum.min(), colsum.min()) < tiny):
         return None
     row_lse = rowmax.unsqueeze(1) + rowsum.log()
     col_lse = top + colsum.log()
-    total = w_row * row_lse.sum(dtype=torch.float64) + w_col * col_lse.sum(dtype=torch.float64)
+    total = w_row * row_lse.sum() + w_col * col_lse.sum()
     if not need_grad:
         return total, None, None
     beta = w_row / (rowsum * u.unsqueeze(1))  # (R, nb)

@@ -43,6 +43,8 @@ __all__ = [
     "ref_gram",
     "ref_symile",
     "REFERENCES",
+    "make_zs",
+    "unit",
 ]
 
 # role of each named term (the spec's table)

@@ -41,11 +41,11 @@ def _ids(x):
     return x if isinstance(x, str) else "-".join(map(str, x))
 
 
-def _inputs(M=3, B=4, d=3, seed=0):
+def _inputs(M=3, B=3, d=3, seed=0):
     return [z.detach().requires_grad_(True) for z in make_zs(M, B, d, seed=seed)]
 
 
-@pytest.mark.parametrize("chunk_size", [None, 3])
+@pytest.mark.parametrize("chunk_size", [None, 2])
 @pytest.mark.parametrize("name,params", GRAD_CONFIGS, ids=_ids)
 def test_gradcheck_inputs(name, params, chunk_size):
     fn = objectives.build(name, **params, chunk_size=chunk_size)

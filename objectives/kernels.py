@@ -118,6 +118,11 @@ _SHIFT_MARGIN = {torch.float32: 60.0, torch.float64: 600.0}
 _TINY = {torch.float32: 1e-30, torch.float64: 1e-290}
 
 
+def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Elementwise work of half-precision blocks runs in float32; the GEMMs stay in ``dtype``."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
 def _pair_lse_one_block(a, kf, nb, N, w_row, w_col, exclude, offset, need_grad):
     """Symmetric (row and column) case in one block with ~8 elementwise passes instead of ~20.
 
@@ -128,10 +133,11 @@ def _pair_lse_one_block(a, kf, nb, N, w_row, w_col, exclude, offset, need_grad):
     Returns None (the two-shift path then runs) when a shift could lose a row or column sum to
     underflow: a row maximum far below the largest, or a row / column sum below ``_TINY``.
     """
-    margin = _SHIFT_MARGIN.get(a.dtype)
+    work = _work_dtype(a.dtype)
+    margin = _SHIFT_MARGIN.get(work)
     if margin is None:
         return None
-    s = (a @ kf.T).view(-1, nb, N)
+    s = (a @ kf.T).to(work).view(-1, nb, N)
     if exclude:
         _mask_positives(s, 0, offset)
     rowmax = s.amax(dim=(1, 2))  # (R,) one shift per row for all blocks
@@ -140,7 +146,7 @@ def _pair_lse_one_block(a, kf, nb, N, w_row, w_col, exclude, offset, need_grad):
     s.sub_(rowmax.view(-1, 1, 1)).exp_()  # E
     rowsum = s.sum(dim=2)  # (R, nb)
     colsum = (u @ s.view(s.shape[0], nb * N)).view(nb, N)
-    tiny = _TINY[a.dtype]
+    tiny = _TINY[work]
     # one synchronising check for all three failure modes (each would need the two-shift path)
     if bool((top - rowmax).max() > margin) or bool(torch.minimum(rowsum.min(), colsum.min()) < tiny):
         return None
@@ -152,8 +158,8 @@ def _pair_lse_one_block(a, kf, nb, N, w_row, w_col, exclude, offset, need_grad):
     beta = w_row / (rowsum * u.unsqueeze(1))  # (R, nb)
     v = w_col / colsum  # (nb, N)
     s.mul_(beta.unsqueeze(2) + v.unsqueeze(0))  # E * (beta_ib + v_bj); the gradient is u_i times it
-    g = s.view(s.shape[0], nb * N)
-    ucol = u.unsqueeze(1)
+    g = s.view(s.shape[0], nb * N).to(a.dtype)
+    ucol = u.unsqueeze(1).to(a.dtype)
     da = (g @ kf).mul_(ucol)
     dk = g.T @ (a * ucol)
     return total, da, dk
@@ -175,15 +181,16 @@ class _PairLSE(torch.autograd.Function):
         kf = k.reshape(nb * N, d)
         need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         step = R if chunk is None else max(1, min(int(chunk), R))
+        work = _work_dtype(a.dtype)
         col_lse = None
         if w_col != 0.0:
             if R != N:
                 raise ValueError(f"column log-sum-exp needs as many rows as columns, got {R} and {N}")
             if step < R:  # pass 1: online column log-sum-exp over row chunks
-                cmax = torch.full((nb, N), float("-inf"), dtype=a.dtype, device=a.device)
-                csum = torch.zeros((nb, N), dtype=a.dtype, device=a.device)
+                cmax = torch.full((nb, N), float("-inf"), dtype=work, device=a.device)
+                csum = torch.zeros((nb, N), dtype=work, device=a.device)
                 for s0 in range(0, R, step):
-                    s = (a[s0 : s0 + step] @ kf.T).view(-1, nb, N)
+                    s = (a[s0 : s0 + step] @ kf.T).to(work).view(-1, nb, N)
                     if exclude:
                         _mask_positives(s, s0, offset)
                     bmax = torch.maximum(cmax, s.amax(dim=0))
@@ -204,7 +211,7 @@ class _PairLSE(torch.autograd.Function):
         dk = torch.zeros_like(kf) if need_grad else None
         for s0 in range(0, R, step):
             a_c = a[s0 : s0 + step]
-            s = (a_c @ kf.T).view(-1, nb, N)
+            s = (a_c @ kf.T).to(work).view(-1, nb, N)
             if exclude:
                 _mask_positives(s, s0, offset)
             row_lse = torch.logsumexp(s, dim=2)  # (c, nb)
@@ -224,7 +231,7 @@ class _PairLSE(torch.autograd.Function):
             if w_col != 0.0:
                 s.add_(p_col)
                 del p_col
-            g = s.view(-1, nb * N)
+            g = s.view(-1, nb * N).to(a.dtype)
             torch.mm(g, kf, out=da[s0 : s0 + step])
             dk.addmm_(g.T, a_c)
         if w_col != 0.0:
@@ -276,9 +283,10 @@ class _TotalLSE(torch.autograd.Function):
         step = R if chunk is None else max(1, min(int(chunk), R))
         need_grad = ctx.needs_input_grad[0] or (not same and ctx.needs_input_grad[1])
         xs = x * scale  # fold the scale into the (R, d) operand, not the (R, N) block
+        work = _work_dtype(x.dtype)
 
         def block(s0: int) -> Tensor:
-            s = xs[s0 : s0 + step] @ cols.T
+            s = (xs[s0 : s0 + step] @ cols.T).to(work)
             if exclude_diagonal:
                 _mask_positives(s, s0, offset)
             return s
@@ -291,7 +299,7 @@ class _TotalLSE(torch.autograd.Function):
             total = top.double() + mass.log()
             blocks = [s]
         else:  # chunked: online maximum and mass, blocks recomputed for the gradient
-            top = torch.tensor(float("-inf"), dtype=x.dtype, device=x.device)
+            top = torch.tensor(float("-inf"), dtype=work, device=x.device)
             mass = torch.zeros((), dtype=torch.float64, device=x.device)
             for s0 in range(0, R, step):
                 s = block(s0)
@@ -309,6 +317,7 @@ class _TotalLSE(torch.autograd.Function):
                     g = blocks[i]  # exp(S - top)
                 else:
                     g = block(s0).sub_(top).exp_()
+                g = g.to(x.dtype)
                 torch.mm(g, cols, out=dx[s0 : s0 + step])
                 if not same:
                     dy.addmm_(g.T, x[s0 : s0 + step])

@@ -35,7 +35,9 @@ product of M equal-width Gaussians is
 = (1/M) sum_{m<n} |a_m - a_n|^2``, ``K = (2 pi h^2)^(-(M-1)d/2) M^(-d/2)``, so
 ``int prod_m p_hat_m = K * mean over all M-tuples (one sample per modality) of exp(-S/(2h^2))`` and
 ``int p_hat_m^M = K * mean over M-tuples drawn from modality m (repeats included) of exp(-S/(2h^2))``;
-K cancels. Cost O(prod_m B_m + sum_m B_m^M): refused above ``max_tuples`` (default 2e8). For M = 2
+K cancels. Cost O(prod_m B_m + sum_m B_m^M): refused above ``max_tuples`` (default 2e8); blocks of
+~4M tuples keep memory small without gradients (with inputs that require grad, autograd keeps every
+block, O(tuples) memory). For M = 2
 it is exactly ``D_CS / 2`` of the KDEs (computed with ``log_mean_kernel``, cost O(B^2)).
 For Gaussians the exact estimator converges to the closed form with ``s^2 + h^2`` in place of ``s^2``.
 

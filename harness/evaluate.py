@@ -11,15 +11,21 @@ Output: one flat JSON object (keys sorted). Metric keys (m, n are modality indic
 - ``retrieval/true_pair_cosine/mean``: mean cosine of paired rows over all pairs m < n.
 - ``probe/acc/{m}``: accuracy of a logistic-regression probe trained on modality m's training
   embeddings, tested on the split; ``probe/acc/mean`` (only when the dataset has labels).
-- ``gap/<key>``: every scalar of ``harness.gap.modality_gap``.
-- ``divergence/holder`` (global Hölder divergence, resubstitution, median bandwidth),
-  ``divergence/cs_pairwise_mean`` (mean Cauchy-Schwarz divergence over pairs m < n),
-  ``divergence/proxy[/...]`` (``harness.divergence.proxy_bound``).
-- ``conflict/<key>/<stat>``: ``harness.conflicts.infonce_conflicts`` (zeta, projection ratio, chi
-  for the anchor) at ``--temperature`` (default 0.07), per-sample values summarised by
-  ``harness.conflicts.summarize`` (mean, std, quantiles).
-- ``conflict/grad/<key>``: ``harness.conflicts.gradient_conflicts`` of the trained objective
-  (alignment-vs-uniformity cosine, intra-alignment cosines).
+- ``gap/<key>``: every scalar of ``harness.gap.modality_gap`` (``centroid_distance_pairs``,
+  ``centroid_distance_anchor``, ``mean_paired_distance_*``, ``relative_gap_*``,
+  ``linear_separability``, ``separability_chance``, ``true_pair_cosine_*``, ``alignment_*``,
+  ``uniformity_m{m}``, ``uniformity_mean``, ``effective_rank_m{m}``, ``effective_rank_mean``).
+- ``divergence/holder``: global Hölder divergence (gamma = M, resubstitution, median bandwidth);
+  ``divergence/cs_pairwise_mean``: mean Cauchy-Schwarz divergence over pairs m < n;
+  ``divergence/proxy/{divergence,constant,alignment,uniformity,bound,slack,L_align_anchor,h,M,B}``
+  from ``harness.divergence.proxy_bound`` (estimator "auto"), plus ``divergence/proxy/guaranteed``
+  (bool) and ``divergence/proxy/estimator`` (str).
+- ``conflict/{zeta,projection_ratio,chi,chi_net}/{mean,std,median,q05,q25,q75,q95,n}``:
+  ``harness.conflicts.infonce_conflicts`` for anchor 0 at ``--temperature`` (default 0.07, the same
+  for every objective so that values are comparable).
+- ``conflict/grad/{cos_align_unif_anchor,angle_align_unif_deg_anchor,cos_align_unif_all,pull_cos,
+  chi_grad,pull_additivity_residual}/<stat>``: ``harness.conflicts.gradient_conflicts`` of the trained
+  objective on the split's embeddings (alignment-vs-uniformity cosine, intra-alignment pull cosines).
 - Metadata: ``meta/dataset``, ``meta/objective``, ``meta/n_modalities``, ``meta/seed``,
   ``meta/split``, ``meta/n_eval``, ``meta/modality_names`` (comma-joined), ``meta/params`` (JSON
   string) and ``meta/param/<name>`` for each objective parameter, ``meta/data_sha256``.
@@ -107,7 +113,7 @@ def embed_split(model, ds, rows: np.ndarray, M: int) -> list[torch.Tensor]:
 def evaluate_run(run_dir, split: str = "test", temperature: float = 0.07, max_rows: int = 2048,
                  probes: bool = True) -> dict:
     from harness.distributed import local_objectives
-    from harness.train import flatten_metrics, load_run
+    from harness.train import conflict_summaries, flatten_metrics, load_run
 
     cfg, model, loss_fn, ds = load_run(run_dir)
     M = cfg["n_modalities"]
@@ -129,15 +135,20 @@ def evaluate_run(run_dir, split: str = "test", temperature: float = 0.07, max_ro
 
     with torch.no_grad():
         out.update(flatten_metrics("gap", gap.modality_gap(sub)))
-        out.update(flatten_metrics("divergence/holder", divergence.holder(sub, bandwidth="median")))
+        out["divergence/holder"] = float(divergence.holder(sub, bandwidth="median"))
         cs = [float(divergence.cauchy_schwarz(sub[m], sub[n], bandwidth="median"))
               for m in range(M) for n in range(m + 1, M)]
         out["divergence/cs_pairwise_mean"] = float(np.mean(cs))
-        out.update(flatten_metrics("divergence/proxy", divergence.proxy_bound(sub, bandwidth="median", anchor=0)))
+        proxy = divergence.proxy_bound(sub, bandwidth="median", anchor=0)
+        out.update({f"divergence/proxy/{k}": float(v) for k, v in proxy.items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        out["divergence/proxy/guaranteed"] = bool(proxy.get("guaranteed", False))
+        out["divergence/proxy/estimator"] = str(proxy.get("estimator"))
         c = conflicts.infonce_conflicts(sub, temperature, 0)
-        out.update(_conflict_summary(c, conflicts))
+        out.update(conflict_summaries("conflict", c))
     with local_objectives():
-        out.update(flatten_metrics("conflict/grad", conflicts.gradient_conflicts(loss_fn, sub)))
+        gc = conflicts.gradient_conflicts(loss_fn, sub, anchor=0)
+    out.update(conflict_summaries("conflict/grad", gc))
     out = {k: v for k, v in out.items()}
     out.update({
         "meta/dataset": ds.meta.get("dataset"),
@@ -157,28 +168,19 @@ def evaluate_run(run_dir, split: str = "test", temperature: float = 0.07, max_ro
     return out
 
 
-def _conflict_summary(c: dict, conflicts_mod) -> dict[str, float]:
-    """Per-sample tensors -> conflicts.summarize; scalars and nested dicts flattened."""
-    from harness.train import flatten_metrics
-
-    out: dict[str, float] = {}
-    for key, v in c.items():
-        if isinstance(v, torch.Tensor) and v.numel() > 1:
-            out.update(flatten_metrics(f"conflict/{key}", conflicts_mod.summarize(v)))
-        else:
-            out.update(flatten_metrics(f"conflict/{key}", v))
-    return out
-
-
 def add_arguments(p) -> None:
     p.add_argument("--run", required=True, help="run folder from `python -m harness train`")
     p.add_argument("--out", required=True, help="output JSON file")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--temperature", type=float, default=0.07, help="temperature of the InfoNCE conflict statistics")
     p.add_argument("--max-rows", type=int, default=2048, help="rows used for divergence/conflict statistics")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op CPU threads (default 1: small models; the workflow runs jobs in parallel; 0 = torch default)")
 
 
 def main(args) -> int:
+    if getattr(args, "threads", 0):
+        torch.set_num_threads(args.threads)
     from harness.data import DataError
     from harness.train import TrainError
 

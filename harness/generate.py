@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -50,14 +51,18 @@ def frechet_from_stats(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2:
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     cov1, cov2 = np.atleast_2d(cov1).astype(np.float64), np.atleast_2d(cov2).astype(np.float64)
     diff = mu1 - mu2
-    covmean = scipy.linalg.sqrtm(cov1 @ cov2)
-    if not np.all(np.isfinite(covmean)):
-        offset = np.eye(cov1.shape[0]) * eps
-        covmean = scipy.linalg.sqrtm((cov1 + offset) @ (cov2 + offset))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # singular products are handled below
+        covmean = scipy.linalg.sqrtm(cov1 @ cov2)
+        if not np.all(np.isfinite(covmean)):
+            offset = np.eye(cov1.shape[0]) * eps
+            covmean = scipy.linalg.sqrtm((cov1 + offset) @ (cov2 + offset))
     if np.iscomplexobj(covmean):
         # numerical noise only; large imaginary parts mean a badly conditioned product
         if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3 * max(1.0, np.abs(covmean).max())):
-            covmean = scipy.linalg.sqrtm((cov1 + eps * np.eye(len(mu1))) @ (cov2 + eps * np.eye(len(mu1))))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                covmean = scipy.linalg.sqrtm((cov1 + eps * np.eye(len(mu1))) @ (cov2 + eps * np.eye(len(mu1))))
         covmean = covmean.real
     value = float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * np.trace(covmean))
     return max(value, 0.0)
@@ -261,9 +266,13 @@ def add_arguments(p) -> None:
     p.add_argument("--decoder-epochs", type=int, default=150, help="decoder training epochs (batch 256, AdamW lr 2e-3)")
     p.add_argument("--fd-components", type=int, default=16, help="PCA dims of the Fréchet-distance space")
     p.add_argument("--n-show", type=int, default=10, help="test samples shown in samples.png")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op CPU threads (default 1: small models; the workflow runs jobs in parallel; 0 = torch default)")
 
 
 def main(args) -> int:
+    if getattr(args, "threads", 0):
+        torch.set_num_threads(args.threads)
     from harness.data import DataError
     from harness.train import TrainError
 

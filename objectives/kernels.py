@@ -68,18 +68,25 @@ def log_mean_kernel(
 
 
 @torch.no_grad()
-def median_bandwidth(*xs: Tensor, max_samples: int = 4096) -> float:
+def median_bandwidth(*xs: Tensor, max_samples: int = 1024) -> float:
     """Median pairwise distance over the pooled sample (i != j), detached.
 
-    At most ``max_samples`` rows (the first ones, deterministic) enter the median so that the
-    heuristic stays O(max_samples^2) for large batches.
+    At most ``max_samples`` rows enter, the same number from each input (its first rows, so the
+    heuristic is deterministic and no modality is left out), keeping the cost O(max_samples^2 d).
     """
-    pooled = torch.cat([x.detach().reshape(-1, x.shape[-1]) for x in xs], dim=0)[:max_samples]
+    if not xs:
+        raise ValueError("median bandwidth needs at least one sample set")
+    per_set = max(1, max_samples // len(xs))
+    pooled = torch.cat([x.detach().reshape(-1, x.shape[-1])[:per_set] for x in xs], dim=0)
     if pooled.shape[0] < 2:
         raise ValueError(f"median bandwidth needs at least 2 samples, got {pooled.shape[0]}")
-    d2 = sq_dists(pooled.float(), pooled.float())
-    iu = torch.triu_indices(d2.shape[0], d2.shape[1], offset=1, device=d2.device)
-    med = d2[iu[0], iu[1]].median().sqrt().item()
+    pooled = pooled.float() if pooled.dtype in (torch.float16, torch.bfloat16) else pooled
+    n = pooled.shape[0]
+    d2 = sq_dists(pooled, pooled)
+    d2.fill_diagonal_(-1.0)  # the n diagonal entries become the n smallest values
+    # lower median of the off-diagonal entries (each pair appears twice, which leaves it unchanged)
+    k = n + (n * (n - 1) - 1) // 2 + 1
+    med = d2.reshape(-1).kthvalue(k).values.sqrt().item()
     # identical samples give a zero median: fall back to a tiny positive width, never 0
     return max(med, 1e-3)
 

@@ -68,11 +68,11 @@ def test_synthetic_knobs():
 
 
 def test_views_carry_class_information():
-    from sklearn.linear_model import LogisticRegression
-
     views, _, labels, _ = hd.generate_synthetic(small_cfg(n_samples=400))
-    acc = LogisticRegression(max_iter=500).fit(views[0][:300], labels[:300]).score(views[0][300:], labels[300:])
-    assert acc > 0.6
+    x = views[0]
+    centroids = np.stack([x[:300][labels[:300] == c].mean(0) for c in range(4)])
+    pred = ((x[300:, None, :] - centroids[None]) ** 2).sum(-1).argmin(1)
+    assert (pred == labels[300:]).mean() > 0.6  # nearest class centroid; chance is 0.25
 
 
 # ----------------------------------------------------------------------------- storage

@@ -10,6 +10,11 @@ import torch
 import objectives
 from reference_losses import make_zs, unit
 
+
+def _f(x):
+    """float() of a tensor or number, without the requires_grad warning."""
+    return float(x.detach()) if isinstance(x, torch.Tensor) else float(x)
+
 TEMP_NAMES = ["infonce", "infonce_anchor", "infonce_reweighted", "dcl", "cs_aligner", "gram", "symile"]
 ANCHOR_NAMES = ["infonce_anchor", "gram", "unialign", "cs_aligner"]
 ALL_NAMES = ["infonce", "infonce_anchor", "infonce_reweighted", "dcl", "align_uniform", "unialign",
@@ -56,6 +61,12 @@ def test_keyword_of_another_objective_is_type_error(name, key):
 @pytest.mark.parametrize("name", TEMP_NAMES)
 def test_bad_temperature(name, value, shown):
     _raises(ValueError, _build_and_run(name, temperature=value), "temperature", shown)
+
+
+@pytest.mark.parametrize("name", ["infonce", "gram", "symile"])
+def test_learnable_temperature_below_floor(name):
+    _raises(ValueError, _build_and_run(name, temperature=0.005, learnable_temperature=True),
+            "temperature", "0.005")
 
 
 @pytest.mark.parametrize("name", ["infonce", "symile"])
@@ -184,7 +195,7 @@ def test_zero_row_with_normalize(name):
         out = objectives.build(name)(zs)
     except ValueError:
         return
-    assert math.isfinite(float(out.loss))
+    assert math.isfinite(_f(out.loss))
 
 
 # ----------------------------------------------------------------------------- switches
@@ -226,3 +237,27 @@ def test_valid_switch_values_accepted():
     """Sanity: the valid switch values are accepted."""
     for neg in ("n", "n_squared"):
         objectives.build("symile", negatives=neg)(make_zs(3, 3, 4))
+
+
+# ----------------------------------------------------------------------------- wrong types
+@pytest.mark.parametrize("name,key,value", [
+    ("infonce_anchor", "anchor", 1.5), ("infonce_anchor", "anchor", "0"), ("gram", "anchor", True),
+    ("infonce", "normalize", "yes"), ("infonce", "learnable_temperature", "yes"),
+    ("unialign", "renormalize_centroid", "yes"), ("unialign", "include_diagonal", 1),
+    ("infonce", "temperature", True), ("unialign", "lam_uni", "1"),
+])
+def test_wrong_type(name, key, value):
+    with pytest.raises((TypeError, ValueError)) as info:
+        _build_and_run(name, **{key: value})()
+    assert key in str(info.value), str(info.value)
+    assert repr(value) in str(info.value) or str(value) in str(info.value), str(info.value)
+
+
+def test_normalize_false_tolerance_is_1e_3():
+    """docs/interfaces.md: with normalize=False rows must satisfy | |z| - 1 | <= 1e-3."""
+    u = unit(make_zs(3, 4, 5))
+    for factor in (1.0005, 0.9995):
+        objectives.build("infonce", normalize=False)([u[0] * factor, u[1], u[2]])
+    for factor in (1.0015, 0.998):
+        with pytest.raises(ValueError):
+            objectives.build("infonce", normalize=False)([u[0] * factor, u[1], u[2]])

@@ -46,11 +46,11 @@ def frame(effect: float = 1.0, noise: float = 0.01, seed: int = 0) -> pd.DataFra
                     "M": m, "seed": s, "params": "{}",
                     "conflict/zeta/mean": 0.5 + effect * (0.05 * m - (0.3 if u else 0.0)) + noise * rng.normal(),
                     "conflict/chi/mean": 0.3 + effect * (0.04 * m - (0.2 if u else 0.0)) + noise * rng.normal(),
-                    "conflict/grad/cos_align_unif": -0.8 + effect * (0.7 if u else 0.0) + noise * rng.normal(),
+                    "conflict/grad/cos_align_unif/mean": -0.8 + effect * (0.7 if u else 0.0) + noise * rng.normal(),
                     "divergence/holder": 1.0 - effect * (0.4 if u else 0.0) + noise * rng.normal(),
-                    "divergence/proxy": 2.0 + noise * rng.normal(),
-                    "gap/centroid_distance": 0.6 - effect * (0.3 if u else 0.0) + noise * rng.normal(),
-                    "gap/alignment": 0.5 + noise * rng.normal(), "gap/uniformity": -2 + noise * rng.normal(),
+                    "divergence/proxy/bound": 2.0 + noise * rng.normal(),
+                    "gap/centroid_distance_pairs": 0.6 - effect * (0.3 if u else 0.0) + noise * rng.normal(),
+                    "gap/alignment_pairs": 0.5 + noise * rng.normal(), "gap/uniformity_mean": -2 + noise * rng.normal(),
                     "retrieval/R1/mean": 50 + effect * (5 if u else 0) + 100 * noise * rng.normal(),
                     "retrieval/R1/anchor->others": 50.0, "retrieval/R1/others->anchor": 49.0,
                     "probe/acc/mean": 0.9,
@@ -68,7 +68,7 @@ def history(effect: float = 1.0, noise: float = 0.01, seed: int = 0) -> pd.DataF
                     h = 1.0 / epoch + noise * rng.normal()
                     rows.append({"dataset": "syn", "variant": variant, "label": variant, "objective": variant,
                                  "M": m, "seed": s, "epoch": epoch, "val/holder": h,
-                                 "val/proxy": 3 + effect * 2 * h + noise * rng.normal()})
+                                 "val/proxy/bound": 3 + effect * 2 * h + noise * rng.normal()})
     return pd.DataFrame(rows)
 
 
@@ -129,7 +129,12 @@ def test_slope_interval_matches_linregress():
     x = np.repeat(np.arange(2, 7), 3).astype(float)
     y = 0.1 * x + np.random.default_rng(0).normal(0, 0.01, x.size)
     est, lo, hi, n = claims.slope_ci(x, y)
-    assert n == 15 and lo < 0.1 < hi and abs(est - 0.1) < 0.01
+    from scipy import stats
+
+    res = stats.linregress(x, y)
+    half = stats.t.ppf(0.975, 13) * res.stderr
+    assert n == 15 and abs(est - res.slope) < 1e-12 and abs(lo - (res.slope - half)) < 1e-12
+    assert abs(hi - (res.slope + half)) < 1e-12 and abs(est - 0.1) < 0.01
     assert math.isnan(claims.slope_ci([2, 2, 2], [1, 2, 3])[0])
 
 
@@ -159,16 +164,16 @@ def test_claims_with_missing_metrics_are_inconclusive():
 
 
 def _write_run(root: Path, dataset: str, variant: str, m: int, seed: int, value: float) -> None:
-    mdir = root / "metrics" / dataset / variant
+    mdir = root / "metrics" / dataset / "job" / variant
     mdir.mkdir(parents=True, exist_ok=True)
     (mdir / f"M{m}_seed{seed}.json").write_text(json.dumps({
         "retrieval/R1/mean": value, "conflict/zeta/mean": value / 100, "meta/objective": "infonce",
         "meta/params": "{}", "meta/seed": seed, "flag": True,
     }))
-    rdir = root / "runs" / dataset / variant / f"M{m}" / f"seed{seed}"
+    rdir = root / "runs" / dataset / "job" / variant / f"M{m}" / f"seed{seed}"
     rdir.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"epoch": [1, 2], "loss": [1.0, 0.5], "val/holder": [0.3, 0.2],
-                  "val/proxy": [1.0, 0.8]}).to_csv(rdir / "history.csv", index=False)
+                  "val/proxy/bound": [1.0, 0.8]}).to_csv(rdir / "history.csv", index=False)
 
 
 def test_aggregate_is_sorted_and_byte_identical(tmp_path):
@@ -176,8 +181,8 @@ def test_aggregate_is_sorted_and_byte_identical(tmp_path):
         for m in (3, 2):
             for seed in (1, 0):
                 _write_run(tmp_path, "syn", variant, m, seed, 10.0 * m + seed + 1 / 3)
-    dirs = [tmp_path / "metrics" / "syn" / v for v in ("unialign", "infonce")]
-    runs = [tmp_path / "runs" / "syn" / v for v in ("unialign", "infonce")]
+    dirs = [tmp_path / "metrics" / "syn" / "job"]
+    runs = [tmp_path / "runs" / "syn" / "job"]
     outs = []
     for i in range(2):
         path = tmp_path / f"summary{i}.csv"
@@ -204,10 +209,10 @@ def test_benchmarks_merge(tmp_path):
 
 
 def test_metric_column_fallbacks():
-    cols = ["conflict/zeta_a/mean", "divergence/holder/value", "gap/mean_centroid_distance"]
+    cols = ["conflict/zeta_a/mean", "divergence/holder/value", "gap/centroid_distance_anchor"]
     assert aggregate.metric_column(cols, "zeta") == "conflict/zeta_a/mean"
     assert aggregate.metric_column(cols, "holder") == "divergence/holder/value"
-    assert aggregate.metric_column(cols, "gap") == "gap/mean_centroid_distance"
+    assert aggregate.metric_column(cols, "gap") == "gap/centroid_distance_anchor"
     assert aggregate.metric_column(cols, "chi") is None
 
 

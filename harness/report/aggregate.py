@@ -2,9 +2,11 @@
 
 Inputs follow the workflow's layout (workflow/rules/common.smk):
 
-- ``--metrics metrics/{dataset}/{variant} ...``: folders of ``M{M}_seed{S}.json`` (``harness evaluate``);
-- ``--runs runs/{dataset}/{variant} ...``: folders of ``M{M}/seed{S}/history.csv`` (``harness train``);
-- ``--generation generation/{dataset}/{variant} ...``: folders of ``M{M}_seed{S}/generation.json``;
+- ``--metrics metrics/{dataset}/{job} ...``: ``{variant}/M{M}_seed{S}.json`` inside (``harness evaluate``);
+- ``--runs runs/{dataset}/{job} ...``: ``{variant}/M{M}/seed{S}/history.csv`` inside (``harness train``);
+- ``--generation generation/{dataset}/{job} ...``: ``{variant}/M{M}_seed{S}/generation.json`` inside;
+
+(a job is one variant, or a pack of a study's small variants: the variant is the sub-folder);
 - ``--benchmarks benchmarks/{stage}/....tsv``: Snakemake ``benchmark:`` files;
 - ``--config results/config.json``: the resolved configuration (variant -> objective, label, params).
 
@@ -67,37 +69,39 @@ METRICS: dict[str, dict[str, Any]] = {
         "label": "global Hölder divergence (nats)",
     },
     "proxy": {
-        "cols": ["divergence/proxy", "divergence/proxy/bound", "divergence/proxy/total", "divergence/proxy/value"],
+        "cols": ["divergence/proxy/bound", "divergence/proxy"],
         "regex": r"^divergence/proxy(/[^/]*)?$",
         "label": "proxy bound (nats)",
     },
     "cs": {"cols": ["divergence/cs_pairwise_mean"], "label": "mean pairwise CS divergence"},
     "gap": {
-        "cols": ["gap/centroid_distance", "gap/centroid_gap", "gap/gap", "gap/centroid"],
+        "cols": ["gap/centroid_distance_pairs", "gap/centroid_distance", "gap/centroid_distance_anchor"],
         "regex": r"^gap/.*centroid.*$",
         "label": "modality gap (centroid distance)",
     },
-    "gap_rel": {"cols": ["gap/relative_gap", "gap/relative"], "regex": r"^gap/.*relative.*$", "label": "relative gap"},
+    "gap_rel": {"cols": ["gap/relative_gap_pairs", "gap/relative_gap"], "regex": r"^gap/.*relative.*$", "label": "relative gap"},
     "alignment": {
-        "cols": ["gap/alignment", "gap/wang_isola_alignment", "gap/align"],
+        "cols": ["gap/alignment_pairs", "gap/alignment"],
         "regex": r"^gap/.*align.*$",
         "label": "alignment |z_m - z_n|^2 (Wang & Isola)",
     },
     "uniformity": {
-        "cols": ["gap/uniformity", "gap/wang_isola_uniformity", "gap/unif"],
-        "regex": r"^gap/.*unif.*$",
+        "cols": ["gap/uniformity_mean", "gap/uniformity"],
+        "regex": r"^gap/uniformity.*$",
         "label": "uniformity log E exp(-2|z_i - z_j|^2)",
     },
     "grad_cos": {
-        "cols": ["conflict/grad/cos_align_unif", "conflict/grad/align_unif_cos", "conflict/grad/cos_alignment_uniformity"],
+        "cols": ["conflict/grad/cos_align_unif/mean", "conflict/grad/cos_align_unif"],
         "regex": r"^conflict/grad/.*(cos|cosine).*(unif|uniformity).*$",
         "label": "cos(grad alignment, grad uniformity)",
     },
 }
 
 HISTORY_METRICS = {
-    "holder": ["val/holder", "val/holder/value"],
-    "proxy": ["val/proxy", "val/proxy/bound", "val/proxy/total", "val/proxy/value"],
+    # the global Hölder divergence (resubstitution, median bandwidth) and the UniAlign proxy bound
+    # (M-1) log B + (M-1)/(2h^2) L_align + (1/M) sum_m U (harness.divergence.proxy_bound)
+    "holder": ["val/holder", "val/proxy/divergence"],
+    "proxy": ["val/proxy/bound", "val/proxy"],
 }
 
 
@@ -198,11 +202,11 @@ def parse_run_name(name: str) -> tuple[int, int] | None:
     return (int(match["M"]), int(match["seed"])) if match else None
 
 
-def _cell(path: str | Path) -> tuple[str, str]:
+def _dataset(path: str | Path) -> str:
     parts = Path(path).parts
     if len(parts) < 2:
-        raise ValueError(f"{path}: expected .../<dataset>/<variant>")
-    return parts[-2], parts[-1]
+        raise ValueError(f"{path}: expected .../<dataset>/<job>")
+    return parts[-2]
 
 
 def _ids(cfg: dict, dataset: str, variant: str, m: int, seed: int, fallback_objective: str = "") -> dict:
@@ -245,8 +249,9 @@ def _finish(rows: list[dict], sort_extra: Sequence[str] = ()) -> pd.DataFrame:
 def collect_metrics(dirs: Sequence[str | Path], cfg: dict) -> pd.DataFrame:
     rows = []
     for d in dirs:
-        dataset, variant = _cell(d)
-        for path in sorted(Path(d).glob("M*_seed*.json")):
+        dataset = _dataset(d)
+        for path in sorted(Path(d).glob("*/M*_seed*.json")):
+            variant = path.parent.name
             parsed = parse_run_name(path.name)
             if parsed is None:
                 continue
@@ -263,8 +268,9 @@ def collect_metrics(dirs: Sequence[str | Path], cfg: dict) -> pd.DataFrame:
 def collect_history(dirs: Sequence[str | Path], cfg: dict) -> pd.DataFrame:
     frames = []
     for d in dirs:
-        dataset, variant = _cell(d)
-        for path in sorted(Path(d).glob("M*/seed*/history.csv")):
+        dataset = _dataset(d)
+        for path in sorted(Path(d).glob("*/M*/seed*/history.csv")):
+            variant = path.parent.parent.parent.name
             m = int(path.parent.parent.name[1:])
             seed = int(path.parent.name[4:])
             hist = pd.read_csv(path)
@@ -283,8 +289,9 @@ def collect_history(dirs: Sequence[str | Path], cfg: dict) -> pd.DataFrame:
 def collect_generation(dirs: Sequence[str | Path], cfg: dict) -> pd.DataFrame:
     rows = []
     for d in dirs:
-        dataset, variant = _cell(d)
-        for path in sorted(Path(d).glob("M*_seed*/generation.json")):
+        dataset = _dataset(d)
+        for path in sorted(Path(d).glob("*/M*_seed*/generation.json")):
+            variant = path.parent.parent.name
             parsed = parse_run_name(path.parent.name)
             if parsed is None:
                 continue
@@ -321,9 +328,9 @@ def collect_benchmarks(files: Sequence[str | Path]) -> pd.DataFrame:
 
 def add_arguments(p) -> None:
     p.add_argument("--config", default=None, help="resolved configuration (results/config.json)")
-    p.add_argument("--metrics", nargs="*", default=[], help="metrics/{dataset}/{variant} folders")
-    p.add_argument("--runs", nargs="*", default=[], help="runs/{dataset}/{variant} folders")
-    p.add_argument("--generation", nargs="*", default=[], help="generation/{dataset}/{variant} folders")
+    p.add_argument("--metrics", nargs="*", default=[], help="metrics/{dataset}/{job} folders")
+    p.add_argument("--runs", nargs="*", default=[], help="runs/{dataset}/{job} folders")
+    p.add_argument("--generation", nargs="*", default=[], help="generation/{dataset}/{job} folders")
     p.add_argument("--benchmarks", nargs="*", default=[], help="Snakemake benchmark TSV files")
     p.add_argument("--out-summary", default="results/summary.csv")
     p.add_argument("--out-history", default="results/history.csv")

@@ -9,13 +9,13 @@ Each figure's title states the finding computed from the data (never hard-coded)
 - ``projection_pca``: 2-D PCA of the test embeddings of every modality, InfoNCE beside UniAlign
   (loads the two runs' model.pt through harness.train.load_run);
 - ``generated_samples``: the generate step's samples.png of InfoNCE and UniAlign side by side;
-- ``proxy_vs_divergence``: validation divergence and its proxy during training (history.csv);
-- ``estimator_validation``: the divergence estimators against closed forms (validate-estimators).
+- ``proxy_vs_divergence``: validation divergence and its proxy during training (history.csv).
+
+(``figures/estimator_validation.{png,pdf}`` is drawn by ``python -m harness validate-estimators``.)
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Sequence
@@ -40,7 +40,6 @@ FIGURES = [
     "projection_pca",
     "generated_samples",
     "proxy_vs_divergence",
-    "estimator_validation",
 ]
 UNITS = {
     "zeta": "zeta (cosine, unitless)",
@@ -211,7 +210,9 @@ def projection(cfg, out_dir) -> None:
     report = cfg.get("config", {}).get("report", {}) or {}
     proj = report.get("projection") or {}
     variants = [report.get("baseline", "infonce"), report.get("method", "unialign")]
-    runs = [Path(f"runs/{proj.get('dataset')}/{v}/M{proj.get('m')}/seed{proj.get('seed', 0)}") for v in variants]
+    jobs = {(c["dataset"], c["variant"]): c.get("job", c["variant"]) for c in cfg.get("cells", [])}
+    runs = [Path(f"runs/{proj.get('dataset')}/{jobs.get((proj.get('dataset'), v), v)}/{v}/M{proj.get('m')}/"
+                 f"seed{proj.get('seed', 0)}") for v in variants]
     if not proj or not all((r / "model.pt").exists() for r in runs):
         placeholder(out_dir, "projection_pca", f"runs {', '.join(map(str, runs))} not found")
         return
@@ -252,7 +253,8 @@ def generated_samples(cfg, generation: pd.DataFrame, out_dir) -> None:
         if cell["variant"] in variants and cell.get("generation_ms"):
             m = cell["generation_ms"][0]
             seed = (cfg.get("seeds") or [0])[0]
-            path = Path(f"generation/{cell['dataset']}/{cell['variant']}/M{m}_seed{seed}/samples.png")
+            job = cell.get("job", cell["variant"])
+            path = Path(f"generation/{cell['dataset']}/{job}/{cell['variant']}/M{m}_seed{seed}/samples.png")
             if path.exists():
                 panels.append((cell["dataset"], cell["variant"], m, seed, path))
     if not panels:
@@ -262,7 +264,8 @@ def generated_samples(cfg, generation: pd.DataFrame, out_dir) -> None:
     panels.sort(key=lambda p: (p[0], variants.index(p[1])))
     ncols = 2
     nrows = math.ceil(len(panels) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(6 * ncols, 3.6 * nrows), squeeze=False)
+    h, w = plt.imread(panels[0][4]).shape[:2]
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6 * ncols, (6 * h / w + 0.5) * nrows + 0.6), squeeze=False)
     phrases = []
     for ax, (dataset, variant, m, seed, path) in zip(axes.flat, panels):
         ax.imshow(plt.imread(path))
@@ -346,29 +349,6 @@ def proxy_vs_divergence(history: pd.DataFrame, cfg, out_dir) -> None:
     save(fig, out_dir, "proxy_vs_divergence")
 
 
-def estimator_validation(csv: str | None, png: str | None, out_dir) -> None:
-    if not png or not Path(png).exists():
-        placeholder(out_dir, "estimator_validation", "estimator validation disabled or missing")
-        return
-    plt = _plt()
-    image = plt.imread(png)
-    h, w = image.shape[:2]
-    fig, ax = plt.subplots(figsize=(min(12, w / 100), min(12, w / 100) * h / w + 0.5))
-    ax.imshow(image)
-    ax.axis("off")
-    title = "Divergence estimators vs closed forms"
-    if csv and Path(csv).exists():
-        df = pd.read_csv(csv)
-        err = [c for c in df.columns if "rel" in c.lower() and "err" in c.lower()]
-        if err:
-            worst = pd.to_numeric(df[err[0]], errors="coerce").abs().max()
-            title += f": largest relative error {worst:.3g} over {len(df)} settings"
-        else:
-            title += f" ({len(df)} settings, see results/estimator_validation.csv)"
-    ax.set_title(title)
-    save(fig, out_dir, "estimator_validation")
-
-
 def _read(path: str | None) -> pd.DataFrame:
     if not path or not Path(path).exists() or Path(path).stat().st_size == 0:
         return pd.DataFrame()
@@ -383,8 +363,6 @@ def add_arguments(p) -> None:
     p.add_argument("--summary", required=True)
     p.add_argument("--history", default=None)
     p.add_argument("--generation", default=None)
-    p.add_argument("--validation", default=None, help="results/estimator_validation.csv")
-    p.add_argument("--validation-png", default=None, help="the validate-estimators figure")
     p.add_argument("--out-dir", default="figures")
     p.add_argument("--only", nargs="*", default=None, choices=FIGURES, help="draw only these figures")
 
@@ -403,7 +381,6 @@ def main(args) -> int:
         "projection_pca": lambda: projection(cfg, out),
         "generated_samples": lambda: generated_samples(cfg, generation, out),
         "proxy_vs_divergence": lambda: proxy_vs_divergence(history, cfg, out),
-        "estimator_validation": lambda: estimator_validation(args.validation, args.validation_png, out),
     }
     for name in FIGURES:
         if name in todo:

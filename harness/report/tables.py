@@ -58,12 +58,19 @@ GEN_METRICS = {"mse": "MSE (raw units)", "fd": "Fréchet distance", "acc": "clas
 # ----------------------------------------------------------------------------- formatting
 
 
+def _decimals(x: float) -> int:
+    a = abs(x)
+    return 0 if a >= 1000 else 1 if a >= 10 else 2 if a >= 1 else 3
+
+
 def fmt(x: float, sd: float | None = None) -> str:
+    """``mean ± sd`` with decimals chosen by the mean's magnitude (same decimals for both)."""
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "–"
-    text = f"{x:.3g}"
+    d = _decimals(x)
+    text = f"{x:.{d}f}"
     if sd is not None and isinstance(sd, float) and math.isfinite(sd):
-        text += f" ± {sd:.2g}"
+        text += f" ± {sd:.{d}f}"
     return text
 
 

@@ -1,16 +1,17 @@
 # Configuration checks and the job plan shared by every rule.
 #
-# Job granularity: torch takes ~2.5 s to import on the reference 2-core machine, so one job per
-# run would spend most of the sweep starting Python.  Each train / evaluate / generate job
-# therefore covers one (dataset, variant) cell: every M the studies ask of that variant and every
-# seed, run one after the other in a single process by workflow/scripts/harness_batch.py, which
+# Job granularity: importing torch and the harness takes ~3-5 s per process on the reference
+# 2-core machine, so one job per run would spend most of the sweep starting Python.  Each train /
+# evaluate / generate job therefore covers one (dataset, job) cell -- a job is one variant of the
+# main study, or a pack of the small variants of a packed study -- with every M and every seed,
+# run one after the other in a single process by workflow/scripts/harness_batch.py, which
 # calls harness.cli.main with exactly the argv of `python -m harness ...` (set `in_process: false`
 # to start one process per command instead).  Each job writes one directory:
 #
 #   data/{dataset}/dataset.npz, dataset.json
-#   runs/{dataset}/{variant}/M{M}/seed{S}/      model.pt, history.csv, train.json   (train)
-#   metrics/{dataset}/{variant}/M{M}_seed{S}.json                                 (evaluate)
-#   generation/{dataset}/{variant}/M{M}_seed{S}/ generation.json, samples.png       (generate)
+#   runs/{dataset}/{job}/{variant}/M{M}/seed{S}/        model.pt, history.csv, train.json (train)
+#   metrics/{dataset}/{job}/{variant}/M{M}_seed{S}.json                             (evaluate)
+#   generation/{dataset}/{job}/{variant}/M{M}_seed{S}/  generation.json, samples.png (generate)
 #   results/ tables, summary.csv, claims;  figures/ PDF and PNG;  logs/;  benchmarks/
 
 import json
@@ -26,10 +27,22 @@ validate(config, os.path.join(workflow.basedir, "workflow", "schemas", "config.s
 BASEDIR = os.path.abspath(workflow.basedir)
 # `python -m harness` must import the repository's packages from any working directory
 # (--directory, cluster nodes); the Snakefile is re-read in every remote job, so this travels.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in [BASEDIR, os.environ.get("PYTHONPATH", "")] if p
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(p for p in [BASEDIR, os.environ.get("PYTHONPATH", "")] if p)
 )
-PYTHON = config.get("python", "python")
+
+
+def _default_python():
+    # the interpreter running Snakemake (e.g. the project's .venv), unless rules run in their
+    # conda environment (--use-conda / --sdm conda), where `python` is that environment's
+    try:
+        methods = {str(m).lower() for m in workflow.deployment_settings.deployment_method}
+    except AttributeError:
+        methods = set()
+    return "python" if any("conda" in m for m in methods) else sys.executable
+
+
+PYTHON = config.get("python") or _default_python()
 RUNNER = os.path.join(BASEDIR, "workflow", "scripts", "harness_batch.py")
 UCI_MODALITIES = 6
 
@@ -97,6 +110,41 @@ def _plan():
 CELLS, GEN_CELLS = _plan()
 USED_DATASETS = sorted({d for d, _ in CELLS})
 
+# Jobs: a variant of the `main` study is one job per dataset; the variants a packed study
+# (`pack_studies`, default ablation and sensitivity: M=3 only, a few seconds of work each) adds
+# are trained together in one job per (dataset, study) named "<study>-pack", so that the
+# per-process start-up (~3-5 s of imports) is not paid for every small variant.
+PACK_STUDIES = list(config.get("pack_studies", ["ablation", "sensitivity"]))
+STUDY_ORDER = ["main", "ablation", "sensitivity"]
+
+
+def _jobs():
+    job_of = {}
+    for study_name in STUDY_ORDER:
+        spec = STUDIES.get(study_name)
+        if not spec:
+            continue
+        for d in spec["datasets"]:
+            for v in spec["variants"]:
+                if (d, v) not in job_of:
+                    job_of[(d, v)] = f"{study_name}-pack" if study_name in PACK_STUDIES else v
+    for key in CELLS:
+        job_of.setdefault(key, key[1])
+    jobs = defaultdict(list)
+    for (d, v), job in job_of.items():
+        jobs[(d, job)].append(v)
+    for (d, job), vs in jobs.items():
+        if job.endswith("-pack") and job in VARIANTS:
+            _fail(f"variant name {job!r} collides with the name of a packed job; rename the variant")
+    return job_of, {k: sorted(v) for k, v in sorted(jobs.items())}
+
+
+JOB_OF, JOBS = _jobs()
+GEN_JOBS = {}
+for (_d, _v) in GEN_CELLS:
+    GEN_JOBS.setdefault((_d, JOB_OF[(_d, _v)]), []).append(_v)
+GEN_JOBS = {k: sorted(v) for k, v in sorted(GEN_JOBS.items())}
+
 
 def dataset_modalities(dataset):
     spec = DATASETS[dataset]
@@ -144,43 +192,47 @@ def _param_args(params):
 
 
 def run_dir(dataset, variant, m, seed):
-    return f"runs/{dataset}/{variant}/M{m}/seed{seed}"
+    return f"runs/{dataset}/{JOB_OF[(dataset, variant)]}/{variant}/M{m}/seed{seed}"
 
 
-def train_commands(dataset, variant):
-    spec = VARIANTS[variant]
-    t = training_settings(dataset, variant)
+def train_commands(dataset, job):
     device = "cuda" if rule_resource("train", "gpu", 0) else "cpu"
     cmds = []
-    for m in CELLS[(dataset, variant)]:
-        for seed in SEEDS:
-            argv = ["train", "--data", f"data/{dataset}", "--objective", spec["objective"]]
-            argv += _param_args(spec.get("params", {}) or {})
-            argv += ["--n-modalities", m, "--seed", seed, "--epochs", t["epochs"],
-                     "--batch-size", t["batch_size"], "--dim", t["dim"], "--hidden", t["hidden"],
-                     "--depth", t["depth"], "--lr", t["lr"], "--weight-decay", t["weight_decay"]]
-            if "eval_every" in t:
-                argv += ["--eval-every", t["eval_every"]]
-            if device != "cpu":
-                argv += ["--device", device]
-            argv += ["--out", run_dir(dataset, variant, m, seed), "--quiet"]
-            cmds.append([str(a) for a in argv])
+    for variant in JOBS[(dataset, job)]:
+        spec = VARIANTS[variant]
+        t = training_settings(dataset, variant)
+        for m in CELLS[(dataset, variant)]:
+            for seed in SEEDS:
+                argv = ["train", "--data", f"data/{dataset}", "--objective", spec["objective"]]
+                argv += _param_args(spec.get("params", {}) or {})
+                argv += ["--n-modalities", m, "--seed", seed, "--epochs", t["epochs"],
+                         "--batch-size", t["batch_size"], "--dim", t["dim"], "--hidden", t["hidden"],
+                         "--depth", t["depth"], "--lr", t["lr"], "--weight-decay", t["weight_decay"]]
+                if "eval_every" in t:
+                    argv += ["--eval-every", t["eval_every"]]
+                if device != "cpu":
+                    argv += ["--device", device]
+                argv += ["--out", run_dir(dataset, variant, m, seed), "--quiet"]
+                cmds.append([str(a) for a in argv])
     return cmds
 
 
-def evaluate_commands(dataset, variant):
+def evaluate_commands(dataset, job):
     return [
         ["evaluate", "--run", run_dir(dataset, variant, m, seed),
-         "--out", f"metrics/{dataset}/{variant}/M{m}_seed{seed}.json"]
-        for m in CELLS[(dataset, variant)] for seed in SEEDS
+         "--out", f"metrics/{dataset}/{job}/{variant}/M{m}_seed{seed}.json"]
+        for variant in JOBS[(dataset, job)] for m in CELLS[(dataset, variant)] for seed in SEEDS
     ]
 
 
-def generate_commands(dataset, variant):
+def generate_commands(dataset, job):
+    extra = []
+    if "decoder_epochs" in GENERATION:
+        extra = ["--decoder-epochs", str(GENERATION["decoder_epochs"])]
     return [
         ["generate", "--run", run_dir(dataset, variant, m, seed),
-         "--out", f"generation/{dataset}/{variant}/M{m}_seed{seed}"]
-        for m in GEN_CELLS[(dataset, variant)] for seed in SEEDS
+         "--out", f"generation/{dataset}/{job}/{variant}/M{m}_seed{seed}", *extra]
+        for variant in GEN_JOBS[(dataset, job)] for m in GEN_CELLS[(dataset, variant)] for seed in SEEDS
     ]
 
 
@@ -197,8 +249,10 @@ def rule_resource(rule_name, key, default):
 
 
 def n_runs(wildcards, rule_name="train"):
-    cells = GEN_CELLS if rule_name == "generate" else CELLS
-    return len(cells[(wildcards.dataset, wildcards.variant)]) * len(SEEDS)
+    key = (wildcards.dataset, wildcards.job)
+    if rule_name == "generate":
+        return sum(len(GEN_CELLS[(key[0], v)]) for v in GEN_JOBS[key]) * len(SEEDS)
+    return sum(len(CELLS[(key[0], v)]) for v in JOBS[key]) * len(SEEDS)
 
 
 def scaled_runtime(rule_name, per_run_minutes):
@@ -215,8 +269,11 @@ def final_targets():
     targets = ["results/summary.csv", "results/benchmarks.csv", "results/claims.md", "results/claims.csv"]
     targets += expand("results/tables/{table}.{ext}", table=TABLES, ext=("csv", "md", "tex"))
     targets += expand("figures/{figure}.{ext}", figure=FIGURES, ext=("pdf", "png"))
+    if VALIDATION.get("enabled", True):
+        targets += ["results/estimator_validation.csv", "figures/estimator_validation.png",
+                    "figures/estimator_validation.pdf"]
     if THROUGHPUT.get("enabled", False):
-        targets += ["results/throughput.csv", "figures/throughput.png"]
+        targets += ["results/throughput.csv", "figures/throughput.png", "figures/throughput.pdf"]
     return targets
 
 
@@ -243,10 +300,51 @@ FIGURES = [
     "projection_pca",
     "generated_samples",
     "proxy_vs_divergence",
-    "estimator_validation",
 ]
+
+
+def data_args(wildcards):
+    spec = DATASETS[wildcards.dataset]
+    argv = ["data", "--dataset", spec["source"], "--out", f"data/{wildcards.dataset}",
+            "--seed", spec.get("seed", 0), "--n-modalities", dataset_modalities(wildcards.dataset)]
+    if spec["source"] == "synthetic":
+        for key, flag in (("n_samples", "--n-samples"), ("n_classes", "--n-classes"),
+                          ("latent_dim", "--latent-dim"), ("noise", "--noise"),
+                          ("imbalance", "--imbalance")):
+            if key in spec:
+                argv += [flag, spec[key]]
+    else:
+        argv += ["--cache-dir", spec.get("cache_dir", "resources")]
+    return [[str(a) for a in argv]]
+
+
+def _cell_dirs(prefix, jobs):
+    return [f"{prefix}/{d}/{job}" for (d, job) in jobs]
+
+
+def _upstream_benchmarks():
+    out = [f"benchmarks/data/{d}.tsv" for d in USED_DATASETS]
+    out += [f"benchmarks/{stage}/{d}/{job}.tsv" for stage in ("train", "evaluate") for (d, job) in JOBS]
+    out += [f"benchmarks/generate/{d}/{job}.tsv" for (d, job) in GEN_JOBS]
+    if VALIDATION.get("enabled", True):
+        out.append("benchmarks/validate_estimators.tsv")
+    return out
+
+
+def _projection_inputs(wildcards):
+    proj = REPORT.get("projection", {})
+    d = proj.get("dataset")
+    out = []
+    for key in ("baseline", "method"):
+        v = REPORT.get(key)
+        if d and v and (d, v) in CELLS:
+            out.append(f"runs/{d}/{JOB_OF[(d, v)]}")
+    out = sorted(set(out))
+    if d in USED_DATASETS:
+        out.append(f"data/{d}/dataset.npz")
+    return out
 
 
 wildcard_constraints:
     dataset="[A-Za-z0-9][A-Za-z0-9_.-]*",
-    variant="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    job="[A-Za-z0-9][A-Za-z0-9_.-]*",

@@ -3,19 +3,21 @@
 
 rule evaluate:
     input:
-        runs="runs/{dataset}/{variant}",
+        runs="runs/{dataset}/{job}",
         npz="data/{dataset}/dataset.npz",
     output:
-        directory("metrics/{dataset}/{variant}"),
+        directory("metrics/{dataset}/{job}"),
     params:
-        cmd=lambda wildcards: batch_shell(evaluate_commands(wildcards.dataset, wildcards.variant)),
+        cmd=lambda wildcards: batch_shell(evaluate_commands(wildcards.dataset, wildcards.job)),
     threads: rule_resource("evaluate", "threads", 1)
     resources:
         mem_mb=rule_resource("evaluate", "mem_mb", 3000),
         runtime=scaled_runtime("evaluate", 0.5),
+    conda:
+        "../envs/harness.yaml"
     log:
-        "logs/evaluate/{dataset}/{variant}.log",
+        "logs/evaluate/{dataset}/{job}.log",
     benchmark:
-        "benchmarks/evaluate/{dataset}/{variant}.tsv"
+        "benchmarks/evaluate/{dataset}/{job}.tsv"
     shell:
         "export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; {params.cmd} > {log} 2>&1"

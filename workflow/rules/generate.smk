@@ -4,20 +4,22 @@
 
 rule generate:
     input:
-        runs="runs/{dataset}/{variant}",
+        runs="runs/{dataset}/{job}",
         npz="data/{dataset}/dataset.npz",
     output:
-        directory("generation/{dataset}/{variant}"),
+        directory("generation/{dataset}/{job}"),
     params:
-        cmd=lambda wildcards: batch_shell(generate_commands(wildcards.dataset, wildcards.variant)),
+        cmd=lambda wildcards: batch_shell(generate_commands(wildcards.dataset, wildcards.job)),
     threads: rule_resource("generate", "threads", 1)
     resources:
         mem_mb=rule_resource("generate", "mem_mb", 3000),
         runtime=scaled_runtime("generate", 1.0),
         gpu=rule_resource("generate", "gpu", 0),
+    conda:
+        "../envs/harness.yaml"
     log:
-        "logs/generate/{dataset}/{variant}.log",
+        "logs/generate/{dataset}/{job}.log",
     benchmark:
-        "benchmarks/generate/{dataset}/{variant}.tsv"
+        "benchmarks/generate/{dataset}/{job}.tsv"
     shell:
         "export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; {params.cmd} > {log} 2>&1"

@@ -16,7 +16,8 @@ rule config_snapshot:
                 "config": config,
                 "seeds": SEEDS,
                 "cells": [
-                    {"dataset": d, "variant": v, "ms": ms, "generation_ms": GEN_CELLS.get((d, v), [])}
+                    {"dataset": d, "variant": v, "job": JOB_OF[(d, v)], "ms": ms,
+                     "generation_ms": GEN_CELLS.get((d, v), [])}
                     for (d, v), ms in CELLS.items()
                 ],
             },
@@ -28,44 +29,35 @@ rule config_snapshot:
     run:
         from harness.io import atomic_write_text
 
-        atomic_write_text(output[0], params.resolved + "\n")
-
-
-def _cell_dirs(prefix, cells):
-    return [f"{prefix}/{d}/{v}" for (d, v) in cells]
-
-
-def _upstream_benchmarks():
-    out = [f"benchmarks/data/{d}.tsv" for d in USED_DATASETS]
-    out += [f"benchmarks/{stage}/{d}/{v}.tsv" for stage in ("train", "evaluate") for (d, v) in CELLS]
-    out += [f"benchmarks/generate/{d}/{v}.tsv" for (d, v) in GEN_CELLS]
-    if VALIDATION.get("enabled", True):
-        out.append("benchmarks/validate_estimators.tsv")
-    return out
+        atomic_write_text(output[0], f"{params.resolved}\n")
 
 
 rule aggregate:
     input:
         config="results/config.json",
-        runs=_cell_dirs("runs", CELLS),
-        metrics=_cell_dirs("metrics", CELLS),
-        generation=_cell_dirs("generation", GEN_CELLS),
+        runs=_cell_dirs("runs", JOBS),
+        metrics=_cell_dirs("metrics", JOBS),
+        generation=_cell_dirs("generation", GEN_JOBS),
         benchmarks=_upstream_benchmarks(),
     output:
         summary="results/summary.csv",
         history="results/history.csv",
         generation="results/generation.csv",
         benchmarks="results/benchmarks.csv",
+    params:
+        python=PYTHON,
     threads: 1
     resources:
         mem_mb=rule_resource("report", "mem_mb", 2000),
         runtime=rule_resource("report", "runtime", 10),
+    conda:
+        "../envs/harness.yaml"
     log:
         "logs/aggregate.log",
     benchmark:
         "benchmarks/report/aggregate.tsv"
     shell:
-        "{PYTHON} -m harness aggregate --config {input.config:q} --metrics {input.metrics:q}"
+        "{params.python} -m harness aggregate --config {input.config:q} --metrics {input.metrics:q}"
         " --runs {input.runs:q} --generation {input.generation:q} --benchmarks {input.benchmarks:q}"
         " --out-summary {output.summary:q} --out-history {output.history:q}"
         " --out-generation {output.generation:q} --out-benchmarks {output.benchmarks:q} > {log} 2>&1"
@@ -89,33 +81,23 @@ rule tables:
         ],
         expand("results/tables/{table}.{ext}", table=TABLES, ext=("md", "tex")),
     params:
+        python=PYTHON,
         reference=lambda wildcards, input: (
-            "--reference " + shlex.quote(input.reference[0]) if input.reference else ""
+            f"--reference {shlex.quote(input.reference[0])}" if input.reference else ""
         ),
     threads: 1
     resources:
         mem_mb=rule_resource("report", "mem_mb", 2000),
         runtime=rule_resource("report", "runtime", 10),
+    conda:
+        "../envs/harness.yaml"
     log:
         "logs/tables.log",
     benchmark:
         "benchmarks/report/tables.tsv"
     shell:
-        "{PYTHON} -m harness tables --config {input.config:q} --summary {input.summary:q}"
+        "{params.python} -m harness tables --config {input.config:q} --summary {input.summary:q}"
         " --generation {input.generation:q} {params.reference} --out-dir results/tables > {log} 2>&1"
-
-
-def _projection_inputs(wildcards):
-    proj = REPORT.get("projection", {})
-    d = proj.get("dataset")
-    out = []
-    for key in ("baseline", "method"):
-        v = REPORT.get(key)
-        if d and v and (d, v) in CELLS:
-            out.append(f"runs/{d}/{v}")
-    if d in USED_DATASETS:
-        out.append(f"data/{d}/dataset.npz")
-    return out
 
 
 rule figures:
@@ -124,13 +106,8 @@ rule figures:
         summary="results/summary.csv",
         history="results/history.csv",
         generation="results/generation.csv",
-        generation_dirs=_cell_dirs("generation", GEN_CELLS),
+        generation_dirs=_cell_dirs("generation", GEN_JOBS),
         projection=_projection_inputs,
-        validation=(
-            ["results/estimator_validation.csv", "figures/estimator_validation_raw.png"]
-            if VALIDATION.get("enabled", True)
-            else []
-        ),
     output:
         [
             report(
@@ -143,23 +120,21 @@ rule figures:
         ],
         expand("figures/{figure}.pdf", figure=FIGURES),
     params:
-        validation=lambda wildcards, input: (
-            f"--validation {shlex.quote(input.validation[0])} --validation-png {shlex.quote(input.validation[1])}"
-            if input.validation
-            else ""
-        ),
+        python=PYTHON,
     threads: 1
     resources:
         mem_mb=rule_resource("report", "mem_mb", 3000),
         runtime=rule_resource("report", "runtime", 10),
+    conda:
+        "../envs/harness.yaml"
     log:
         "logs/figures.log",
     benchmark:
         "benchmarks/report/figures.tsv"
     shell:
-        "export OMP_NUM_THREADS={threads}; {PYTHON} -m harness figures --config {input.config:q}"
+        "export OMP_NUM_THREADS={threads}; {params.python} -m harness figures --config {input.config:q}"
         " --summary {input.summary:q} --history {input.history:q} --generation {input.generation:q}"
-        " {params.validation} --out-dir figures > {log} 2>&1"
+        " --out-dir figures > {log} 2>&1"
 
 
 rule claims:
@@ -171,15 +146,19 @@ rule claims:
     output:
         md=report("results/claims.md", caption="../report/claims.rst", category="Claims"),
         csv=report("results/claims.csv", caption="../report/claims.rst", category="Claims"),
+    params:
+        python=PYTHON,
     threads: 1
     resources:
         mem_mb=rule_resource("report", "mem_mb", 2000),
         runtime=rule_resource("report", "runtime", 10),
+    conda:
+        "../envs/harness.yaml"
     log:
         "logs/claims.log",
     benchmark:
         "benchmarks/report/claims.tsv"
     shell:
-        "{PYTHON} -m harness claims --config {input.config:q} --summary {input.summary:q}"
+        "{params.python} -m harness claims --config {input.config:q} --summary {input.summary:q}"
         " --history {input.history:q} --generation {input.generation:q}"
         " --out-md {output.md:q} --out-csv {output.csv:q} > {log} 2>&1"

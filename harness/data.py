@@ -199,10 +199,10 @@ def generate_synthetic(cfg: SyntheticConfig) -> tuple[list[np.ndarray], np.ndarr
 
     Definition (all randomness from ``numpy.random.Generator(PCG64(.))``, never the global RNG):
 
-    1. ``root = SeedSequence(seed)``; the shared part uses ``spawn(1)`` of a child sequence,
-       modality m uses its own child ``SeedSequence(seed).spawn(64)[m + 1]``, so modality m's
-       map, nuisance and noise do not depend on M: the first M modalities of an M'=8 draw equal
-       an M-modality draw (paired comparisons across M).
+    1. ``children = SeedSequence(seed).spawn(64)``: labels, class means and latents use
+       ``PCG64(children[0])``; modality m's map, nuisance and noise use ``PCG64(children[m + 1])``, so
+       they do not depend on M: the first M modalities of an M' > M draw equal an M-modality draw
+       (paired comparisons across M). At most 63 modalities.
     2. Labels ``y_i = i mod K``, then permuted; class means ``mu_k ~ N(0, class_sep^2 I_L)``;
        latent ``s_i = mu_{y_i} + within_class_std * N(0, I_L)`` (L = latent_dim).
     3. Modality m sees the first ``L_m = ceil(L (1 - imbalance)^m)`` latent coordinates (the

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 
@@ -85,21 +84,12 @@ def cleanup(info: DistInfo) -> None:
         torch.distributed.destroy_process_group()
 
 
-@contextlib.contextmanager
-def local_objectives() -> Iterator[None]:
+def local_objectives() -> contextlib.AbstractContextManager[None]:
     """Make the objectives behave as in a single process (no cross-rank gathering).
 
     Used for rank-0-only evaluation inside a distributed run: otherwise an objective's forward
     would wait in an all_gather that the other ranks never join.
     """
-    try:
-        from objectives import _distributed as odist
-    except ImportError:  # pragma: no cover
-        yield
-        return
-    saved = odist.world
-    odist.world = lambda: (0, 1)
-    try:
-        yield
-    finally:
-        odist.world = saved
+    from objectives import no_gather
+
+    return no_gather()

@@ -63,7 +63,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from objectives.kernels import log_kernel_matrix, log_mean_kernel, median_bandwidth, resolve_bandwidth, sq_dists
+from objectives.kernels import log_kernel_matrix, log_mean_kernel, median_bandwidth, resolve_bandwidth
+from objectives.kernels import sq_dists
 
 __all__ = [
     "kde_bandwidth",
@@ -99,7 +100,9 @@ def _prepare(xs: Any, name: str = "xs", min_modalities: int = 2) -> list[Tensor]
     elif isinstance(xs, (list, tuple)):
         items = list(xs)
     else:
-        raise ValueError(f"{name} must be a sequence of (B, d) tensors or one (M, B, d) tensor, got {type(xs).__name__}")
+        raise ValueError(
+            f"{name} must be a sequence of (B, d) tensors or one (M, B, d) tensor, got {type(xs).__name__}"
+        )
     if len(items) < min_modalities:
         raise ValueError(f"{name} must hold at least M={min_modalities} modalities, got M={len(items)}")
     out: list[Tensor] = []
@@ -130,7 +133,8 @@ def _prepare(xs: Any, name: str = "xs", min_modalities: int = 2) -> list[Tensor]
 
 
 def _check_gamma(gamma: Any, name: str = "gamma") -> float:
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not math.isfinite(gamma) or gamma <= 1:
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not math.isfinite(gamma) \
+            or gamma <= 1:
         raise ValueError(f"{name} must be a finite number > 1, got {gamma!r}")
     return float(gamma)
 
@@ -325,7 +329,9 @@ def holder(
     *,
     max_tuples: int = DEFAULT_MAX_TUPLES,
 ) -> Tensor:
-    """Global Hölder divergence ``D_H(p_1..p_M) = -log int prod_m p_m^(gamma/M) + (1/M) sum_m log int p_m^gamma``.
+    """Global Hölder divergence of M distributions (gamma > 1, default gamma = M):
+
+    ``D_H(p_1..p_M) = -log int prod_m p_m^(gamma/M) + (1/M) sum_m log int p_m^gamma``.
 
     Args:
         xs: M >= 2 tensors of shape (B_m, d) (sample counts may differ) or one (M, B, d) tensor.
@@ -362,19 +368,22 @@ def holder_pair(
     bandwidth: float | str = "median",
     estimator: str = "auto",
 ) -> Tensor:
-    """Pairwise Hölder divergence (Nielsen, Sun & Marchand-Maillet, *Entropy* 2017), ``1/alpha + 1/beta = 1``:
+    """Pairwise Hölder divergence (Nielsen, Sun & Marchand-Maillet, *Entropy* 2017), 1/alpha + 1/beta = 1:
 
-    ``D(p:q) = -log int p^(gamma/alpha) q^(gamma/beta) + (1/alpha) log int p^gamma + (1/beta) log int q^gamma``.
+    ``D(p:q) = -log int p^(gamma/alpha) q^(gamma/beta)
+    + (1/alpha) log int p^gamma + (1/beta) log int q^gamma``.
 
     ``alpha = beta = gamma = 2`` gives ``D_CS(p, q) / 2``. ``bandwidth`` is the KDE's ``h`` (LMK
     width ``sqrt(2) h``; ``"median"``: ``h = median distance / sqrt(2)``). ``estimator``:
     ``"exact"`` (only alpha = gamma = 2: ``-LMK_s(X,Y) + (LMK_s(X,X) + LMK_s(Y,Y))/2``, the KDEs'
     own value), ``"resubstitution"`` (the estimator of :func:`holder` with overlap exponents
     ``(gamma/alpha, gamma/beta)`` and entropy weights ``(1/alpha, 1/beta)``), or ``"auto"`` (exact
-    when possible). Gaussian closed form with equal variance s^2: ``gamma/(alpha beta) |mu_p - mu_q|^2/(2 s^2)``.
+    when possible). Gaussian closed form with equal variance s^2:
+    ``gamma/(alpha beta) |mu_p - mu_q|^2/(2 s^2)``.
     """
     x, y = _prepare([x, y], name="(x, y)")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 1:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) \
+            or alpha <= 1:
         raise ValueError(f"alpha must be a finite number > 1 (beta = alpha/(alpha-1)), got {alpha!r}")
     g = _check_gamma(gamma)
     if estimator not in ("auto", "exact", "resubstitution"):
@@ -391,7 +400,9 @@ def holder_pair(
 
 
 def gaussian_holder_closed_form(mus: Any, sigma2: float, gamma: float) -> float:
-    """``D_H = gamma / (2 M s^2) * sum_m |mu_m - mean(mu)|^2`` for ``p_m = N(mu_m, s^2 I)`` (``sigma2 = s^2``).
+    """Closed form for isotropic Gaussians ``p_m = N(mu_m, s^2 I)`` (``sigma2 = s^2``):
+
+    ``D_H = gamma / (2 M s^2) * sum_m |mu_m - mean(mu)|^2``.
 
     Derivation: ``int N(mu, s^2)^gamma`` and ``int prod_m N(mu_m, s^2)^(gamma/M)`` are Gaussian
     integrals; with ``sum_m |x - mu_m|^2 = M |x - mubar|^2 + sum_m |mu_m - mubar|^2`` all factors
@@ -424,7 +435,8 @@ def proxy_bound(
 
     Statement. For paired samples ``Z[m] = (z_1^m .. z_B^m)`` (equal B) and Gaussian KDEs of bandwidth h,
 
-        D_H(p_hat_1..p_hat_M) <= (M-1) log B + (M-1)/(2 h^2) * L_align_anchor + (1/M) sum_m U_{sqrt(2) h}(Z[m])
+        D_H(p_hat_1..p_hat_M) <= (M-1) log B + (M-1)/(2 h^2) * L_align_anchor
+                                 + (1/M) sum_m U_{sqrt(2) h}(Z[m])
 
     with ``L_align_anchor = 1/(B (M-1)) sum_i sum_{n != a} |z_i^a - z_i^n|^2`` and
     ``U_s(Z) = LMK_s(Z, Z)`` *diagonal included* (``exp U_incl = ((B-1)/B) exp U_offdiag + 1/B``).
@@ -471,7 +483,8 @@ def proxy_bound(
     h = kde_bandwidth(bandwidth, *zs)
     with torch.no_grad():
         if estimator == "auto":
-            estimator = "exact" if n_mod == 2 or exact_tuple_count([n] * n_mod) <= max_tuples else "resubstitution"
+            small = n_mod == 2 or exact_tuple_count([n] * n_mod) <= max_tuples
+            estimator = "exact" if small else "resubstitution"
         div = holder(zs, float(n_mod), h, estimator, max_tuples=max_tuples)
         l_align = sum(float((zs[anchor] - zs[m]).pow(2).sum(-1).mean()) for m in range(n_mod) if m != anchor)
         l_align /= n_mod - 1

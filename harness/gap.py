@@ -64,7 +64,9 @@ def _prepare(zs: Any, normalize: bool, paired: bool = False) -> list[Tensor]:
     elif isinstance(zs, (list, tuple)):
         items = [z if isinstance(z, Tensor) else torch.as_tensor(z) for z in zs]
     else:
-        raise ValueError(f"zs must be a sequence of (B, d) tensors or one (M, B, d) tensor, got {type(zs).__name__}")
+        raise ValueError(
+            f"zs must be a sequence of (B, d) tensors or one (M, B, d) tensor, got {type(zs).__name__}"
+        )
     if len(items) < 2:
         raise ValueError(f"zs must hold at least M=2 modalities, got M={len(items)}")
     out = []
@@ -103,13 +105,17 @@ def _pair_mean(zs: list[Tensor], anchor: int | None, fn) -> float:
     return float(np.mean([fn(zs[m], zs[n]) for m, n in _pairs(len(zs), anchor)]))
 
 
-def centroid_distance(zs: Sequence[Tensor] | Tensor, anchor: int | None = None, normalize: bool = True) -> float:
+def centroid_distance(
+    zs: Sequence[Tensor] | Tensor, anchor: int | None = None, normalize: bool = True
+) -> float:
     """Mean over pairs (all pairs if ``anchor`` is None, else (anchor, n)) of ``|c_m - c_n|``."""
     z = _prepare(zs, normalize)
     return _pair_mean(z, anchor, lambda x, y: float((x.mean(0) - y.mean(0)).norm()))
 
 
-def mean_paired_distance(zs: Sequence[Tensor] | Tensor, anchor: int | None = None, normalize: bool = True) -> float:
+def mean_paired_distance(
+    zs: Sequence[Tensor] | Tensor, anchor: int | None = None, normalize: bool = True
+) -> float:
     """Mean over pairs of ``mean_i |z_i^m - z_i^n|`` (paired samples)."""
     z = _prepare(zs, normalize, paired=True)
     return _pair_mean(z, anchor, lambda x, y: float((x - y).norm(dim=-1).mean()))
@@ -120,7 +126,7 @@ def _spread(x: Tensor) -> float:
 
 
 def relative_gap(zs: Sequence[Tensor] | Tensor, anchor: int | None = None, normalize: bool = True) -> float:
-    """Mean over pairs of ``|c_m - c_n| / ((r_m + r_n) / 2)``, ``r_m`` the RMS distance to the own centroid."""
+    """Mean over pairs of ``|c_m - c_n| / ((r_m + r_n) / 2)``, r_m the RMS distance to the own centroid."""
     z = _prepare(zs, normalize)
 
     def rel(x: Tensor, y: Tensor) -> float:

@@ -22,7 +22,7 @@ Metrics per condition ``c`` in ``DIR/generation.json`` (flat):
   (only when the dataset has labels);
 - ``gen/decoder/train_mse``; meta keys as in evaluate (``meta/...``).
 
-``DIR/samples.png``: rows = conditions, columns = the first test samples (images for image
+``DIR/samples.png``: rows = conditions, columns = test samples, the first of each class (images for image
 targets; a heat strip of the standardised target vector otherwise).
 """
 
@@ -255,7 +255,15 @@ def generate_run(run_dir, out_dir, epochs: int = 150, fd_components: int = 16, n
     out_dir = Path(out_dir)
     write_json(out_dir / "generation.json", out)
     order = ["real", "anchor"] + [k for k in samples if k not in ("real", "anchor")]
-    save_samples(out_dir / "samples.png", {k: samples[k] for k in order}, ds.meta.get("target_shape"),
+    # columns: the first test sample of each class (then evenly spaced rows), not the first rows
+    n_te = len(te)
+    if labels_te is not None:
+        show = [int(np.flatnonzero(labels_te == c)[0]) for c in np.unique(labels_te)][:n_show]
+    else:
+        show = []
+    extra = [i for i in np.linspace(0, n_te - 1, num=min(n_show, n_te)).astype(int).tolist() if i not in show]
+    show = (show + extra)[: min(n_show, n_te)]
+    save_samples(out_dir / "samples.png", {k: samples[k][show] for k in order}, ds.meta.get("target_shape"),
                  n_show, space)
     return out
 

@@ -8,7 +8,8 @@ configuration) and a figure.
 Timing protocol (noise-robust on a shared machine)
     All implementations of one configuration *and* the reference GEMM are timed in interleaved
     rounds (round r times each of them once, in a rotated order), after ``--warmup`` untimed calls
-    each. Every row reports the minimum and the median over ``--repeats`` rounds; ratios between
+    each. Every row reports the minimum and the median over at least ``--repeats`` rounds (more, up
+    to 200, while a configuration stays within ``--budget-s`` seconds); ratios between
     rows of one configuration (roofline, speed-ups) come from the same rounds, so slow periods of a
     busy machine hit both sides alike. Wall clock (``time.perf_counter``) on the CPU, CUDA events
     (after a synchronize) on a GPU. An implementation whose first call takes longer than
@@ -271,11 +272,14 @@ def _timer(device: torch.device) -> Callable[[Callable[[], None]], float]:
 
 
 def interleaved(calls: dict[str, Callable[[], None]], device: torch.device, warmup: int, repeats: int,
-                slow_s: float = 10.0) -> dict[str, list[float]]:
+                slow_s: float = 10.0, budget_s: float = 0.0, max_rounds: int = 200) -> dict[str, list[float]]:
     """Time every call once per round, rotating the order; ``warmup`` untimed calls first.
 
     Names starting with ``__`` (the reference GEMM) are never "slow", get at least one warm-up call
-    and at least three timed calls.
+    and at least ten timed calls (cheap next to a loss; a noisy reference could only *lower* the
+    roofline ratios, never inflate them). With ``budget_s`` > 0 the number of rounds grows beyond
+    ``repeats`` (up to ``max_rounds``) until about ``budget_s`` seconds are spent: many rounds of
+    short calls make their minimum robust against a busy machine at little cost.
     """
     timer = _timer(device)
     times: dict[str, list[float]] = {k: [] for k in calls}
@@ -289,12 +293,15 @@ def interleaved(calls: dict[str, Callable[[], None]], device: torch.device, warm
             continue
         for _ in range(max(warmup - 1, 1 if ref else 0)):
             calls[name]()
+    if budget_s > 0 and active:
+        round_s = sum(timer(calls[name]) for name in active)  # one more warm-up round, timed
+        repeats = max(repeats, min(max_rounds, int(budget_s / max(round_s, 1e-9))))
     for r in range(repeats):
         shift = r % max(len(active), 1)
         for name in active[shift:] + active[:shift]:
             times[name].append(timer(calls[name]))
     for name in active:
-        while name.startswith("__") and len(times[name]) < 3:
+        while name.startswith("__") and len(times[name]) < 10:
             times[name].append(timer(calls[name]))
     return times
 
@@ -395,6 +402,7 @@ class Settings:
     memory: str = "auto"  # auto | all | none
     memory_min_batch: int = 512
     slow_s: float = 10.0
+    budget_s: float = 3.0  # per configuration: more rounds for fast configurations (see interleaved)
     mode: str = "default"
     log: Callable[[str], None] = field(default=lambda s: print(s, file=sys.stderr, flush=True))
 
@@ -423,7 +431,7 @@ def measure_config(impls: list[Impl], M: int, B: int, d: int, dtype: torch.dtype
     calls["__gemm__"] = gemm_call(gemm_rows, d, B, dtype, device)
     times: dict[str, list[float]] = {}
     try:
-        times = interleaved(calls, device, st.warmup, st.repeats, st.slow_s)
+        times = interleaved(calls, device, st.warmup, st.repeats, st.slow_s, st.budget_s)
     except Exception:  # noqa: BLE001 - one broken implementation must not hide the others: time separately
         for name, fn in calls.items():
             try:
@@ -455,7 +463,7 @@ def measure_config(impls: list[Impl], M: int, B: int, d: int, dtype: torch.dtype
                    matmul_flops=flops, achieved_gflops=None if flops is None else flops / t_min / 1e9,
                    roofline_ratio=None if flops is None else flops / t_min / gemm_rate,
                    speedup_vs_naive=None if naive_t is None else naive_t / t_min)
-        if len(ts) < st.repeats:
+        if len(ts) < st.repeats:  # cut to one timing by the slow rule
             row["note"] = f"timed once (first call > {st.slow_s:g}s)"
         want_mem = st.memory == "all" or (st.memory == "auto" and B >= st.memory_min_batch)
         if device.type == "cuda":
@@ -777,6 +785,23 @@ def evaluate_targets(st: Settings, chunk_size: int = 1024, big: bool = True, chu
     return targets, rows
 
 
+def _merge_previous(tpath: Path, rows_path: Path, parts: set[int], targets: list[dict],
+                    rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Previous targets of the parts not re-measured, then the new ones (ordered by part); rows likewise."""
+    old_t, old_r = [], []
+    if tpath.exists():
+        with open(tpath, newline="") as handle:
+            old_t = [t for t in csv.DictReader(handle) if int(t["target"].split()[0]) not in parts]
+    if rows_path.exists():
+        new_keys = {(str(r.get("objective")), str(r.get("M")), str(r.get("B")), str(r.get("d")),
+                     str(r.get("chunk_size") or ""), str(r.get("mode"))) for r in rows}
+        with open(rows_path, newline="") as handle:
+            old_r = [r for r in csv.DictReader(handle)
+                     if (r["objective"], r["M"], r["B"], r["d"], r["chunk_size"], r["mode"]) not in new_keys]
+    merged = sorted(old_t + targets, key=lambda t: int(str(t["target"]).split()[0]))
+    return merged, old_r + rows
+
+
 def targets_markdown(targets: list[dict], header: str) -> str:
     cols = ["target", "condition", "measured", "threshold", "met", "gap", "note"]
     lines = [header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -821,6 +846,9 @@ def add_arguments(p) -> None:
                    help="CPU peak memory via a subprocess per configuration (auto: B >= 512)")
     p.add_argument("--slow-s", type=float, default=None,
                    help="time once when the first call exceeds this many seconds (default 10; --quick: never)")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="seconds per configuration: extra interleaved rounds (up to 200) for fast ones "
+                        "(default 3; --quick: 0, i.e. exactly --repeats rounds)")
     p.add_argument("--no-train", action="store_true", help="--targets: skip the training throughput")
     p.add_argument("--parts", default="1,2,3,4,5", help="--targets: which targets to measure")
     p.add_argument("--chunk-batch", type=int, default=32768, help="--targets: B of the chunked target")
@@ -848,6 +876,7 @@ def main(args) -> int:
         repeats=args.repeats if args.repeats is not None else (3 if args.quick else 5),
         memory=args.memory or ("none" if args.quick else "auto"), mode=mode,
         slow_s=args.slow_s if args.slow_s is not None else (math.inf if args.quick else 10.0),
+        budget_s=args.budget_s if args.budget_s is not None else (0.0 if args.quick else 3.0),
     )
     t0 = time.perf_counter()
     if args.targets:
@@ -855,15 +884,20 @@ def main(args) -> int:
                                          train=not args.no_train, chunk_size=args.chunk_size or 1024,
                                          parts=tuple(int(x) for x in args.parts.split(",")))
         tpath = Path(args.targets_out)
-        atomic_write_text(tpath, targets_csv(targets))
-        header = (f"# Throughput targets\n\nMeasured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on "
-                  f"{_device_name(device)} ({device.type}), torch {torch.__version__}, {st.threads} threads, "
-                  f"1-min load average {_loadavg()} at the end; min of {st.repeats} interleaved rounds, ratios "
-                  f"from the same rounds.")
-        atomic_write_text(tpath.with_suffix(".md"), targets_markdown(targets, header))
         out = Path(args.out)
         if args.out == "results/throughput.csv":  # do not overwrite the grid's CSV by default
             out = tpath.with_name(tpath.stem + "_rows.csv")
+        parts = {int(x) for x in args.parts.split(",")}
+        if parts != {1, 2, 3, 4, 5}:  # re-measured a subset: keep the other targets' earlier results
+            targets, rows = _merge_previous(tpath, out, parts, targets, rows)
+        atomic_write_text(tpath, targets_csv(targets))
+        header = (f"# Throughput targets\n\nMeasured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on "
+                  f"{_device_name(device)} ({device.type}), torch {torch.__version__}, {st.threads} threads, "
+                  f"1-min load average {_loadavg()} at the end; min of at least {st.repeats} interleaved rounds "
+                  f"(up to 200 within {st.budget_s:g} s per configuration), ratios from the same rounds.")
+        if parts != {1, 2, 3, 4, 5}:
+            header += f" Targets {sorted(parts)} re-measured in this run; the others kept from the previous run."
+        atomic_write_text(tpath.with_suffix(".md"), targets_markdown(targets, header))
         atomic_write_text(out, rows_to_csv(rows))
         met = sum(t["met"] == "yes" for t in targets)
         print(f"{met}/{len(targets)} targets met; {tpath} {tpath.with_suffix('.md')} {out} "

@@ -5,12 +5,16 @@ Outputs in RUN_DIR (only rank 0 writes):
 - ``history.csv``: one row per epoch (rewritten atomically each epoch). Columns: ``epoch``,
   ``step`` (optimizer steps so far), ``loss`` and ``term/<name>`` (epoch means of the objective's
   weighted terms), and on evaluation epochs (every ``--eval-every`` and the last) validation
-  metrics on at most 512 validation rows: ``val/R1_mean`` (mean R@1 in percent over ordered
-  pairs), ``val/holder`` (global Hölder divergence, resubstitution), ``val/proxy...``
-  (``harness.divergence.proxy_bound``), ``val/gap/<key>`` (``harness.gap.modality_gap``),
-  ``val/conflict/<key>`` (``harness.conflicts.infonce_conflicts`` at temperature 0.07, anchor 0:
-  means/summaries) and ``val/grad/<key>`` (``harness.conflicts.gradient_conflicts`` of the trained
-  objective). Non-evaluation epochs leave these empty.
+  metrics on the first 256 validation rows (empty on other epochs):
+  ``val/R1_mean`` (mean R@1 in percent over ordered pairs); ``val/holder`` (global Hölder
+  divergence, gamma = M, resubstitution, median bandwidth); ``val/proxy/{bound,alignment,
+  uniformity,constant,L_align_anchor,h}`` (``harness.divergence.proxy_bound``); ``val/gap/
+  {centroid_distance_pairs,mean_paired_distance_pairs,relative_gap_pairs,true_pair_cosine_anchor,
+  uniformity_mean}`` (``harness.gap``); ``val/conflict/{zeta,projection_ratio,chi,chi_net}/mean``
+  (``harness.conflicts.infonce_conflicts``, temperature 0.07, anchor 0); ``val/grad/<name>/mean``
+  (``harness.conflicts.gradient_conflicts`` of the trained objective: ``cos_align_unif_anchor``,
+  ``angle_align_unif_deg_anchor``, ``cos_align_unif_all``, ``pull_cos``, ``chi_grad``,
+  ``pull_additivity_residual``). An instrument that raises is left empty with one warning.
 - ``steps.csv``: ``step, epoch, loss`` per optimizer step (for equivalence checks).
 - ``checkpoint.pt``: written atomically every epoch; resumed from automatically when the same
   command is run again (bitwise identical results on CPU). Its payload is stored with a sha256;
@@ -316,7 +320,6 @@ def _train(cfg: dict[str, Any], info: hdist.DistInfo) -> dict[str, Any]:
             return prev
 
     torch.manual_seed(cfg["seed"])
-    np.random.seed(cfg["seed"] % (2**32))  # nothing here uses it; recorded for completeness
     try:
         torch.use_deterministic_algorithms(True, warn_only=True)
     except Exception:  # noqa: BLE001  # pragma: no cover

@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 
 from objectives._base import Objective, ObjectiveOutput, Temperature
+from objectives._distributed import no_gather
 from objectives.align_uniform import AlignUniform
 from objectives.cs_aligner import CSAligner
 from objectives.gram import GRAM
@@ -28,6 +29,7 @@ __all__ = [
     "available",
     "build",
     "parameters",
+    "no_gather",
     "Objective",
     "ObjectiveOutput",
     "Temperature",

@@ -8,12 +8,35 @@ gradients equals the single-process gradient on the concatenated batch.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from typing import Iterator
+
 import torch
 from torch import Tensor
 
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def no_gather() -> Iterator[None]:
+    """Within this block objectives compute on this process's rows only, as in one process.
+
+    For rank-local work inside a distributed run (e.g. evaluation on rank 0), where a gather would
+    wait for ranks that never join it.
+    """
+    previous = getattr(_local, "disabled", False)
+    _local.disabled = True
+    try:
+        yield
+    finally:
+        _local.disabled = previous
+
 
 def world() -> tuple[int, int]:
-    """(rank, world_size); (0, 1) when torch.distributed is not initialised."""
+    """(rank, world_size); (0, 1) when torch.distributed is not initialised or inside no_gather()."""
+    if getattr(_local, "disabled", False):
+        return 0, 1
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import torch
@@ -49,3 +48,31 @@ def test_retrieval_metrics_keys_and_aggregates():
     assert r["R1/mean"] == pytest.approx(sum(r[k] for k in ordered) / 6)
     with pytest.raises(ValueError, match="paired"):
         retrieval_ranks(a, a[:5])
+
+
+def test_evaluate_and_generate_end_to_end(tmp_path):
+    from harness import data as hd
+    from harness.cli import main
+
+    hd.build_synthetic(tmp_path / "d", hd.SyntheticConfig(n_modalities=3, n_samples=200, n_classes=4,
+                                                          latent_dim=4, dims=[10, 6, 5], seed=2))
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "d"), "--objective", "unialign", "--n-modalities", "3",
+                 "--epochs", "1", "--batch-size", "32", "--dim", "8", "--hidden", "16", "--depth", "1",
+                 "--out", str(run), "--quiet", "--param", "bandwidth=median"]) == 0
+    assert main(["evaluate", "--run", str(run), "--out", str(tmp_path / "m.json")]) == 0
+    m = json.loads((tmp_path / "m.json").read_text())
+    for key in ["retrieval/R1/mean", "retrieval/R10/1->2", "retrieval/MedR/others->anchor", "probe/acc/0",
+                "probe/acc/mean", "gap/centroid_distance_pairs", "divergence/holder",
+                "divergence/cs_pairwise_mean", "divergence/proxy/bound", "conflict/zeta/mean",
+                "conflict/zeta/q25", "conflict/projection_ratio/mean", "conflict/chi/mean",
+                "conflict/grad/cos_align_unif_anchor/mean", "conflict/grad/pull_cos/mean"]:
+        assert key in m and isinstance(m[key], (int, float)), key
+    assert m["meta/objective"] == "unialign" and m["meta/n_modalities"] == 3 and m["meta/split"] == "test"
+    assert m["meta/param/bandwidth"] == "median" and m["meta/n_eval"] == json.loads((tmp_path / "d" / "dataset.json").read_text())["split_sizes"]["test"]
+    assert main(["generate", "--run", str(run), "--out", str(tmp_path / "g"), "--decoder-epochs", "3"]) == 0
+    g = json.loads((tmp_path / "g" / "generation.json").read_text())
+    for c in ("anchor", "from1", "from2", "interp1+2"):
+        assert {f"gen/{c}/mse", f"gen/{c}/fd", f"gen/{c}/acc"} <= set(g)
+    assert g["gen/real/mse"] == 0.0 and g["gen/real/fd"] == pytest.approx(0.0, abs=1e-8)
+    assert (tmp_path / "g" / "samples.png").stat().st_size > 1000

@@ -136,10 +136,10 @@ def _final_state(run: Path) -> tuple[str, dict, dict]:
 
 @pytest.mark.slow
 def test_resume_after_sigkill_gives_identical_results(tiny_data, tmp_path):
-    epochs = 15
+    epochs = 8
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     argv = [sys.executable, "-m", "harness"] + train_args(
-        tiny_data, tmp_path / "killed", **{"--epochs": epochs, "--batch-size": 16})
+        tiny_data, tmp_path / "killed", **{"--epochs": epochs, "--batch-size": 16, "--eval-every": 4})
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     ckpt = tmp_path / "killed" / "checkpoint.pt"
     deadline = time.time() + 90

@@ -43,7 +43,6 @@ def _default_python():
 
 
 PYTHON = config.get("python") or _default_python()
-RUNNER = os.path.join(BASEDIR, "workflow", "scripts", "harness_batch.py")
 UCI_MODALITIES = 6
 
 SEEDS = sorted(int(s) for s in config["seeds"])
@@ -237,9 +236,13 @@ def generate_commands(dataset, job):
 
 
 def batch_shell(commands):
-    """The shell line of one job: its harness commands, each one quoted argument."""
+    """The shell line of one job: its harness commands, each one quoted argument.
+
+    The runner is started as a module (the repository is on PYTHONPATH), so no absolute path enters
+    the command line, which is a rerun trigger (params): moving the checkout reruns nothing.
+    """
     mode = [] if config.get("in_process", True) else ["--subprocess"]
-    parts = [PYTHON, RUNNER, *mode, "--python", PYTHON, "--"]
+    parts = [PYTHON, "-m", "workflow.scripts.harness_batch", *mode, "--"]
     parts += [shlex.join(c) for c in commands]
     return shlex.join(parts)
 

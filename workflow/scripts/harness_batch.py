@@ -1,6 +1,8 @@
 """Run several ``python -m harness`` commands as one Snakemake job.
 
-    python harness_batch.py [--subprocess] [--python PY] -- "train --data ... --seed 0" "train ... --seed 1"
+    python -m workflow.scripts.harness_batch [--subprocess] [--python PY] -- "train ... --seed 0" "train ... --seed 1"
+
+(run from the repository root or with it on PYTHONPATH, as the Snakefile arranges).
 
 Each positional argument is one harness command line (shell-quoted, as ``shlex.join`` writes it).
 By default they run one after the other in this process through ``harness.cli.main`` with exactly

@@ -56,10 +56,12 @@ Baselines
 
 Peak memory
     CPU: torch allocations are invisible to tracemalloc, so each configuration is run once in a fresh
-    subprocess and ``peak_mem_mb`` is the high-water resident set (``ru_maxrss``) during one
-    forward + backward minus the resident set just before it (inputs, interpreter and torch already
-    loaded); ``peak_rss_total_mb`` is the subprocess's whole high-water mark. When the computation
-    stays below the import-time high-water mark the delta is only an upper bound (``memory_note``).
+    subprocess and ``peak_mem_mb`` is the high-water resident set during one forward + backward minus
+    the resident set just before it (inputs, interpreter and torch already loaded);
+    ``peak_rss_total_mb`` is the subprocess's high-water mark. The high-water mark is VmHWM of
+    /proc/self/status, reset just before the call (``echo 5 > /proc/self/clear_refs``); not
+    ``ru_maxrss``, which in a fork + exec child starts at the parent's RSS. Without the reset the
+    delta is only an upper bound (``memory_note``).
     ``--memory auto`` (default) probes configurations with B >= 512, ``all`` every one, ``none`` none.
     GPU: ``torch.cuda.max_memory_allocated`` minus the allocation before the call, in process.
 
@@ -327,8 +329,38 @@ def _rss_bytes() -> int:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:  # pragma: no cover - not Linux
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset this process's VmHWM to its current RSS (Linux >= 4.0: ``echo 5 > clear_refs``)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def _maxrss_bytes() -> int:
-    # ru_maxrss is in KiB on Linux (bytes on macOS)
+    """High-water RSS of this process image.
+
+    ``/proc/self/status`` VmHWM where available: ``getrusage``'s ru_maxrss is *not* usable in a
+    child started by fork + exec, because Linux carries the pre-exec high-water mark (a copy of the
+    parent's RSS at fork time) into ``signal->maxrss``, so a child of a big parent reports the
+    parent's size. ru_maxrss (KiB on Linux, bytes on macOS) is the fallback.
+    """
+    hwm = _status_kib("VmHWM")
+    if hwm is not None:
+        return hwm * 1024
     scale = 1 if sys.platform == "darwin" else 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
@@ -341,6 +373,7 @@ def probe_memory_here(spec: dict) -> dict:
     impl = Impl(spec["objective"], tuple(sorted(spec["params"].items())), spec.get("variant", "default"))
     loss_fn = make_loss(impl, device)
     zs = make_inputs(spec["M"], spec["B"], spec["d"], dtype, device)
+    reset = _reset_peak_rss()
     before_rss = _rss_bytes()
     before_hw = _maxrss_bytes()
     t0 = time.perf_counter()
@@ -351,7 +384,7 @@ def probe_memory_here(spec: dict) -> dict:
         "time_s": elapsed,
         "peak_mem_mb": max(after_hw - before_rss, 0) / 2**20,
         "peak_rss_total_mb": after_hw / 2**20,
-        "memory_note": "" if after_hw > before_hw else "upper bound: below the import-time high-water mark",
+        "memory_note": "" if reset or after_hw > before_hw else "upper bound: below the import-time high-water mark",
     }
 
 

@@ -438,6 +438,40 @@ def test_unialign_batch_of_one_either_defined_or_rejected(params):
     _close(out.loss, ref["loss"], F64, "unialign B=1")
 
 
+# ----------------------------------------------------------------------------- documented defaults
+# Only the defaults the spec documents are left implicit (temperature 0.07, anchor 0, alpha = t = 2,
+# every lam = 1, vol_eps = 1e-6, renormalize_centroid=True, include_diagonal=False, the base UniAlign
+# form uniformity="each", alignment="anchor", tuple="off"); undocumented ones are passed explicitly.
+DEFAULTS = [
+    ("infonce", {}, {}),
+    ("infonce_anchor", {}, {}),
+    ("infonce_reweighted", {"uniformity_weight": 0.5, "pairs": "all"}, {}),
+    ("dcl", {"pairs": "all"}, {}),
+    ("align_uniform", {}, {}),
+    ("cs_aligner", {"bandwidth": 0.5, "pairs": "anchor"}, {}),
+    ("gram", {}, {}),
+    ("symile", {"negatives": "n_squared"}, {}),
+    ("unialign", {"bandwidth": 0.5, "centroid_bandwidth": 0.5}, {}),
+    ("unialign", {"bandwidth": 0.5, "centroid_bandwidth": 0.5, "tuple": "both"}, {}),
+]
+
+
+@pytest.mark.parametrize("name,explicit,_", DEFAULTS, ids=lambda x: x if isinstance(x, str) else "")
+def test_documented_defaults(name, explicit, _):
+    M, B, d = 3, 5, 8
+    raw = make_zs(M, B, d, seed=61)
+    out = objectives.build(name, **explicit)(raw)
+    ref = REFERENCES[name](raw, **explicit)  # the reference's defaults are the documented ones
+    assert set(out.terms) == set(ref["terms"])
+    for k in out.terms:
+        _close(out.terms[k], ref["terms"][k], F64, f"{name} defaults, term {k}")
+
+
+def test_learnable_floor_default_is_0_01_for_every_temperature_objective():
+    for name in ("infonce", "infonce_anchor", "infonce_reweighted", "dcl", "cs_aligner", "gram", "symile"):
+        objectives.build(name, temperature=0.01, learnable_temperature=True)(make_zs(3, 4, 5))
+
+
 # ----------------------------------------------------------------------------- temperature range
 def test_fixed_temperature_below_learnable_floor_is_not_clamped():
     """min_temperature only bounds a learnable temperature: a fixed 0.005 is used as given."""

@@ -112,7 +112,11 @@ def curve(df: pd.DataFrame, col: str) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("M") if rows else pd.DataFrame(columns=["M", "mean", "lo", "hi", "n"])
 
 
+NICE = {"zeta": "zeta", "chi": "chi", "holder": "Hölder divergence", "gap": "modality gap", "R1": "R@1"}
+
+
 def trend_phrase(name: str, label: str, c: pd.DataFrame) -> str:
+    name = NICE.get(name, name)
     if c.empty or c["mean"].isna().all():
         return f"{name}: no data for {label}"
     c = c.dropna(subset=["mean"])
@@ -138,6 +142,7 @@ def lines_vs_m(summary, cfg, out_dir, name, metrics: Sequence[str], headline_met
     report = cfg.get("config", {}).get("report", {}) or {}
     baseline, method = report.get("baseline", "infonce"), report.get("method", "unialign")
     phrases = []
+    finals = {}
     cmap = plt.get_cmap("tab10")
     variants = _order(cfg, main["variant"])
     for i, dataset in enumerate(datasets):
@@ -153,15 +158,23 @@ def lines_vs_m(summary, cfg, out_dir, name, metrics: Sequence[str], headline_met
                 ax.fill_between(c["M"], c["lo"], c["hi"], color=cmap(k % 10), alpha=0.15, lw=0)
                 if metric == headline_metric and variant in (baseline, method):
                     phrases.append(f"{dataset}: " + trend_phrase(metric, variant_label(cfg, variant), c))
+                    finals[(dataset, variant)] = c.dropna(subset=["mean"]).iloc[-1] if c["mean"].notna().any() else None
             ax.set_xlabel("number of modalities M")
             ax.set_ylabel(UNITS.get(metric, metric_label(metric)))
             ax.set_title(f"{dataset}: {metric_label(metric)}")
             ax.xaxis.get_major_locator().set_params(integer=True)
             ax.grid(alpha=0.3)
+    for dataset in datasets:
+        b, m = finals.get((dataset, baseline)), finals.get((dataset, method))
+        if b is not None and m is not None and int(b["M"]) == int(m["M"]):
+            rel = "lower" if m["mean"] < b["mean"] else "higher"
+            phrases.append(f"{dataset}, M={int(m['M'])}: {NICE.get(headline_metric, headline_metric)} {rel} under "
+                           f"{variant_label(cfg, method)} than {variant_label(cfg, baseline)} "
+                           f"({m['mean']:.3g} vs {b['mean']:.3g})")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(4, max(1, len(labels))), frameon=False,
                bbox_to_anchor=(0.5, -0.02 - 0.03 * math.ceil(len(labels) / 4)))
-    fig.suptitle("\n".join(phrases[:4]) + "\n(mean over seeds, band: 95% t interval)")
+    fig.suptitle("\n".join(phrases[:6]) + "\n(mean over seeds, band: 95% t interval)")
     fig.tight_layout()
     save(fig, out_dir, name)
 

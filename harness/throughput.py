@@ -553,6 +553,27 @@ def grid(mode: str) -> list[tuple[int, int, int]]:
 # ----------------------------------------------------------------------------- outputs
 
 
+def rows_from_csv(path: str | os.PathLike) -> list[dict]:
+    """Rows of a CSV written by this module, with numbers parsed (to redraw a figure)."""
+    ints = {"M", "B", "d", "chunk_size", "threads", "warmup", "repeats"}
+    out = []
+    with open(path, newline="") as handle:
+        for raw in csv.DictReader(handle):
+            row: dict = {}
+            for k, v in raw.items():
+                if v == "":
+                    row[k] = None
+                elif k in ints:
+                    row[k] = int(float(v))
+                else:
+                    try:
+                        row[k] = float(v)
+                    except ValueError:
+                        row[k] = v
+            out.append(row)
+    return out
+
+
 def rows_to_csv(rows: list[dict]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
@@ -577,10 +598,12 @@ def plot(rows: list[dict], path: str | os.PathLike) -> list[Path]:
     (M, d, dtype), _ = max(by_mb.items(), key=lambda kv: (len(kv[1]), kv[0][0]))
     sel = [r for r in timed if (r["M"], r["d"], r["dtype"]) == (M, d, dtype)]
     labels = sorted({_label(r) for r in sel}, key=lambda s: (s in BASELINES, s))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
-    for lab in labels:
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2))
+    colors = plt.get_cmap("tab20").colors
+    for i, lab in enumerate(labels):
         pts = sorted((r["B"], r.get("roofline_ratio"), r["samples_per_s"]) for r in sel if _label(r) == lab)
-        style = dict(marker="o", linestyle="--" if lab in BASELINES else "-", label=lab)
+        style = dict(marker="o", linestyle="--" if lab in BASELINES else "-", label=lab,
+                     color=colors[(2 * i) % 20 + (2 * i) // 20 % 2])
         xs = [p[0] for p in pts if p[1] is not None]
         if xs:
             axes[0].plot(xs, [p[1] for p in pts if p[1] is not None], **style)
@@ -626,7 +649,7 @@ def _finding(sel: list[dict], M: int, d: int, dtype: str) -> str:
         if sp:
             parts.append(f"at B={bmin} infonce is {sp:.2f}x the naive loop's speed")
     head = f"Loss forward+backward, M={M}, d={d}, {dtype}"
-    return head + (": " + "; ".join(parts) if parts else "")
+    return head + (":\n" + "; ".join(parts) if parts else "")
 
 
 # ----------------------------------------------------------------------------- training throughput

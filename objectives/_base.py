@@ -108,7 +108,8 @@ class Temperature(nn.Module):
             )
         log_scale = torch.tensor(-math.log(temperature), dtype=torch.float64)
         if learnable:
-            self.log_scale = nn.Parameter(log_scale.float())
+            # float64 so that a float64 model sees exactly the requested temperature; scale() casts
+            self.log_scale = nn.Parameter(log_scale)
         else:
             self.register_buffer("log_scale", log_scale.float(), persistent=True)
         self.learnable = learnable
@@ -203,7 +204,7 @@ class Objective(nn.Module):
             if bool((worst > 1e-3).any()):
                 m = int(torch.argmax(worst))
                 raise ValueError(
-                    f"embeddings[{m}] has rows with norm {float(norms[m][(norms[m] - 1).abs().argmax()]):.4g}; "
+                    f"embeddings[{m}] has rows with norm {float(norms[m][(norms[m] - 1).abs().argmax()]):.6g}; "
                     "with normalize=False every row must have unit L2 norm (tolerance 1e-3)"
                 )
         self.check_modalities(n_mod)

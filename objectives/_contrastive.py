@@ -41,22 +41,37 @@ def contrastive_parts(
     local = rows.stop - rows.start
     distributed = local != total
     n_pairs = len(pairs)
-    # unbind once: one backward node for all modalities instead of a full-size select/index
-    # backward per use (that overhead dominates small batches)
-    zs = z.unbind(0)
-    pos = sum((zs[m][rows] * zs[n][rows]).sum() for m, n in pairs)
+    # a fixed scale goes into the kernel as a float (no autograd node); a learnable one stays a
+    # tensor multiplied outside so that its gradient flows
+    fixed = not isinstance(scale, Tensor)
     lse = 0.0
     if not distributed:
+        # no row slicing and one unbind: each slice or select would add a full-size backward copy
+        zs = z.unbind(0)
+        pos = sum((zs[m] * zs[n]).sum() for m, n in pairs)
         groups: dict[int, list[int]] = defaultdict(list)
         for m, n in pairs:
             groups[m].append(n)
         for m, partners in groups.items():
-            k = zs[partners[0]].unsqueeze(0) if len(partners) == 1 else torch.stack([zs[n] for n in partners])
-            lse = lse + pair_lse(zs[m] * scale, k, 0.5, 0.5, exclude_positive, 0, chunk_size)
+            first, last = partners[0], partners[-1]
+            if partners == list(range(first, last + 1)):
+                k = z[first : last + 1]  # a view, no copy
+            else:
+                k = torch.stack([zs[n] for n in partners])
+            # chunk_size bounds the live block to chunk_size x B entries, whatever the group size
+            chunk = None if chunk_size is None else max(1, chunk_size // len(partners))
+            if fixed:
+                lse = lse + pair_lse(zs[m], k, 0.5, 0.5, exclude_positive, 0, chunk, scale=scale)
+            else:
+                lse = lse + pair_lse(zs[m] * scale, k, 0.5, 0.5, exclude_positive, 0, chunk)
     else:
+        zs = z.unbind(0)
+        pos = sum((zs[m][rows] * zs[n][rows]).sum() for m, n in pairs)
         for m, n in pairs:
             for q, k in ((m, n), (n, m)):
-                lse = lse + pair_lse(zs[q][rows] * scale, zs[k], 0.5, 0.0, exclude_positive, rows.start, chunk_size)
+                a = zs[q][rows] if fixed else zs[q][rows] * scale
+                lse = lse + pair_lse(a, zs[k], 0.5, 0.0, exclude_positive, rows.start, chunk_size,
+                                     scale=scale if fixed else 1.0)
     alignment = -Objective.mean_over_rows(pos * scale, total) / n_pairs
     uniformity = Objective.mean_over_rows(lse, total) / n_pairs
     return alignment, uniformity

@@ -68,7 +68,7 @@ def log_mean_kernel(
 
 
 @torch.no_grad()
-def median_bandwidth(*xs: Tensor, max_samples: int = 1024) -> float:
+def median_bandwidth(*xs: Tensor, max_samples: int = 512) -> float:
     """Median pairwise distance over the pooled sample (i != j), detached.
 
     At most ``max_samples`` rows enter, the same number from each input (its first rows, so the
@@ -182,11 +182,15 @@ class _PairLSE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, a, k, w_row: float, w_col: float, exclude: bool, offset: int, chunk):  # noqa: D401
+    def forward(ctx, a, k, w_row: float, w_col: float, exclude: bool, offset: int, chunk, scale: float = 1.0):
+        a_in = a
+        if scale != 1.0:
+            a = a * scale  # the (R, d) operand, never the (R, N) block
         R, d = a.shape
         nb, N, _ = k.shape
         kf = k.reshape(nb * N, d)
         need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        ctx.scale = scale
         step = R if chunk is None else max(1, min(int(chunk), R))
         work = _work_dtype(a.dtype)
         col_lse = None
@@ -212,7 +216,7 @@ class _PairLSE(torch.autograd.Function):
                 total, da, dk = fast
                 if need_grad:
                     ctx.save_for_backward(da, dk.view(nb, N, d))
-                return total.to(a.dtype)
+                return total.to(a_in.dtype)
         total = torch.zeros((), dtype=torch.float64, device=a.device)
         da = torch.empty_like(a) if need_grad else None
         dk = torch.zeros_like(kf) if need_grad else None
@@ -245,12 +249,20 @@ class _PairLSE(torch.autograd.Function):
             total += w_col * col_lse.sum(dtype=torch.float64)
         if need_grad:
             ctx.save_for_backward(da, dk.view(nb, N, d))
-        return total.to(a.dtype)
+        return total.to(a_in.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
         da, dk = ctx.saved_tensors
-        return grad_out * da, grad_out * dk, None, None, None, None, None
+        # S = scale * a k^T: the gradient w.r.t. the unscaled a carries one more factor of scale,
+        # and dk was formed from the scaled a already
+        ga = grad_out * ctx.scale * da if ctx.scale != 1.0 else grad_out * da
+        return ga, grad_out * dk, None, None, None, None, None, None
+
+
+# Below this many block entries (rows x columns) per call, per-operation overhead dominates and the
+# plain autograd formulation is faster than the fused Function; tests lower it to 0 to cover both.
+FUSED_MIN_ENTRIES = 192 * 192
 
 
 def pair_lse(
@@ -261,16 +273,35 @@ def pair_lse(
     exclude_positive: bool = False,
     offset: int = 0,
     chunk_size: int | None = None,
+    scale: float = 1.0,
 ) -> Tensor:
-    """Weighted sums of row- and column-wise log-sum-exps of ``a @ k[b]^T`` over column blocks b.
+    """Weighted sums of row- and column-wise log-sum-exps of ``scale * a @ k[b]^T`` over blocks b.
 
-    ``a``: (R, d) rows (already multiplied by the logit scale); ``k``: (nb, N, d) or (N, d).
-    Row i's positive in every block is column ``i + offset``. Returns a 0-dim tensor whose gradient
-    is computed during the forward pass (see the section comment above).
+    ``a``: (R, d) rows; ``k``: (nb, N, d) or (N, d); ``scale`` a Python float (a learnable scale
+    should multiply ``a`` before the call). Row i's positive in every block is column
+    ``i + offset``. Large blocks go through the fused Function, whose gradient is computed during
+    the forward pass (see the section comment above); small ones through plain autograd.
     """
     if k.dim() == 2:
         k = k.unsqueeze(0)
-    return _PairLSE.apply(a, k, float(w_row), float(w_col), bool(exclude_positive), int(offset), chunk_size)
+    entries = a.shape[0] * k.shape[0] * k.shape[1]
+    if chunk_size is None and entries < FUSED_MIN_ENTRIES:
+        s = torch.einsum("id,bjd->ibj", a * scale if scale != 1.0 else a, k)
+        if exclude_positive:
+            rows = torch.arange(a.shape[0], device=a.device)
+            cols = rows + offset
+            keep = cols < k.shape[1]
+            mask = torch.zeros(s.shape, dtype=torch.bool, device=a.device)
+            mask[rows[keep], :, cols[keep]] = True
+            s = s.masked_fill(mask, float("-inf"))
+        work = _work_dtype(a.dtype)
+        s = s.to(work)
+        total = w_row * torch.logsumexp(s, dim=2).sum()
+        if w_col != 0.0:
+            total = total + w_col * torch.logsumexp(s, dim=0).sum()
+        return total.to(a.dtype)
+    return _PairLSE.apply(a, k, float(w_row), float(w_col), bool(exclude_positive), int(offset), chunk_size,
+                          float(scale))
 
 
 class _TotalLSE(torch.autograd.Function):

@@ -112,6 +112,8 @@ def curve(df: pd.DataFrame, col: str) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("M") if rows else pd.DataFrame(columns=["M", "mean", "lo", "hi", "n"])
 
 
+# natural ranges: 95% bands of bounded statistics are clipped to them (n = 3 seeds gives t = 4.3)
+BOUNDS = {"zeta": (-1.0, 1.0), "chi": (0.0, 1.0), "R1": (0.0, 100.0), "gap": (0.0, 2.0)}
 NICE = {"zeta": "zeta", "chi": "chi", "holder": "Hölder divergence", "gap": "modality gap", "R1": "R@1"}
 
 
@@ -155,7 +157,9 @@ def lines_vs_m(summary, cfg, out_dir, name, metrics: Sequence[str], headline_met
                     continue
                 style = dict(lw=2.2) if variant in (baseline, method) else dict(lw=1.0, alpha=0.8)
                 ax.plot(c["M"], c["mean"], marker="o", ms=3, color=cmap(k % 10), label=variant_label(cfg, variant), **style)
-                ax.fill_between(c["M"], c["lo"], c["hi"], color=cmap(k % 10), alpha=0.15, lw=0)
+                lo_b, hi_b = BOUNDS.get(metric, (-np.inf, np.inf))
+                ax.fill_between(c["M"], c["lo"].clip(lo_b, hi_b), c["hi"].clip(lo_b, hi_b), color=cmap(k % 10),
+                                alpha=0.15, lw=0)
                 if metric == headline_metric and variant in (baseline, method):
                     phrases.append(f"{dataset}: " + trend_phrase(metric, variant_label(cfg, variant), c))
                     finals[(dataset, variant)] = c.dropna(subset=["mean"]).iloc[-1] if c["mean"].notna().any() else None
@@ -174,7 +178,7 @@ def lines_vs_m(summary, cfg, out_dir, name, metrics: Sequence[str], headline_met
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(4, max(1, len(labels))), frameon=False,
                bbox_to_anchor=(0.5, -0.02 - 0.03 * math.ceil(len(labels) / 4)))
-    fig.suptitle("\n".join(phrases[:6]) + "\n(mean over seeds, band: 95% t interval)")
+    fig.suptitle("\n".join(phrases[:6]) + "\n(mean over seeds, band: 95% t interval, clipped to the statistic's range)")
     fig.tight_layout()
     save(fig, out_dir, name)
 

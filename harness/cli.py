@@ -26,6 +26,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    """--threads, shared by the commands that run torch."""
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op CPU threads (default 1: small models; the workflow runs jobs "
+                             "in parallel; 0 = torch default)")
+
+
+def apply_threads(args: argparse.Namespace) -> None:
+    if getattr(args, "threads", 0):
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m harness",

@@ -51,6 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from harness._inputs import modality_list
+
 __all__ = ["infonce_conflicts", "gradient_conflicts", "role_gradients", "summarize"]
 
 _EPS = 1e-12
@@ -85,18 +87,7 @@ def summarize(values: Any) -> dict[str, float]:
 
 
 def _prepare(zs: Any, normalize: bool, detach: bool = True) -> list[Tensor]:
-    if isinstance(zs, Tensor):
-        if zs.dim() != 3:
-            raise ValueError(f"zs as one tensor must have shape (M, B, d), got {tuple(zs.shape)}")
-        items = list(zs.unbind(0))
-    elif isinstance(zs, (list, tuple)):
-        items = list(zs)
-    else:
-        raise ValueError(
-            f"zs must be a sequence of (B, d) tensors or one (M, B, d) tensor, got {type(zs).__name__}"
-        )
-    if len(items) < 2:
-        raise ValueError(f"zs must hold at least M=2 modalities, got M={len(items)}")
+    items = modality_list(zs, "zs")
     out = []
     for m, z in enumerate(items):
         if not isinstance(z, Tensor):

@@ -63,6 +63,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from harness._inputs import modality_list
+
 from objectives.kernels import log_kernel_matrix, log_mean_kernel, median_bandwidth, resolve_bandwidth
 from objectives.kernels import sq_dists
 
@@ -93,18 +95,7 @@ Embeddings = Sequence[Tensor] | Tensor
 
 def _prepare(xs: Any, name: str = "xs", min_modalities: int = 2) -> list[Tensor]:
     """Sequence of (B_m, d) tensors (or one (M, B, d) tensor) -> list of finite float tensors."""
-    if isinstance(xs, Tensor):
-        if xs.dim() != 3:
-            raise ValueError(f"{name} as one tensor must have shape (M, B, d), got {tuple(xs.shape)}")
-        items = list(xs.unbind(0))
-    elif isinstance(xs, (list, tuple)):
-        items = list(xs)
-    else:
-        raise ValueError(
-            f"{name} must be a sequence of (B, d) tensors or one (M, B, d) tensor, got {type(xs).__name__}"
-        )
-    if len(items) < min_modalities:
-        raise ValueError(f"{name} must hold at least M={min_modalities} modalities, got M={len(items)}")
+    items = modality_list(xs, name, min_modalities)
     out: list[Tensor] = []
     for m, x in enumerate(items):
         if not isinstance(x, Tensor):

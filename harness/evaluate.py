@@ -43,6 +43,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from harness.cli import add_threads_argument, apply_threads
+
 from harness.io import write_json
 
 
@@ -174,13 +176,11 @@ def add_arguments(p) -> None:
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--temperature", type=float, default=0.07, help="temperature of the InfoNCE conflict statistics")
     p.add_argument("--max-rows", type=int, default=2048, help="rows used for divergence/conflict statistics")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch intra-op CPU threads (default 1: small models; the workflow runs jobs in parallel; 0 = torch default)")
+    add_threads_argument(p)
 
 
 def main(args) -> int:
-    if getattr(args, "threads", 0):
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     from harness.data import DataError
     from harness.train import TrainError
 

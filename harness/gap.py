@@ -41,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from harness._inputs import modality_list
+
 from objectives.kernels import log_mean_kernel
 
 __all__ = [
@@ -57,18 +59,7 @@ __all__ = [
 
 
 def _prepare(zs: Any, normalize: bool, paired: bool = False) -> list[Tensor]:
-    if isinstance(zs, Tensor):
-        if zs.dim() != 3:
-            raise ValueError(f"zs as one tensor must have shape (M, B, d), got {tuple(zs.shape)}")
-        items = list(zs.unbind(0))
-    elif isinstance(zs, (list, tuple)):
-        items = [z if isinstance(z, Tensor) else torch.as_tensor(z) for z in zs]
-    else:
-        raise ValueError(
-            f"zs must be a sequence of (B, d) tensors or one (M, B, d) tensor, got {type(zs).__name__}"
-        )
-    if len(items) < 2:
-        raise ValueError(f"zs must hold at least M=2 modalities, got M={len(items)}")
+    items = modality_list(zs, "zs")
     out = []
     for m, z in enumerate(items):
         if z.dim() != 2:

@@ -36,6 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness.cli import add_threads_argument, apply_threads
+
 from harness.io import write_json
 from harness.models import Decoder
 
@@ -274,13 +276,11 @@ def add_arguments(p) -> None:
     p.add_argument("--decoder-epochs", type=int, default=150, help="decoder training epochs (batch 256, AdamW lr 2e-3)")
     p.add_argument("--fd-components", type=int, default=16, help="PCA dims of the Fréchet-distance space")
     p.add_argument("--n-show", type=int, default=10, help="test samples shown in samples.png")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch intra-op CPU threads (default 1: small models; the workflow runs jobs in parallel; 0 = torch default)")
+    add_threads_argument(p)
 
 
 def main(args) -> int:
-    if getattr(args, "threads", 0):
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     from harness.data import DataError
     from harness.train import TrainError
 

@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from harness.cli import add_threads_argument, apply_threads
 import yaml
 
 from harness import distributed as hdist
@@ -504,13 +506,11 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch intra-op CPU threads (default 1: small models; the workflow runs jobs in parallel; 0 = torch default)")
+    add_threads_argument(p)
 
 
 def main(args) -> int:
-    if getattr(args, "threads", 0):
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     try:
         cfg = resolve_config(args)
         train(cfg)

@@ -35,11 +35,12 @@ inconclusive.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
+
+from harness.report import main_study_rows, read_csv_or_empty
 
 from harness.io import atomic_write_text
 from harness.report.aggregate import (
@@ -129,18 +130,6 @@ def fisher_mean_ci(rs: Sequence[float], confidence: float = 0.95) -> tuple[float
             float(np.tanh(hi)) if math.isfinite(hi) else math.nan, n)
 
 
-def _main_rows(summary: pd.DataFrame, cfg: dict) -> pd.DataFrame:
-    spec = (cfg.get("config", {}).get("studies", {}) or {}).get("main") or {}
-    if summary.empty or not spec:
-        return summary
-    rows = summary[summary["variant"].isin(spec.get("variants", [])) & summary["dataset"].isin(spec.get("datasets", []))]
-    by_ds = spec.get("ms_by_dataset", {}) or {}
-    if rows.empty:
-        return rows
-    keep = [int(m) in by_ds.get(d, spec.get("ms", [])) for d, m in zip(rows["dataset"], rows["M"])]
-    return rows[keep]
-
-
 def _row(claim, cid, dataset, comparison, measured, statistic, unit, direction, est, lo, hi, n):
     return {
         "claim": claim, "id": cid, "statement": CLAIMS[claim], "dataset": dataset, "comparison": comparison,
@@ -156,7 +145,7 @@ def judge(summary: pd.DataFrame, history: pd.DataFrame, generation: pd.DataFrame
     methods = [report.get("method", "unialign")]
     if report.get("method_tuple") and report["method_tuple"] not in methods:
         methods.append(report["method_tuple"])
-    main = _main_rows(summary, cfg)
+    main = main_study_rows(summary, cfg)
     rows: list[dict] = []
     datasets = sorted(main["dataset"].unique()) if not main.empty else []
     base_label = variant_label(cfg, baseline)
@@ -270,15 +259,6 @@ def render_markdown(table: pd.DataFrame, confidence: float = 0.95) -> str:
     return "\n".join(lines).replace("95% CI", f"{int(round(confidence * 100))}% CI") + "\n"
 
 
-def _read(path: str | None) -> pd.DataFrame:
-    if not path or not Path(path).exists() or Path(path).stat().st_size == 0:
-        return pd.DataFrame()
-    try:
-        return pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame()
-
-
 def add_arguments(p) -> None:
     p.add_argument("--config", default=None, help="results/config.json")
     p.add_argument("--summary", required=True, help="results/summary.csv")
@@ -292,7 +272,7 @@ def add_arguments(p) -> None:
 def main(args) -> int:
     cfg = load_config(args.config)
     confidence = args.confidence or cfg.get("config", {}).get("report", {}).get("confidence", 0.95)
-    table = judge(_read(args.summary), _read(args.history), _read(args.generation), cfg, confidence)
+    table = judge(read_csv_or_empty(args.summary), read_csv_or_empty(args.history), read_csv_or_empty(args.generation), cfg, confidence)
     atomic_write_text(args.out_csv, to_csv_text(table))
     atomic_write_text(args.out_md, render_markdown(table, confidence))
     for claim in CLAIMS:

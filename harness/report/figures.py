@@ -23,6 +23,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from harness.report import main_study_rows, read_csv_or_empty
+
 from harness.report.aggregate import (
     history_column,
     load_config,
@@ -85,17 +87,6 @@ def placeholder(out_dir: Path, name: str, message: str) -> None:
     save(fig, out_dir, name)
 
 
-def _main_rows(summary: pd.DataFrame, cfg: dict) -> pd.DataFrame:
-    spec = (cfg.get("config", {}).get("studies", {}) or {}).get("main") or {}
-    if summary.empty or not spec:
-        return summary
-    rows = summary[summary["variant"].isin(spec.get("variants", [])) & summary["dataset"].isin(spec.get("datasets", []))]
-    by_ds = spec.get("ms_by_dataset", {}) or {}
-    if rows.empty:
-        return rows
-    return rows[[int(m) in by_ds.get(d, spec.get("ms", [])) for d, m in zip(rows["dataset"], rows["M"])]]
-
-
 def _order(cfg: dict, variants) -> list[str]:
     listed = ((cfg.get("config", {}).get("studies", {}) or {}).get("main") or {}).get("variants", [])
     rank = {v: i for i, v in enumerate(listed)}
@@ -131,7 +122,7 @@ def trend_phrase(name: str, label: str, c: pd.DataFrame) -> str:
 
 
 def lines_vs_m(summary, cfg, out_dir, name, metrics: Sequence[str], headline_metric: str) -> None:
-    main = _main_rows(summary, cfg)
+    main = main_study_rows(summary, cfg)
     cols = {m: metric_column(main.columns, m) for m in metrics}
     cols = {m: c for m, c in cols.items() if c is not None}
     if main.empty or not cols:
@@ -184,7 +175,7 @@ def lines_vs_m(summary, cfg, out_dir, name, metrics: Sequence[str], headline_met
 
 
 def alignment_uniformity(summary, cfg, out_dir) -> None:
-    main = _main_rows(summary, cfg)
+    main = main_study_rows(summary, cfg)
     ac, uc = metric_column(main.columns, "alignment"), metric_column(main.columns, "uniformity")
     if main.empty or ac is None or uc is None:
         placeholder(out_dir, "alignment_uniformity", "no alignment/uniformity metrics in results/summary.csv")
@@ -366,15 +357,6 @@ def proxy_vs_divergence(history: pd.DataFrame, cfg, out_dir) -> None:
     save(fig, out_dir, "proxy_vs_divergence")
 
 
-def _read(path: str | None) -> pd.DataFrame:
-    if not path or not Path(path).exists() or Path(path).stat().st_size == 0:
-        return pd.DataFrame()
-    try:
-        return pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame()
-
-
 def add_arguments(p) -> None:
     p.add_argument("--config", default=None, help="results/config.json")
     p.add_argument("--summary", required=True)
@@ -388,7 +370,7 @@ def main(args) -> int:
     cfg = load_config(args.config)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summary, history, generation = _read(args.summary), _read(args.history), _read(args.generation)
+    summary, history, generation = read_csv_or_empty(args.summary), read_csv_or_empty(args.history), read_csv_or_empty(args.generation)
     todo = set(args.only or FIGURES)
     jobs = {
         "conflicts_vs_m": lambda: lines_vs_m(summary, cfg, out, "conflicts_vs_m", ["zeta", "chi"], "zeta"),

@@ -18,14 +18,14 @@ directly comparable with this benchmark's numbers.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
+
+from harness.report import read_csv_or_empty
 
 from harness.io import atomic_write_text
 from harness.report.aggregate import (
@@ -407,15 +407,6 @@ def write_tables(summary: pd.DataFrame, generation: pd.DataFrame, cfg: dict, ref
     return sorted(str(p) for p in out_dir.glob("*.csv"))
 
 
-def _read(path: str | None) -> pd.DataFrame:
-    if not path or not Path(path).exists() or Path(path).stat().st_size == 0:
-        return pd.DataFrame()
-    try:
-        return pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame()
-
-
 def add_arguments(p) -> None:
     p.add_argument("--config", default=None, help="results/config.json")
     p.add_argument("--summary", required=True, help="results/summary.csv")
@@ -428,7 +419,7 @@ def add_arguments(p) -> None:
 def main(args) -> int:
     cfg = load_config(args.config)
     confidence = args.confidence or cfg.get("config", {}).get("report", {}).get("confidence", 0.95)
-    reference = _read(args.reference) if args.reference else None
-    files = write_tables(_read(args.summary), _read(args.generation), cfg, reference, args.out_dir, confidence)
+    reference = read_csv_or_empty(args.reference) if args.reference else None
+    files = write_tables(read_csv_or_empty(args.summary), read_csv_or_empty(args.generation), cfg, reference, args.out_dir, confidence)
     print(f"tables: wrote {len(files)} tables to {args.out_dir}")
     return 0

@@ -148,6 +148,9 @@ def evaluate_run(run_dir, split: str = "test", temperature: float = 0.07, max_ro
         out["divergence/proxy/estimator"] = str(proxy.get("estimator"))
         c = conflicts.infonce_conflicts(sub, temperature, 0)
         out.update(conflict_summaries("conflict", c))
+    # objectives with random negatives (symile "n") draw from torch's global generator: seed it so
+    # an evaluation does not depend on what ran before it in the same process
+    torch.manual_seed(int(cfg["seed"]))
     with local_objectives():
         gc = conflicts.gradient_conflicts(loss_fn, sub, anchor=0)
     out.update(conflict_summaries("conflict/grad", gc))

@@ -408,7 +408,10 @@ def _train(cfg: dict[str, Any], info: hdist.DistInfo) -> dict[str, Any]:
         row.update({k: v / steps_per_epoch for k, v in sums.items()})
         last = epoch + 1 == cfg["epochs"]
         if info.is_main and ((epoch + 1) % max(cfg["eval_every"], 1) == 0 or last):
-            with hdist.local_objectives():
+            # validation may draw random numbers (symile's negatives); fork the generator so the
+            # training stream (and, under DDP, its agreement across ranks) does not depend on it
+            with hdist.local_objectives(), torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(cfg["seed"]) + epoch)
                 zs_val = model.embed(xs_val)
                 row.update(validation_metrics([z.cpu() for z in zs_val], loss_fn.cpu() if device.type != "cpu" else loss_fn))
             loss_fn.to(device)

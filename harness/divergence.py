@@ -65,7 +65,7 @@ from torch import Tensor
 
 from harness._inputs import modality_list
 
-from objectives.kernels import log_kernel_matrix, log_mean_kernel, median_bandwidth, resolve_bandwidth
+from objectives.kernels import log_kernel_matrix, log_mean_kernel, resolve_bandwidth
 from objectives.kernels import sq_dists
 
 __all__ = [
@@ -85,7 +85,6 @@ DEFAULT_MAX_TUPLES = 200_000_000
 _BLOCK_ELEMS = 1 << 22
 _ROW_BLOCK_ELEMS = 1 << 23
 #: rows that enter the median heuristic (split evenly over the modalities)
-_MEDIAN_ROWS = 4096
 
 Embeddings = Sequence[Tensor] | Tensor
 
@@ -133,18 +132,15 @@ def _check_gamma(gamma: Any, name: str = "gamma") -> float:
 def kde_bandwidth(bandwidth: float | str, *xs: Tensor) -> float:
     """The KDE bandwidth ``h`` for ``bandwidth`` (a positive number, or ``"median"``).
 
-    ``"median"``: ``h = median_bandwidth(pooled rows) / sqrt(2)`` so that the LMK width of the cross
-    terms, ``s = sqrt(2) h``, is the median pairwise distance (the objectives' ``"median"`` width).
-    At most 4096 rows enter the median, taken evenly from every modality (the first rows of each).
+    ``"median"``: ``h = median_bandwidth(*xs) / sqrt(2)`` so that the LMK width of the cross terms,
+    ``s = sqrt(2) h``, is the median pairwise distance (the objectives' ``"median"`` width; the
+    heuristic samples the same number of rows from every modality).
     """
-    if isinstance(bandwidth, str):
-        if bandwidth != "median":
-            raise ValueError(f"bandwidth must be a positive number or 'median', got {bandwidth!r}")
-        per = max(2, _MEDIAN_ROWS // max(1, len(xs)))
-        return median_bandwidth(*[x[:per] for x in xs]) / SQRT2
-    if isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float)):
+    if isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float, str)):
         raise ValueError(f"bandwidth must be a positive number or 'median', got {bandwidth!r}")
-    h = float(resolve_bandwidth(float(bandwidth)))
+    h = resolve_bandwidth(bandwidth, *xs)  # "median" -> the median distance s
+    if isinstance(bandwidth, str):
+        return h / SQRT2
     if not math.isfinite(h) or h <= 0:
         raise ValueError(f"bandwidth must be a finite positive number (the KDE's h), got {bandwidth!r}")
     return h

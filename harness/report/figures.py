@@ -116,8 +116,15 @@ def trend_phrase(name: str, label: str, c: pd.DataFrame) -> str:
     first, last = c.iloc[0], c.iloc[-1]
     if len(c) < 2:
         return f"{name} under {label}: {first['mean']:.3g} at M={int(first['M'])}"
-    verb = "rises" if last["mean"] > first["mean"] else ("falls" if last["mean"] < first["mean"] else "is flat")
-    return (f"{name} {verb} with M under {label} ({first['mean']:.3g} at M={int(first['M'])} -> "
+    steps = c["mean"].diff().dropna()
+    if (steps > 0).all():
+        verb = "rises with M"
+    elif (steps < 0).all():
+        verb = "falls with M"
+    else:  # endpoints alone would hide a peak or a dip
+        peak = c.loc[c["mean"].idxmax()]
+        verb = f"is not monotonic in M (peak {peak['mean']:.3g} at M={int(peak['M'])})"
+    return (f"{name} {verb} under {label} ({first['mean']:.3g} at M={int(first['M'])} -> "
             f"{last['mean']:.3g} at M={int(last['M'])})")
 
 

@@ -12,13 +12,31 @@ from collections import defaultdict
 import torch
 from torch import Tensor
 
-from objectives.kernels import pair_lse
+from objectives.kernels import group_lse, pair_lse
 
 
 def pair_list(n_modalities: int, pairs: str, anchor: int) -> list[tuple[int, int]]:
     if pairs == "all":
         return [(m, n) for m in range(n_modalities) for n in range(m + 1, n_modalities)]
     return [(anchor, n) for n in range(n_modalities) if n != anchor]
+
+
+class _PairDots(torch.autograd.Function):
+    """<z, W z> = sum_{m, n} W_mn <z_m, z_n> for z: (M, B, d): one GEMM and one dot forward, one
+    GEMM backward (gradient (W + W^T) z), instead of a product and a sum per pair."""
+
+    @staticmethod
+    def forward(ctx, z, weights):
+        flat = z.reshape(z.shape[0], -1)
+        ctx.save_for_backward(flat, weights)
+        ctx.shape = z.shape
+        return torch.vdot(flat.reshape(-1), (weights @ flat).reshape(-1))
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        flat, weights = ctx.saved_tensors
+        grad = (grad_out * (weights + weights.T)) @ flat
+        return grad.view(ctx.shape), None
 
 
 def contrastive_parts(
@@ -41,30 +59,21 @@ def contrastive_parts(
     local = rows.stop - rows.start
     distributed = local != total
     n_pairs = len(pairs)
-    # a fixed scale goes into the kernel as a float (no autograd node); a learnable one stays a
-    # tensor multiplied outside so that its gradient flows
+    # a fixed scale goes into the kernels as a float (no autograd node); a learnable one is a tensor
     fixed = not isinstance(scale, Tensor)
-    lse = 0.0
     if not distributed:
-        # no row slicing and one unbind: each slice or select would add a full-size backward copy
-        zs = z.unbind(0)
-        pos = sum((zs[m] * zs[n]).sum() for m, n in pairs)
+        # pairs sharing their first modality form one group: one wide GEMM z[m] @ z[partners]^T
         groups: dict[int, list[int]] = defaultdict(list)
         for m, n in pairs:
             groups[m].append(n)
-        for m, partners in groups.items():
-            first, last = partners[0], partners[-1]
-            if partners == list(range(first, last + 1)):
-                k = z[first : last + 1]  # a view, no copy
-            else:
-                k = torch.stack([zs[n] for n in partners])
-            # chunk_size bounds the live block to chunk_size x B entries, whatever the group size
-            chunk = None if chunk_size is None else max(1, chunk_size // len(partners))
-            if fixed:
-                lse = lse + pair_lse(zs[m], k, 0.5, 0.5, exclude_positive, 0, chunk, scale=scale)
-            else:
-                lse = lse + pair_lse(zs[m] * scale, k, 0.5, 0.5, exclude_positive, 0, chunk)
+        lse = group_lse(z, list(groups.items()), 0.5, 0.5, exclude_positive, chunk_size, scale)
+        # sum over pairs of <z_m, z_n> as <z, W z> with the (M, M) pair adjacency W: O(M^2 B d)
+        weights = [[0.0] * z.shape[0] for _ in range(z.shape[0])]
+        for m, n in pairs:
+            weights[m][n] += 1.0
+        pos = _PairDots.apply(z, torch.tensor(weights, dtype=z.dtype, device=z.device))
     else:
+        lse = 0.0
         zs = z.unbind(0)
         pos = sum((zs[m][rows] * zs[n][rows]).sum() for m, n in pairs)
         for m, n in pairs:

@@ -10,6 +10,8 @@ A Gaussian KDE with bandwidth ``h`` has cross terms of width ``s = sqrt(2) h`` (
 from __future__ import annotations
 
 import math
+import threading
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -100,6 +102,42 @@ def resolve_bandwidth(bandwidth: float | str, *xs: Tensor) -> float:
     return float(bandwidth)
 
 
+class _UnitRows(torch.autograd.Function):
+    """Stack M (B, d) tensors (or take one (M, B, d)) and divide each row by max(|row|, eps).
+
+    The same values and gradients as ``torch.stack`` + ``F.normalize``, in two passes forward and
+    three backward instead of about ten autograd operations over (M, B, d).
+    """
+
+    @staticmethod
+    def forward(ctx, eps: float, *xs):
+        x = xs[0] if len(xs) == 1 else None
+        parts = x.unbind(0) if x is not None else xs
+        norms = torch.stack([torch.linalg.vector_norm(p, dim=-1, keepdim=True) for p in parts])  # (M, B, 1)
+        inv = 1.0 / norms.clamp_min(eps)
+        y = torch.empty((len(parts), *parts[0].shape), dtype=parts[0].dtype, device=parts[0].device)
+        for m, p in enumerate(parts):
+            torch.mul(p, inv[m], out=y[m])
+        ctx.one_tensor = x is not None
+        ctx.save_for_backward(y, inv, norms > eps)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        y, inv, projected = ctx.saved_tensors
+        # d(x / |x|) = (g - y <g, y>) / |x|; rows clamped at eps are scaled only: g / eps
+        dot = torch.linalg.vecdot(grad_y, y, dim=-1).unsqueeze(-1).mul_(projected)
+        dx = torch.addcmul(grad_y, y, dot, value=-1.0).mul_(inv)
+        return (None, dx) if ctx.one_tensor else (None, *dx.unbind(0))
+
+
+def unit_rows(xs: Sequence[Tensor] | Tensor, eps: float = 1e-12) -> Tensor:
+    """(M, B, d) with every row of every modality scaled to unit L2 norm (F.normalize semantics)."""
+    if isinstance(xs, Tensor):
+        return _UnitRows.apply(float(eps), xs)
+    return _UnitRows.apply(float(eps), *xs)
+
+
 # ----------------------------------------------------------------------------- fused log-sum-exp blocks
 #
 # The B x B similarity blocks dominate every contrastive and kernel objective. Because each loss is a
@@ -107,6 +145,72 @@ def resolve_bandwidth(bandwidth: float | str, *xs: Tensor) -> float:
 # the forward pass, so the two fused functions below compute it there (one GEMM forward, two or one
 # backward, a handful of in-place elementwise passes) and keep only (B, d)-sized gradients for the
 # backward: no B x B tensor outlives the call, and with ``chunk`` no more than (chunk, N) exists.
+#
+# Three ways to keep exp() in range, cheapest first:
+# 1. no shift: |S_ij| <= max_i |a_i| max_j |k_j| =: bound is known from the (B, d) operands, so when
+#    bound + log(entries per sum) stays below ``_EXP_LIMIT`` no entry or sum can overflow or become
+#    subnormal, and E = exp(S) needs no max pass and no subtraction (unit rows: tau >= ~0.015 in fp32);
+# 2. one shift per row (``_pair_lse_one_block``), checked for underflow;
+# 3. separate row and column shifts (the general path, and the chunked one).
+
+# exp(x) of float32 overflows above about 88.7 and becomes subnormal below -87.3 (float64: +-708)
+_EXP_LIMIT = {torch.float32: 80.0, torch.float64: 700.0}
+
+# Scratch memory for the (rows x columns) blocks on the CPU. A fresh multi-megabyte tensor per call
+# is served by mmap and pays a page fault per 4 KiB page on first touch: measured here at 10-30 % of
+# the time of a 1024 x 5120 x 256 GEMM. One reusable buffer per thread and dtype removes that.
+# CUDA's caching allocator already reuses memory, so GPU blocks are ordinary allocations.
+WORKSPACE_MAX_BYTES = 512 * 2**20
+_workspace = threading.local()
+
+
+def _scratch(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """An uninitialised tensor for a block that never leaves the kernel call (reused on the CPU)."""
+    numel = math.prod(shape)
+    if device.type != "cpu" or numel * dtype.itemsize > WORKSPACE_MAX_BYTES:
+        return torch.empty(shape, dtype=dtype, device=device)
+    buffers = _workspace.__dict__.setdefault("buffers", {})
+    buf = buffers.get(dtype)
+    if buf is None or buf.numel() < numel:
+        buffers[dtype] = buf = torch.empty(numel, dtype=dtype)
+    return buf[:numel].view(shape)
+
+
+def release_workspace() -> None:
+    """Free this thread's CPU block buffers (at most ``WORKSPACE_MAX_BYTES`` per dtype are kept)."""
+    _workspace.__dict__.pop("buffers", None)
+
+
+def _block(a: Tensor, cols: Tensor, work: torch.dtype, scale: float = 1.0) -> Tensor:
+    """scale * a @ cols^T in the work dtype, written into the scratch buffer."""
+    out = _scratch((a.shape[0], cols.shape[0]), work, a.device)
+    if a.dtype == work:
+        if scale == 1.0:
+            torch.mm(a, cols.T, out=out)
+        else:  # the scale rides on the GEMM (alpha), no pass over the block
+            torch.addmm(out, a, cols.T, beta=0.0, alpha=scale, out=out)
+    else:  # half-precision GEMM, float32 elementwise work
+        out.copy_(a @ cols.T)
+        if scale != 1.0:
+            out.mul_(scale)
+    return out
+
+
+def _exp_bound(x: Tensor, y: Tensor) -> float:
+    """max_i |x_i| * max_j |y_j| >= |x_i . y_j| for every pair (one synchronising read)."""
+    work = _work_dtype(x.dtype)
+    nx = torch.linalg.vector_norm(x, dim=-1, dtype=work).max()
+    ny = torch.linalg.vector_norm(y, dim=-1, dtype=work).max()
+    return float(nx * ny)
+
+
+def _unshifted_ok(bound: float, count: int, work: torch.dtype) -> bool:
+    limit = _EXP_LIMIT.get(work)
+    return limit is not None and math.isfinite(bound) and bound + math.log(max(count, 1)) <= limit
+
+
+# rows per step when E is scaled by an outer sum: ~0.5 MB of float32 keeps the temporary in cache
+_OUTER_CHUNK_ENTRIES = 2**17
 
 
 def _mask_positives(s: Tensor, start: int, offset: int) -> None:
@@ -117,8 +221,7 @@ def _mask_positives(s: Tensor, start: int, offset: int) -> None:
     s[rows[keep], ..., cols[keep]] = float("-inf")
 
 
-# exp(x) of float32 underflows below about -87 (float64: -708); the single-shift fast path is used
-# only when every row maximum lies within this margin of the largest one
+# the row-shift path is used only when every row maximum lies within this margin of the largest one
 _SHIFT_MARGIN = {torch.float32: 60.0, torch.float64: 600.0}
 
 
@@ -130,13 +233,71 @@ def _work_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-def _pair_lse_one_block(a, kf, nb, N, w_row, w_col, exclude, offset, need_grad):
-    """Symmetric (row and column) case in one block with ~8 elementwise passes instead of ~20.
+def _accumulate(g: Tensor, a_c: Tensor, kf: Tensor, scale: float, da: Tensor | None, dk: Tensor | None,
+                rows: slice) -> None:
+    """da[rows] += scale G kf and dk += scale G^T a_c for the gradient G w.r.t. this block of S."""
+    g = g.view(g.shape[0], -1).to(a_c.dtype)
+    if da is not None:
+        da[rows].addmm_(g, kf, alpha=scale)
+    if dk is not None:
+        dk.addmm_(g.T, a_c, alpha=scale)
+
+
+def _pair_lse_unshifted(a, kf, nb, N, w_row, w_col, exclude, offset, step, scale, da, dk, bound=None):
+    """Path 1, any chunking: E = exp(S) without a shift, or None when the bound on |S| forbids it.
+
+    Per chunk of rows: GEMM, exp, row sums, one scaling, two gradient GEMMs. The column sums come
+    from the same block when it holds every row, else from a first pass over the row chunks. The
+    gradient w_row E_ij / r_i + w_col E_ij / c_j = E_ij (beta_i + v_j) is formed a few rows at a
+    time so that the outer sum beta_i + v_j stays in cache.
+    """
+    work = _work_dtype(a.dtype)
+    R = a.shape[0]
+    bound = _exp_bound(a, kf) if bound is None else bound
+    if not _unshifted_ok(scale * bound, max(R, N), work):
+        return None
+    colsum = None
+    if w_col != 0.0 and step < R:  # pass 1: column sums over all row chunks
+        colsum = torch.zeros((nb, N), dtype=work, device=a.device)
+        for s0 in range(0, R, step):
+            s = _block(a[s0 : s0 + step], kf, work, scale).view(-1, nb, N)
+            if exclude:
+                _mask_positives(s, s0, offset)
+            colsum += s.exp_().sum(dim=0)
+    total = torch.zeros((), dtype=torch.float64, device=a.device)
+    for s0 in range(0, R, step):
+        a_c = a[s0 : s0 + step]
+        s = _block(a_c, kf, work, scale).view(-1, nb, N)
+        if exclude:
+            _mask_positives(s, s0, offset)
+        s.exp_()
+        rowsum = s.sum(dim=2)  # (c, nb)
+        if w_col != 0.0 and colsum is None:
+            colsum = s.sum(dim=0)  # (nb, N): every row is in this block
+        total += w_row * rowsum.log().sum(dtype=torch.float64)
+        if da is None and dk is None:
+            continue
+        beta = (w_row / rowsum).unsqueeze(2)  # (c, nb, 1)
+        if w_col != 0.0:
+            v = (w_col / colsum).unsqueeze(0)  # (1, nb, N)
+            rows = max(1, _OUTER_CHUNK_ENTRIES // (nb * N))
+            for r0 in range(0, s.shape[0], rows):
+                s[r0 : r0 + rows].mul_(beta[r0 : r0 + rows] + v)
+        else:
+            s.mul_(beta)
+        _accumulate(s, a_c, kf, scale, da, dk, slice(s0, s0 + step))
+    if w_col != 0.0:
+        total += w_col * colsum.log().sum(dtype=torch.float64)
+    return total
+
+
+def _pair_lse_one_block(a, kf, nb, N, w_row, w_col, exclude, offset, scale, da, dk):
+    """Symmetric (row and column) case in one block with one shift per row (path 2).
 
     With one shift per row, E = exp(S - rowmax_i), the row sums come directly and the column sums
     through one GEMV with u_i = exp(rowmax_i - c), c = max_i rowmax_i. The gradient
     w_row E_ij / r_i + w_col E_ij u_i / c_j = u_i E_ij (beta_i + v_j) is formed with one outer sum,
-    and u_i is folded into the GEMMs' (B, d) operands, so each GEMM spans all column blocks.
+    and u_i is applied to the GEMMs' (B, d) sides, so each GEMM spans all column blocks.
     Returns None (the two-shift path then runs) when a shift could lose a row or column sum to
     underflow: a row maximum far below the largest, or a row / column sum below ``_TINY``.
     """
@@ -144,7 +305,8 @@ def _pair_lse_one_block(a, kf, nb, N, w_row, w_col, exclude, offset, need_grad):
     margin = _SHIFT_MARGIN.get(work)
     if margin is None:
         return None
-    s = (a @ kf.T).to(work).view(-1, nb, N)
+    R = a.shape[0]
+    s = _block(a, kf, work, scale).view(R, nb, N)
     if exclude:
         _mask_positives(s, 0, offset)
     rowmax = s.amax(dim=(1, 2))  # (R,) one shift per row for all blocks
@@ -152,117 +314,188 @@ def _pair_lse_one_block(a, kf, nb, N, w_row, w_col, exclude, offset, need_grad):
     u = torch.exp(rowmax - top)  # (R,)
     s.sub_(rowmax.view(-1, 1, 1)).exp_()  # E
     rowsum = s.sum(dim=2)  # (R, nb)
-    colsum = (u @ s.view(s.shape[0], nb * N)).view(nb, N)
+    colsum = (u @ s.view(R, nb * N)).view(nb, N)
     tiny = _TINY[work]
-    # one synchronising check for all three failure modes (each would need the two-shift path)
-    if bool((top - rowmax).max() > margin) or bool(torch.minimum(rowsum.min(), colsum.min()) < tiny):
+    # one synchronising check for all three failure modes (each would need the two-shift path);
+    # rowsum * u, not rowsum: a block's row sum can be tiny while the row's maximum is in another
+    # block, and the gradient divides by the product
+    scaled_rowsum = rowsum * u.unsqueeze(1)
+    if bool((top - rowmax).max() > margin) or bool(torch.minimum(scaled_rowsum.min(), colsum.min()) < tiny):
         return None
-    row_lse = rowmax.unsqueeze(1) + rowsum.log()
-    col_lse = top + colsum.log()
-    total = w_row * row_lse.sum() + w_col * col_lse.sum()
-    if not need_grad:
-        return total, None, None
-    beta = w_row / (rowsum * u.unsqueeze(1))  # (R, nb)
-    v = w_col / colsum  # (nb, N)
-    s.mul_(beta.unsqueeze(2) + v.unsqueeze(0))  # E * (beta_ib + v_bj); the gradient is u_i times it
-    g = s.view(s.shape[0], nb * N).to(a.dtype)
+    total = w_row * (rowmax.unsqueeze(1) + rowsum.log()).sum(dtype=torch.float64)
+    total = total + w_col * (top + colsum.log()).sum(dtype=torch.float64)
+    if da is None and dk is None:
+        return total
+    beta = (w_row / scaled_rowsum).unsqueeze(2)  # (R, nb, 1)
+    v = (w_col / colsum).unsqueeze(0)  # (1, nb, N)
+    rows = max(1, _OUTER_CHUNK_ENTRIES // (nb * N))
+    for r0 in range(0, R, rows):  # E * (beta_ib + v_bj); the gradient is u_i times it
+        s[r0 : r0 + rows].mul_(beta[r0 : r0 + rows] + v)
+    g = s.view(R, nb * N).to(a.dtype)
     ucol = u.unsqueeze(1).to(a.dtype)
-    da = (g @ kf).mul_(ucol)
-    dk = g.T @ (a * ucol)
-    return total, da, dk
+    if da is not None:
+        da.addcmul_(g @ kf, ucol, value=scale)
+    if dk is not None:
+        dk.addmm_(g.T, a * ucol, alpha=scale)
+    return total
+
+
+def _pair_lse_shifted(a, kf, nb, N, w_row, w_col, exclude, offset, step, scale, da, dk):
+    """Path 3, any chunking: separate row and column shifts (exact log-sum-exps everywhere)."""
+    work = _work_dtype(a.dtype)
+    R = a.shape[0]
+    col_lse = None
+    if w_col != 0.0 and step < R:  # pass 1: online column log-sum-exp over row chunks
+        cmax = torch.full((nb, N), float("-inf"), dtype=work, device=a.device)
+        csum = torch.zeros((nb, N), dtype=work, device=a.device)
+        for s0 in range(0, R, step):
+            s = _block(a[s0 : s0 + step], kf, work, scale).view(-1, nb, N)
+            if exclude:
+                _mask_positives(s, s0, offset)
+            bmax = torch.maximum(cmax, s.amax(dim=0))
+            safe = torch.where(torch.isinf(bmax), torch.zeros_like(bmax), bmax)
+            csum = csum * torch.exp(cmax - safe) + s.sub_(safe).exp_().sum(dim=0)
+            cmax = bmax
+        safe = torch.where(torch.isinf(cmax), torch.zeros_like(cmax), cmax)
+        col_lse = csum.log() + safe
+    total = torch.zeros((), dtype=torch.float64, device=a.device)
+    for s0 in range(0, R, step):
+        a_c = a[s0 : s0 + step]
+        s = _block(a_c, kf, work, scale).view(-1, nb, N)
+        if exclude:
+            _mask_positives(s, s0, offset)
+        row_lse = torch.logsumexp(s, dim=2)  # (c, nb)
+        if w_col != 0.0 and col_lse is None:
+            col_lse = torch.logsumexp(s, dim=0)  # (nb, N): every row is in this block
+        total += w_row * row_lse.sum(dtype=torch.float64)
+        if da is None and dk is None:
+            continue
+        # gradient w.r.t. s, formed in place: w_row * softmax_rows + w_col * softmax_cols
+        if w_col != 0.0:
+            p_col = torch.sub(s, col_lse.unsqueeze(0)).exp_()
+            if w_col != 1.0:
+                p_col.mul_(w_col)
+        s.sub_(row_lse.unsqueeze(2)).exp_()
+        if w_row != 1.0:
+            s.mul_(w_row)
+        if w_col != 0.0:
+            s.add_(p_col)
+            del p_col
+        _accumulate(s, a_c, kf, scale, da, dk, slice(s0, s0 + step))
+    if w_col != 0.0:
+        total += w_col * col_lse.sum(dtype=torch.float64)
+    return total
+
+
+def _block_lse(a, kf, nb, N, w_row, w_col, exclude, offset, chunk, scale, da, dk, bound=None) -> Tensor:
+    """The float64 total of one (R, nb * N) block through the cheapest safe path; the gradients
+    w.r.t. ``a`` and ``kf`` are *added* into ``da`` and ``dk`` (either may be None). ``bound``:
+    max |a_i| max |kf_j| when the caller knows it."""
+    R = a.shape[0]
+    if w_col != 0.0 and R != N:
+        raise ValueError(f"column log-sum-exp needs as many rows as columns, got {R} and {N}")
+    step = R if chunk is None else max(1, min(int(chunk), R))
+    total = _pair_lse_unshifted(a, kf, nb, N, w_row, w_col, exclude, offset, step, scale, da, dk, bound)
+    if total is None and w_col != 0.0 and step == R:
+        total = _pair_lse_one_block(a, kf, nb, N, w_row, w_col, exclude, offset, scale, da, dk)
+    if total is None:
+        total = _pair_lse_shifted(a, kf, nb, N, w_row, w_col, exclude, offset, step, scale, da, dk)
+    return total
 
 
 class _PairLSE(torch.autograd.Function):
     """w_row * sum_i lse_j S[i,b,j] + w_col * sum_j lse_i S[i,b,j] summed over blocks b.
 
-    S = a @ k[b]^T with a: (R, d) rows and k: (nb, N, d) column blocks. With ``exclude`` the
-    positive S[i, b, i + offset] leaves every log-sum-exp (decoupled contrastive learning).
+    S = scale * a @ k[b]^T with a: (R, d) rows and k: (nb, N, d) column blocks. With ``exclude``
+    the positive S[i, b, i + offset] leaves every log-sum-exp (decoupled contrastive learning).
     Column log-sum-exps need every row, so w_col != 0 requires R == N; chunked, they take a first
-    pass that accumulates them online and a second that forms the gradient.
+    pass over the row chunks.
     """
 
     @staticmethod
     def forward(ctx, a, k, w_row: float, w_col: float, exclude: bool, offset: int, chunk, scale: float = 1.0):
-        a_in = a
-        if scale != 1.0:
-            a = a * scale  # the (R, d) operand, never the (R, N) block
-        R, d = a.shape
-        nb, N, _ = k.shape
+        nb, N, d = k.shape
         kf = k.reshape(nb * N, d)
-        need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
-        ctx.scale = scale
-        step = R if chunk is None else max(1, min(int(chunk), R))
-        work = _work_dtype(a.dtype)
-        col_lse = None
-        if w_col != 0.0:
-            if R != N:
-                raise ValueError(f"column log-sum-exp needs as many rows as columns, got {R} and {N}")
-            if step < R:  # pass 1: online column log-sum-exp over row chunks
-                cmax = torch.full((nb, N), float("-inf"), dtype=work, device=a.device)
-                csum = torch.zeros((nb, N), dtype=work, device=a.device)
-                for s0 in range(0, R, step):
-                    s = (a[s0 : s0 + step] @ kf.T).to(work).view(-1, nb, N)
-                    if exclude:
-                        _mask_positives(s, s0, offset)
-                    bmax = torch.maximum(cmax, s.amax(dim=0))
-                    safe = torch.where(torch.isinf(bmax), torch.zeros_like(bmax), bmax)
-                    csum = csum * torch.exp(cmax - safe) + torch.exp(s - safe).sum(dim=0)
-                    cmax = bmax
-                safe = torch.where(torch.isinf(cmax), torch.zeros_like(cmax), cmax)
-                col_lse = csum.log() + safe
-        if w_col != 0.0 and step == R:
-            fast = _pair_lse_one_block(a, kf, nb, N, w_row, w_col, exclude, offset, need_grad)
-            if fast is not None:
-                total, da, dk = fast
-                if need_grad:
-                    ctx.save_for_backward(da, dk.view(nb, N, d))
-                return total.to(a_in.dtype)
-        total = torch.zeros((), dtype=torch.float64, device=a.device)
-        da = torch.empty_like(a) if need_grad else None
-        dk = torch.zeros_like(kf) if need_grad else None
-        for s0 in range(0, R, step):
-            a_c = a[s0 : s0 + step]
-            s = (a_c @ kf.T).to(work).view(-1, nb, N)
-            if exclude:
-                _mask_positives(s, s0, offset)
-            row_lse = torch.logsumexp(s, dim=2)  # (c, nb)
-            if w_col != 0.0 and step == R:
-                col_lse = torch.logsumexp(s, dim=0)  # (nb, N)
-            total += w_row * row_lse.sum(dtype=torch.float64)
-            if not need_grad:
-                continue
-            # gradient w.r.t. s, formed in place: w_row * softmax_rows + w_col * softmax_cols
-            if w_col != 0.0:
-                p_col = torch.sub(s, col_lse.unsqueeze(0)).exp_()
-                if w_col != 1.0:
-                    p_col.mul_(w_col)
-            s.sub_(row_lse.unsqueeze(2)).exp_()
-            if w_row != 1.0:
-                s.mul_(w_row)
-            if w_col != 0.0:
-                s.add_(p_col)
-                del p_col
-            g = s.view(-1, nb * N).to(a.dtype)
-            torch.mm(g, kf, out=da[s0 : s0 + step])
-            dk.addmm_(g.T, a_c)
-        if w_col != 0.0:
-            total += w_col * col_lse.sum(dtype=torch.float64)
-        if need_grad:
-            ctx.save_for_backward(da, dk.view(nb, N, d))
-        return total.to(a_in.dtype)
+        da = torch.zeros_like(a) if ctx.needs_input_grad[0] else None
+        dk = torch.zeros_like(kf) if ctx.needs_input_grad[1] else None
+        total = _block_lse(a, kf, nb, N, w_row, w_col, exclude, offset, chunk, scale, da, dk)
+        ctx.save_for_backward(da, None if dk is None else dk.view(nb, N, d))
+        return total.to(a.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
         da, dk = ctx.saved_tensors
-        # S = scale * a k^T: the gradient w.r.t. the unscaled a carries one more factor of scale,
-        # and dk was formed from the scaled a already
-        ga = grad_out * ctx.scale * da if ctx.scale != 1.0 else grad_out * da
-        return ga, grad_out * dk, None, None, None, None, None, None
+        return (None if da is None else grad_out * da, None if dk is None else grad_out * dk,
+                None, None, None, None, None, None)
+
+
+class _GroupLSE(torch.autograd.Function):
+    """sum over groups (m, partners) of the symmetric block lse of scale * z[m] @ z[partners]^T.
+
+    One autograd node for every pair of a contrastive loss: each group's gradient is added into a
+    single (M, B, d) buffer (GEMMs with beta = 1, views for consecutive partners), so the backward
+    is one multiplication instead of a slice, stack and sum per pair. A learnable scale gets its
+    gradient from Euler's identity for the homogeneous blocks: dL/dscale = <dz, z> / (2 scale).
+    """
+
+    @staticmethod
+    def forward(ctx, z, scale_t, groups, w_row: float, w_col: float, exclude: bool, chunk, scale: float):
+        M, B, d = z.shape
+        need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        dz = torch.zeros_like(z) if need_grad else None
+        total = torch.zeros((), dtype=torch.float64, device=z.device)
+        # every modality's largest row norm, read once (one sync) for all groups' exp bounds
+        norms = torch.linalg.vector_norm(z, dim=-1, dtype=_work_dtype(z.dtype)).amax(dim=1).tolist()
+        for m, partners in groups:
+            first, nb = partners[0], len(partners)
+            consecutive = list(partners) == list(range(first, first + nb))
+            if consecutive:
+                kf = z[first : first + nb].view(nb * B, d)
+                dk = None if dz is None else dz[first : first + nb].view(nb * B, d)
+            else:
+                kf = torch.cat([z[n] for n in partners])
+                dk = None if dz is None else torch.zeros_like(kf)
+            step = None if chunk is None else max(1, int(chunk) // nb)
+            da = None if dz is None else dz[m]
+            bound = norms[m] * max(norms[n] for n in partners)
+            total += _block_lse(z[m], kf, nb, B, w_row, w_col, exclude, 0, step, scale, da, dk, bound)
+            if dk is not None and not consecutive:
+                for i, n in enumerate(partners):
+                    dz[n] += dk[i * B : (i + 1) * B]
+        ctx.scale = scale
+        ctx.save_for_backward(z if ctx.needs_input_grad[1] else None, dz)
+        return total.to(z.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        z, dz = ctx.saved_tensors
+        grad_z = grad_out * dz if ctx.needs_input_grad[0] else None
+        grad_scale = None
+        if ctx.needs_input_grad[1]:
+            grad_scale = grad_out * (dz * z).sum() / (2.0 * ctx.scale)
+        return grad_z, grad_scale, None, None, None, None, None, None
 
 
 # Below this many block entries (rows x columns) per call, per-operation overhead dominates and the
 # plain autograd formulation is faster than the fused Function; tests lower it to 0 to cover both.
 FUSED_MIN_ENTRIES = 192 * 192
+
+
+def _small_pair_lse(a: Tensor, k: Tensor, w_row: float, w_col: float, exclude: bool, offset: int) -> Tensor:
+    """Plain-autograd form of one pair_lse call (per-operation overhead dominates small blocks)."""
+    s = torch.einsum("id,bjd->ibj", a, k)
+    if exclude:
+        rows = torch.arange(a.shape[0], device=a.device)
+        cols = rows + offset
+        keep = cols < k.shape[1]
+        mask = torch.zeros(s.shape, dtype=torch.bool, device=a.device)
+        mask[rows[keep], :, cols[keep]] = True
+        s = s.masked_fill(mask, float("-inf"))
+    s = s.to(_work_dtype(a.dtype))
+    total = w_row * torch.logsumexp(s, dim=2).sum()
+    if w_col != 0.0:
+        total = total + w_col * torch.logsumexp(s, dim=0).sum()
+    return total.to(a.dtype)
 
 
 def pair_lse(
@@ -286,22 +519,39 @@ def pair_lse(
         k = k.unsqueeze(0)
     entries = a.shape[0] * k.shape[0] * k.shape[1]
     if chunk_size is None and entries < FUSED_MIN_ENTRIES:
-        s = torch.einsum("id,bjd->ibj", a * scale if scale != 1.0 else a, k)
-        if exclude_positive:
-            rows = torch.arange(a.shape[0], device=a.device)
-            cols = rows + offset
-            keep = cols < k.shape[1]
-            mask = torch.zeros(s.shape, dtype=torch.bool, device=a.device)
-            mask[rows[keep], :, cols[keep]] = True
-            s = s.masked_fill(mask, float("-inf"))
-        work = _work_dtype(a.dtype)
-        s = s.to(work)
-        total = w_row * torch.logsumexp(s, dim=2).sum()
-        if w_col != 0.0:
-            total = total + w_col * torch.logsumexp(s, dim=0).sum()
-        return total.to(a.dtype)
+        return _small_pair_lse(a * scale if scale != 1.0 else a, k, w_row, w_col, exclude_positive, offset)
     return _PairLSE.apply(a, k, float(w_row), float(w_col), bool(exclude_positive), int(offset), chunk_size,
                           float(scale))
+
+
+def group_lse(
+    z: Tensor,
+    groups: Sequence[tuple[int, Sequence[int]]],
+    w_row: float,
+    w_col: float,
+    exclude_positive: bool = False,
+    chunk_size: int | None = None,
+    scale: float | Tensor = 1.0,
+) -> Tensor:
+    """sum over (m, partners) in ``groups`` of ``pair_lse(z[m], z[partners], ...)`` for z: (M, B, d).
+
+    Every row is local (one process, offset 0). ``scale`` may be a learnable 0-dim tensor. Large
+    blocks run as one autograd node for all groups (:class:`_GroupLSE`); ``chunk_size`` bounds the
+    live block of each group to about ``chunk_size x B`` entries whatever its number of partners.
+    """
+    B = z.shape[1]
+    widest = max(len(partners) for _, partners in groups)
+    if chunk_size is None and B * B * widest < FUSED_MIN_ENTRIES:
+        total = 0.0
+        for m, partners in groups:
+            a = z[m] * scale if isinstance(scale, Tensor) or scale != 1.0 else z[m]
+            total = total + _small_pair_lse(a, z[list(partners)], w_row, w_col, exclude_positive, 0)
+        return total
+    learnable = isinstance(scale, Tensor)
+    value = float(scale.detach()) if learnable else float(scale)
+    frozen = tuple((int(m), tuple(int(n) for n in partners)) for m, partners in groups)
+    return _GroupLSE.apply(z.contiguous(), scale if learnable else None, frozen, float(w_row), float(w_col),
+                           bool(exclude_positive), chunk_size, value)
 
 
 class _TotalLSE(torch.autograd.Function):
@@ -324,51 +574,67 @@ class _TotalLSE(torch.autograd.Function):
         work = _work_dtype(x.dtype)
 
         def block(s0: int) -> Tensor:
-            s = (xs[s0 : s0 + step] @ cols.T).to(work)
+            s = _block(xs[s0 : s0 + step], cols, work)
             if exclude_diagonal:
                 _mask_positives(s, s0, offset)
             return s
 
+        def mass_of(e: Tensor) -> Tensor:  # float32 row sums, float64 over rows (a float64 pass is ~20x slower)
+            return e.sum(dim=1).sum(dtype=torch.float64)
+
+        # no shift when the bound on |S| allows it (see the section comment), else the exact maximum
+        unshifted = _unshifted_ok(_exp_bound(xs, cols), R * cols.shape[0], work)
         if step == R:
             s = block(0)
-            top = s.max()
-            s.sub_(top).exp_()
-            mass = s.sum(dtype=torch.float64)
+            top = torch.zeros((), dtype=work, device=x.device) if unshifted else s.max()
+            if not unshifted:
+                s.sub_(top)
+            mass = mass_of(s.exp_())
             total = top.double() + mass.log()
             blocks = [s]
+        elif unshifted:
+            top = torch.zeros((), dtype=work, device=x.device)
+            mass = sum(mass_of(block(s0).exp_()) for s0 in range(0, R, step))
+            total = mass.log()
+            blocks = None
         else:  # chunked: online maximum and mass, blocks recomputed for the gradient
             top = torch.tensor(float("-inf"), dtype=work, device=x.device)
             mass = torch.zeros((), dtype=torch.float64, device=x.device)
             for s0 in range(0, R, step):
                 s = block(s0)
                 new_top = torch.maximum(top, s.max())
-                mass = mass * torch.exp((top - new_top).double()) + torch.exp(s - new_top).sum(dtype=torch.float64)
+                mass = mass * torch.exp((top - new_top).double()) + mass_of(s.sub_(new_top).exp_())
                 top = new_top
             total = top.double() + mass.log()
             blocks = None
         if need_grad:
             dx = torch.empty_like(x)
             dy = None if same else torch.zeros_like(cols)
-            inv_mass = (1.0 / mass).to(x.dtype)
+            inv_mass = (1.0 / mass).to(work)
+            # half inputs: E may exceed the half range, the softmax E / mass cannot; so normalise
+            # the block before the cast; otherwise scale the (R, d) results instead of the block
+            half = x.dtype != work
             for i, s0 in enumerate(range(0, R, step)):
                 if blocks is not None:
                     g = blocks[i]  # exp(S - top)
                 else:
-                    g = block(s0).sub_(top).exp_()
-                g = g.to(x.dtype)
+                    g = block(s0)
+                    g = g.exp_() if unshifted else g.sub_(top).exp_()
+                g = g.mul_(inv_mass).to(x.dtype) if half else g
                 torch.mm(g, cols, out=dx[s0 : s0 + step])
                 if not same:
                     dy.addmm_(g.T, x[s0 : s0 + step])
             # softmax = exp(S - top) / mass; d/dx_i = scale * sum_j softmax_ij y_j
+            post = scale if half else scale * inv_mass
             if same:
                 # x enters as rows and as columns; G is symmetric when every row is local
                 if offset != 0 or dx.shape[0] != cols.shape[0]:
                     raise ValueError("self-similarity LSE needs all rows (offset 0)")
-                dx.mul_(2.0 * scale * inv_mass)
+                dx.mul_(2.0 * post)
                 ctx.save_for_backward(dx)
             else:
-                dx.mul_(scale * inv_mass)
-                dy.mul_(scale * inv_mass)
+                dx.mul_(post)
+                dy.mul_(post)
                 ctx.save_for_backward(dx, dy)
         ctx.same = same
         return total.to(x.dtype)

@@ -35,7 +35,10 @@ def _reference_pair(a, k, w_row, w_col, exclude):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("nb", [1, 3])
 @pytest.mark.parametrize("exclude", [False, True])
-@pytest.mark.parametrize("scale", [1.0, 30.0, 400.0])  # 400: rows far apart -> two-shift path
+# float32: 1 and 30 take the unshifted path, 85 the row-shift path, 400 the two-shift path
+# (float64: 400 unshifted, 800 row shift, 2000 two shifts; 1000 once gave NaN gradients when a
+# block's row sum lay far below its row's maximum); test_pair_lse_paths checks the mapping
+@pytest.mark.parametrize("scale", [1.0, 30.0, 85.0, 400.0, 800.0, 1000.0, 2000.0])
 @pytest.mark.parametrize("chunk", [None, 3])
 @pytest.mark.parametrize("inner_scale", [False, True])
 def test_pair_lse_matches_autograd(dtype, nb, exclude, scale, chunk, inner_scale, pair_path):
@@ -55,16 +58,52 @@ def test_pair_lse_matches_autograd(dtype, nb, exclude, scale, chunk, inner_scale
         torch.testing.assert_close(g, r, **tol)
 
 
+def _path_log(monkeypatch):
+    """Record which of pair_lse's three paths answered each call."""
+    log = []
+    for name, label in (("_pair_lse_unshifted", "unshifted"), ("_pair_lse_one_block", "row shift")):
+        original = getattr(kernels, name)
+
+        def wrapper(*args, _original=original, _label=label):
+            out = _original(*args)
+            log.append(_label if out is not None else "declined")
+            return out
+
+        monkeypatch.setattr(kernels, name, wrapper)
+    return log
+
+
+@pytest.mark.parametrize(
+    ("dtype", "scale", "path"),
+    [(torch.float32, 30.0, "unshifted"), (torch.float32, 85.0, "row shift"), (torch.float32, 400.0, "two shifts"),
+     (torch.float64, 400.0, "unshifted"), (torch.float64, 800.0, "row shift"), (torch.float64, 2000.0, "two shifts")],
+)
+def test_pair_lse_paths(dtype, scale, path, monkeypatch):
+    """The scales of test_pair_lse_matches_autograd reach every path (else a path goes untested)."""
+    monkeypatch.setattr(kernels, "FUSED_MIN_ENTRIES", 0)
+    log = _path_log(monkeypatch)
+    gen = torch.Generator().manual_seed(0)
+    a = torch.nn.functional.normalize(torch.randn(7, 4, generator=gen, dtype=dtype), dim=-1)
+    k = torch.nn.functional.normalize(torch.randn(3, 7, 4, generator=gen, dtype=dtype), dim=-1)
+    pair_lse(a, k, 0.3, 0.7, False, 0, None, scale=scale)
+    answered = [p for p in log if p != "declined"]
+    assert (answered[0] if answered else "two shifts") == path
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("same", [True, False])
 @pytest.mark.parametrize("exclude", [False, True])
 @pytest.mark.parametrize("chunk", [None, 2])
-def test_total_lse_matches_autograd(dtype, same, exclude, chunk):
+@pytest.mark.parametrize("scale", [2.5, 40.0])  # float32: 2.5 unshifted, 40 shifted by the maximum
+def test_total_lse_matches_autograd(dtype, same, exclude, chunk, scale):
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(6, 3, generator=gen, dtype=dtype, requires_grad=True)
     y = None if same else torch.randn(6, 3, generator=gen, dtype=dtype, requires_grad=True)
-    got = total_lse(x, y, 2.5, exclude, 0, chunk)
-    s = 2.5 * x @ (x if same else y).T
+    if dtype == torch.float32 and scale == 40.0:  # the bound |S| <= scale |x| |y| rules out no shift
+        with torch.no_grad():
+            assert kernels._exp_bound(x * scale, x if same else y) > 80.0
+    got = total_lse(x, y, scale, exclude, 0, chunk)
+    s = scale * x @ (x if same else y).T
     if exclude:
         s = s.masked_fill(torch.eye(6, dtype=torch.bool), float("-inf"))
     ref = torch.logsumexp(s.reshape(-1), 0)
@@ -121,3 +160,44 @@ def test_fused_and_small_paths_agree_on_objectives(name, learnable, monkeypatch)
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-12, atol=1e-12)
     for g0, g1 in zip(results[0][1], results[1][1]):
         torch.testing.assert_close(g0, g1, rtol=1e-10, atol=1e-12)
+
+
+def test_unit_rows_matches_stack_and_normalize():
+    """The fused stack + normalise against torch.stack + F.normalize, zero and tiny rows included."""
+    gen = torch.Generator().manual_seed(5)
+    xs = [torch.randn(5, 3, generator=gen, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    assert torch.autograd.gradcheck(lambda *a: kernels.unit_rows(list(a)), xs)
+    z = torch.randn(3, 5, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(kernels.unit_rows, (z,))
+    with torch.no_grad():  # rows at and below eps take F.normalize's clamped branch (no projection)
+        xs[1][2].zero_()
+        xs[2][0].mul_(1e-14)
+    got = kernels.unit_rows(xs)
+    ref = torch.nn.functional.normalize(torch.stack(xs), dim=-1, eps=1e-12)
+    weights = torch.randn(3, 5, 3, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+    for g, r in zip(torch.autograd.grad((got * weights).sum(), xs), torch.autograd.grad((ref * weights).sum(), xs)):
+        torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("groups", [[(0, [1, 2, 3]), (1, [2, 3]), (2, [3])], [(2, [0, 1, 3])], [(1, [3, 0])]])
+@pytest.mark.parametrize("learnable", [False, True])
+@pytest.mark.parametrize("chunk", [None, 4])
+@pytest.mark.parametrize("exclude", [False, True])
+def test_group_lse_matches_pairwise(groups, learnable, chunk, exclude, monkeypatch):
+    """One node for all groups (consecutive and scattered partners, learnable scale) == the sum of
+    per-group pair_lse calls through plain autograd."""
+    monkeypatch.setattr(kernels, "FUSED_MIN_ENTRIES", 0)
+    gen = torch.Generator().manual_seed(6)
+    z = torch.nn.functional.normalize(torch.randn(4, 9, 5, generator=gen, dtype=torch.float64), dim=-1)
+    z.requires_grad_(True)
+    log_scale = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    def scale():  # a fresh graph for each side
+        return log_scale.exp() if learnable else 7.0
+
+    got = kernels.group_lse(z, groups, 0.5, 0.5, exclude, chunk, scale())
+    ref = sum(_reference_pair(z[m] * scale(), z[list(p)], 0.5, 0.5, exclude) for m, p in groups)
+    inputs = (z, log_scale) if learnable else (z,)
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-10)
+    for g, r in zip(torch.autograd.grad(got, inputs), torch.autograd.grad(ref, inputs)):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-10)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal, Sequence
 
@@ -233,15 +235,21 @@ class Objective(nn.Module):
         z = dist.gather_rows(z_local)
         rows = slice(rank * local, (rank + 1) * local)
         terms = self.compute(z, rows)
-        loss = torch.stack(list(terms.values())).sum()
+        loss = functools.reduce(operator.add, terms.values())
         # NaN/inf anywhere in the input reaches the loss: one scalar check instead of a pass over
         # the input on every call; the input is searched only when the loss is not finite
-        if self.check_finite and not bool(torch.isfinite(loss.detach())):
+        if self.check_finite and not math.isfinite(loss.detach().item()):
             self._raise_if_not_finite(embeddings)
         return ObjectiveOutput(loss=loss, terms=terms, roles={k: self.roles[k] for k in terms})
 
     def compute(self, z: Tensor, rows: slice) -> dict[str, Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    @staticmethod
+    def local(z: Tensor, rows: slice) -> Tensor:
+        """This rank's rows of every modality, (M, R, d); z itself in one process (a full slice
+        would still cost a zero-filled copy in its backward)."""
+        return z if rows.stop - rows.start == z.shape[1] else z[:, rows]
 
     # -- reductions that are exact across ranks -------------------------------------------
     @staticmethod

@@ -12,31 +12,13 @@ from collections import defaultdict
 import torch
 from torch import Tensor
 
-from objectives.kernels import group_lse, pair_lse
+from objectives.kernels import group_lse, modality_quadratic, pair_lse
 
 
 def pair_list(n_modalities: int, pairs: str, anchor: int) -> list[tuple[int, int]]:
     if pairs == "all":
         return [(m, n) for m in range(n_modalities) for n in range(m + 1, n_modalities)]
     return [(anchor, n) for n in range(n_modalities) if n != anchor]
-
-
-class _PairDots(torch.autograd.Function):
-    """<z, W z> = sum_{m, n} W_mn <z_m, z_n> for z: (M, B, d): one GEMM and one dot forward, one
-    GEMM backward (gradient (W + W^T) z), instead of a product and a sum per pair."""
-
-    @staticmethod
-    def forward(ctx, z, weights):
-        flat = z.reshape(z.shape[0], -1)
-        ctx.save_for_backward(flat, weights)
-        ctx.shape = z.shape
-        return torch.vdot(flat.reshape(-1), (weights @ flat).reshape(-1))
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        flat, weights = ctx.saved_tensors
-        grad = (grad_out * (weights + weights.T)) @ flat
-        return grad.view(ctx.shape), None
 
 
 def contrastive_parts(
@@ -61,26 +43,26 @@ def contrastive_parts(
     n_pairs = len(pairs)
     # a fixed scale goes into the kernels as a float (no autograd node); a learnable one is a tensor
     fixed = not isinstance(scale, Tensor)
+    # sum over pairs of <z_m, z_n> as <z, W z> with the (M, M) pair adjacency W: O(M^2 B d)
+    weights = [[0.0] * z.shape[0] for _ in range(z.shape[0])]
+    for m, n in pairs:
+        weights[m][n] += 1.0
+    pos = modality_quadratic(Objective.local(z, rows), weights)
     if not distributed:
-        # pairs sharing their first modality form one group: one wide GEMM z[m] @ z[partners]^T
+        # pairs sharing their first modality form one group: one wide GEMM z[m] @ z[partners]^T;
+        # rows are unit vectors (Objective.prepare; 1e-3 tolerance with normalize=False)
         groups: dict[int, list[int]] = defaultdict(list)
         for m, n in pairs:
             groups[m].append(n)
-        lse = group_lse(z, list(groups.items()), 0.5, 0.5, exclude_positive, chunk_size, scale)
-        # sum over pairs of <z_m, z_n> as <z, W z> with the (M, M) pair adjacency W: O(M^2 B d)
-        weights = [[0.0] * z.shape[0] for _ in range(z.shape[0])]
-        for m, n in pairs:
-            weights[m][n] += 1.0
-        pos = _PairDots.apply(z, torch.tensor(weights, dtype=z.dtype, device=z.device))
+        lse = group_lse(z, list(groups.items()), 0.5, 0.5, exclude_positive, chunk_size, scale, row_norm=1.001)
     else:
         lse = 0.0
         zs = z.unbind(0)
-        pos = sum((zs[m][rows] * zs[n][rows]).sum() for m, n in pairs)
         for m, n in pairs:
             for q, k in ((m, n), (n, m)):
                 a = zs[q][rows] if fixed else zs[q][rows] * scale
                 lse = lse + pair_lse(a, zs[k], 0.5, 0.0, exclude_positive, rows.start, chunk_size,
                                      scale=scale if fixed else 1.0)
-    alignment = -Objective.mean_over_rows(pos * scale, total) / n_pairs
-    uniformity = Objective.mean_over_rows(lse, total) / n_pairs
+    alignment = Objective.mean_over_rows(pos, total * n_pairs) * -scale
+    uniformity = Objective.mean_over_rows(lse, total * n_pairs)
     return alignment, uniformity

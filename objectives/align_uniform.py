@@ -23,14 +23,19 @@ from torch import Tensor
 
 from objectives._base import Objective, Role, check_chunk, check_nonnegative, check_positive
 from objectives._base import self_lmk
+from objectives.kernels import modality_quadratic, pair_laplacian
 
 
-def paired_sq_dist_sum(z: Tensor, rows: slice, m: int, n: int, alpha: float = 2.0) -> Tensor:
-    """sum over this rank's rows of |z_i^m - z_i^n|^alpha (alpha = 2 exactly, else eps-guarded)."""
-    d2 = (z[m, rows] - z[n, rows]).pow(2).sum(-1)
+def pairs_sq_dist_sum(z: Tensor, pairs: list[tuple[int, int]], alpha: float = 2.0) -> Tensor:
+    """sum over pairs (m, n) and rows i of |z_i^m - z_i^n|^alpha for z: (M, R, d) local rows.
+
+    alpha = 2 is one quadratic form over modalities (no per-pair tensors); other alphas go pair
+    by pair with an eps guard on the root.
+    """
     if alpha == 2.0:
-        return d2.sum()
-    return (d2 + 1e-12).pow(alpha / 2.0).sum()
+        return modality_quadratic(z, pair_laplacian(z.shape[0], pairs))
+    zs = z.unbind(0)
+    return sum(((zs[m] - zs[n]).pow(2).sum(-1) + 1e-12).pow(alpha / 2.0).sum() for m, n in pairs)
 
 
 class AlignUniform(Objective):
@@ -51,9 +56,8 @@ class AlignUniform(Objective):
     def compute(self, z: Tensor, rows: slice) -> dict[str, Tensor]:
         n_mod, total = z.shape[0], z.shape[1]
         pairs = [(m, n) for m in range(n_mod) for n in range(m + 1, n_mod)]
-        align = sum(paired_sq_dist_sum(z, rows, m, n, self.alpha) for m, n in pairs)
-        align = self.mean_over_rows(align, total) / len(pairs)
+        align = self.mean_over_rows(pairs_sq_dist_sum(self.local(z, rows), pairs, self.alpha), total) / len(pairs)
         # exp(-t d^2) is the Gaussian kernel of width s = 1 / sqrt(2 t)
         width = 1.0 / math.sqrt(2.0 * self.t)
-        unif = torch.stack([self_lmk(z[m], rows, width, True, self.chunk_size) for m in range(n_mod)]).mean()
+        unif = torch.stack([self_lmk(x, rows, width, True, self.chunk_size) for x in z.unbind(0)]).mean()
         return {"alignment": self.lam_align * align, "uniformity": self.lam_unif * unif}

@@ -61,9 +61,10 @@ class CSAligner(Objective):
         align, unif = contrastive_parts(z, rows, pairs, scale, False, self.chunk_size)
         width = median_bandwidth(*z) if self.bandwidth == "median" else float(self.bandwidth)
         used = sorted({m for pair in pairs for m in pair})
-        self_terms = {m: self_lmk(z[m], rows, width, False, self.chunk_size) for m in used}
+        zs = z.unbind(0)  # one backward node (a select per use would zero-fill (M, B, d) each)
+        self_terms = {m: self_lmk(zs[m], rows, width, False, self.chunk_size) for m in used}
         cs_self = torch.stack([self_terms[m] + self_terms[n] for m, n in pairs]).mean()
-        cs_cross = torch.stack([cross_lmk(z[m], z[n], rows, width, self.chunk_size) for m, n in pairs]).mean()
+        cs_cross = torch.stack([cross_lmk(zs[m], zs[n], rows, width, self.chunk_size) for m, n in pairs]).mean()
         return {
             "alignment": align,
             "uniformity": unif,

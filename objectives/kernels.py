@@ -105,20 +105,19 @@ def resolve_bandwidth(bandwidth: float | str, *xs: Tensor) -> float:
 class _UnitRows(torch.autograd.Function):
     """Stack M (B, d) tensors (or take one (M, B, d)) and divide each row by max(|row|, eps).
 
-    The same values and gradients as ``torch.stack`` + ``F.normalize``, in two passes forward and
-    three backward instead of about ten autograd operations over (M, B, d).
+    The same values and gradients as ``torch.stack`` + ``F.normalize`` with five operations forward
+    (stack, norm, clamp, reciprocal, in-place scaling) and five backward, instead of about twenty
+    autograd operations (this matters for small batches, where every operation costs ~10 us).
     """
 
     @staticmethod
     def forward(ctx, eps: float, *xs):
-        x = xs[0] if len(xs) == 1 else None
-        parts = x.unbind(0) if x is not None else xs
-        norms = torch.stack([torch.linalg.vector_norm(p, dim=-1, keepdim=True) for p in parts])  # (M, B, 1)
-        inv = 1.0 / norms.clamp_min(eps)
-        y = torch.empty((len(parts), *parts[0].shape), dtype=parts[0].dtype, device=parts[0].device)
-        for m, p in enumerate(parts):
-            torch.mul(p, inv[m], out=y[m])
-        ctx.one_tensor = x is not None
+        one_tensor = len(xs) == 1
+        y = xs[0].clone(memory_format=torch.contiguous_format) if one_tensor else torch.stack(xs)
+        norms = torch.linalg.vector_norm(y, dim=-1, keepdim=True)  # (M, B, 1)
+        inv = norms.clamp_min(eps).reciprocal_()
+        y.mul_(inv)
+        ctx.one_tensor = one_tensor
         ctx.save_for_backward(y, inv, norms > eps)
         return y
 
@@ -136,6 +135,45 @@ def unit_rows(xs: Sequence[Tensor] | Tensor, eps: float = 1e-12) -> Tensor:
     if isinstance(xs, Tensor):
         return _UnitRows.apply(float(eps), xs)
     return _UnitRows.apply(float(eps), *xs)
+
+
+class _ModalityQuadratic(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z, weights):
+        flat = z.reshape(z.shape[0], -1)
+        ctx.save_for_backward(flat, weights)
+        ctx.shape = z.shape
+        return torch.vdot(flat.reshape(-1), (weights @ flat).reshape(-1))
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        flat, weights = ctx.saved_tensors
+        grad = (grad_out * (weights + weights.T)) @ flat
+        return grad.view(ctx.shape), None
+
+
+def modality_quadratic(z: Tensor, weights: Sequence[Sequence[float]] | Tensor) -> Tensor:
+    """sum_{m, n} W_mn sum_i <z_i^m, z_i^n> for z: (M, B, d) and an (M, M) weight matrix W.
+
+    One (M, M) x (M, B d) GEMM and one dot forward, one GEMM backward (the gradient is
+    (W + W^T) z), whatever the number of pairs. Sums of pair dot products (W = pair adjacency) and
+    of squared pair distances (W = the pair graph's Laplacian, since |u - v|^2 = |u|^2 + |v|^2 -
+    2 <u, v>) are both this form.
+    """
+    if not isinstance(weights, Tensor):
+        weights = torch.tensor(weights, dtype=z.dtype, device=z.device)
+    return _ModalityQuadratic.apply(z, weights.to(dtype=z.dtype, device=z.device))
+
+
+def pair_laplacian(n_modalities: int, pairs: Sequence[tuple[int, int]]) -> list[list[float]]:
+    """W with sum_{(m, n) in pairs} |z^m - z^n|^2 = modality_quadratic(z, W)."""
+    w = [[0.0] * n_modalities for _ in range(n_modalities)]
+    for m, n in pairs:
+        w[m][m] += 1.0
+        w[n][n] += 1.0
+        w[m][n] -= 1.0
+        w[n][m] -= 1.0
+    return w
 
 
 # ----------------------------------------------------------------------------- fused log-sum-exp blocks
@@ -439,13 +477,16 @@ class _GroupLSE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z, scale_t, groups, w_row: float, w_col: float, exclude: bool, chunk, scale: float):
+    def forward(ctx, z, scale_t, groups, w_row: float, w_col: float, exclude: bool, chunk, scale: float, row_norm):
         M, B, d = z.shape
         need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         dz = torch.zeros_like(z) if need_grad else None
         total = torch.zeros((), dtype=torch.float64, device=z.device)
         # every modality's largest row norm, read once (one sync) for all groups' exp bounds
-        norms = torch.linalg.vector_norm(z, dim=-1, dtype=_work_dtype(z.dtype)).amax(dim=1).tolist()
+        if row_norm is None:
+            norms = torch.linalg.vector_norm(z, dim=-1, dtype=_work_dtype(z.dtype)).amax(dim=1).tolist()
+        else:
+            norms = [row_norm] * M
         for m, partners in groups:
             first, nb = partners[0], len(partners)
             consecutive = list(partners) == list(range(first, first + nb))
@@ -473,7 +514,7 @@ class _GroupLSE(torch.autograd.Function):
         grad_scale = None
         if ctx.needs_input_grad[1]:
             grad_scale = grad_out * (dz * z).sum() / (2.0 * ctx.scale)
-        return grad_z, grad_scale, None, None, None, None, None, None
+        return grad_z, grad_scale, None, None, None, None, None, None, None
 
 
 # Below this many block entries (rows x columns) per call, per-operation overhead dominates and the
@@ -532,26 +573,22 @@ def group_lse(
     exclude_positive: bool = False,
     chunk_size: int | None = None,
     scale: float | Tensor = 1.0,
+    row_norm: float | None = None,
 ) -> Tensor:
     """sum over (m, partners) in ``groups`` of ``pair_lse(z[m], z[partners], ...)`` for z: (M, B, d).
 
-    Every row is local (one process, offset 0). ``scale`` may be a learnable 0-dim tensor. Large
-    blocks run as one autograd node for all groups (:class:`_GroupLSE`); ``chunk_size`` bounds the
-    live block of each group to about ``chunk_size x B`` entries whatever its number of partners.
+    Every row is local (one process, offset 0). ``scale`` may be a learnable 0-dim tensor.
+    ``row_norm``: an upper bound on every row's L2 norm when the caller knows one (unit rows),
+    which saves a pass and a synchronisation; it must hold, since it decides how exp is kept in
+    range. All groups run as one autograd node (:class:`_GroupLSE`; measured faster than plain
+    autograd at every size down to B = 32, since it needs fewer operations); ``chunk_size`` bounds
+    the live block of each group to about ``chunk_size x B`` entries whatever its number of partners.
     """
-    B = z.shape[1]
-    widest = max(len(partners) for _, partners in groups)
-    if chunk_size is None and B * B * widest < FUSED_MIN_ENTRIES:
-        total = 0.0
-        for m, partners in groups:
-            a = z[m] * scale if isinstance(scale, Tensor) or scale != 1.0 else z[m]
-            total = total + _small_pair_lse(a, z[list(partners)], w_row, w_col, exclude_positive, 0)
-        return total
     learnable = isinstance(scale, Tensor)
     value = float(scale.detach()) if learnable else float(scale)
     frozen = tuple((int(m), tuple(int(n) for n in partners)) for m, partners in groups)
     return _GroupLSE.apply(z.contiguous(), scale if learnable else None, frozen, float(w_row), float(w_col),
-                           bool(exclude_positive), chunk_size, value)
+                           bool(exclude_positive), chunk_size, value, None if row_norm is None else float(row_norm))
 
 
 class _TotalLSE(torch.autograd.Function):

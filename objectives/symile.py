@@ -24,6 +24,9 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import operator
+
 from typing import ClassVar
 
 import torch
@@ -48,21 +51,26 @@ class Symile(Objective):
     def compute(self, z: Tensor, rows: slice) -> dict[str, Tensor]:
         n_mod, total = z.shape[0], z.shape[1]
         scale = self.temperature.scale(z.dtype, z.device)
-        positive = z[:, rows].prod(dim=0).sum(-1) * scale  # (R,) MIP of each positive tuple
+        local = self.local(z, rows)
+        positive = local.prod(dim=0).sum(-1) * scale  # (R,) MIP of each positive tuple
         idx = torch.arange(rows.stop - rows.start, device=z.device)
-        lse = z.new_zeros(())
+        # unbind once: one backward node (a select per use would zero-fill (M, B, d) each)
+        zs, mine = z.unbind(0), local.unbind(0)
+        lses = []
         for m in range(n_mod):
             others = [n for n in range(n_mod) if n != m]
             if self.negatives == "n":
-                cand = torch.ones_like(z[m])
+                cand = None
                 for n in others:  # same draw order as symile.Symile.compute_logits_n
                     perm = torch.randperm(total).to(z.device)
-                    cand = cand * z[n][perm]
-                logits = (z[m, rows] * scale) @ cand.T
+                    # the package starts from ones; 1 * x == x exactly, so start from the first factor
+                    cand = zs[n][perm] if cand is None else cand * zs[n][perm]
+                logits = (mine[m] * scale) @ cand.T
                 logits = logits.index_put((idx, idx + rows.start), positive)
-                lse = lse + torch.logsumexp(logits, dim=1).sum()
+                lses.append(torch.logsumexp(logits, dim=1).sum())
             else:
-                lse = lse + self._all_combinations_lse(z[m, rows] * scale, z[others])
+                lses.append(self._all_combinations_lse(mine[m] * scale, z[others]))
+        lse = functools.reduce(operator.add, lses)
         return {
             "alignment": -self.mean_over_rows(positive.sum(), total),
             "uniformity": self.mean_over_rows(lse, total) / n_mod,

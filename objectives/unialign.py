@@ -35,8 +35,8 @@ from torch import Tensor
 
 from objectives._base import Objective, Role, check_bandwidth, check_choice, check_chunk, check_index
 from objectives._base import check_nonnegative, check_positive, self_lmk, union_lmk
-from objectives.align_uniform import paired_sq_dist_sum
-from objectives.kernels import log_mean_kernel, median_bandwidth
+from objectives.align_uniform import pairs_sq_dist_sum
+from objectives.kernels import log_mean_kernel, median_bandwidth, modality_quadratic
 
 
 def volume_sum(z: Tensor, rows: slice, eps: float) -> Tensor:
@@ -45,7 +45,7 @@ def volume_sum(z: Tensor, rows: slice, eps: float) -> Tensor:
     The Gram determinant of a PSD matrix can come out slightly negative in floating point; it is
     clamped at 0 before the eps guard so the square root and its gradient stay finite.
     """
-    tup = z[:, rows].transpose(0, 1)  # (B, M, d)
+    tup = Objective.local(z, rows).transpose(0, 1)  # (B, M, d)
     gram = tup @ tup.transpose(1, 2)
     det = torch.linalg.det(gram.double() if gram.dtype in (torch.float16, torch.bfloat16) else gram)
     return (det.clamp_min(0.0) + eps).sqrt().to(z.dtype).sum()
@@ -111,20 +111,23 @@ class UniAlign(Objective):
         a = self.anchor
         exclude = not self.include_diagonal
         width = self._width(self.bandwidth, *z)
+        zs = z.unbind(0)  # one backward node for all modalities (a select each would zero-fill (M, B, d))
         if self.uniformity == "each":
-            unif = torch.stack([self_lmk(z[m], rows, width, exclude, self.chunk_size) for m in range(n_mod)]).sum()
+            unif = torch.stack([self_lmk(x, rows, width, exclude, self.chunk_size) for x in zs]).sum()
         elif self.uniformity == "anchor":
-            unif = self_lmk(z[a], rows, width, exclude, self.chunk_size)
+            unif = self_lmk(zs[a], rows, width, exclude, self.chunk_size)
         else:
             unif = n_mod * union_lmk(z, rows, width, exclude, self.chunk_size)
+        local = self.local(z, rows)
         if self.alignment == "anchor":
-            align = sum(paired_sq_dist_sum(z, rows, a, n) for n in range(n_mod) if n != a) / (n_mod - 1)
+            align = pairs_sq_dist_sum(local, [(a, n) for n in range(n_mod) if n != a]) / (n_mod - 1)
         elif self.alignment == "all_pairs":
             pairs = [(m, n) for m in range(n_mod) for n in range(m + 1, n_mod)]
-            align = sum(paired_sq_dist_sum(z, rows, m, n) for m, n in pairs) / len(pairs)
+            align = pairs_sq_dist_sum(local, pairs) / len(pairs)
         else:
-            centroid = z[:, rows].mean(dim=0)
-            align = (z[:, rows] - centroid).pow(2).sum() / n_mod
+            # sum_m |z_m - mean_n z_n|^2 = <z, (I - J / M) z>
+            w = [[(1.0 if m == n else 0.0) - 1.0 / n_mod for n in range(n_mod)] for m in range(n_mod)]
+            align = modality_quadratic(local, w) / n_mod
         terms = {
             "uniformity": self.lam_uni * unif,
             "alignment": self.lam_align * self.mean_over_rows(align, total),

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from objectives import _distributed as dist
@@ -253,9 +252,13 @@ class Objective(nn.Module):
 
     # -- reductions that are exact across ranks -------------------------------------------
     @staticmethod
-    def mean_over_rows(local_sum: Tensor, total_rows: int) -> Tensor:
-        """Global mean of per-row quantities from this rank's sum (differentiable across ranks)."""
-        return dist.all_reduce_sum(local_sum) / total_rows
+    def mean_over_rows(local_sum: Tensor, total_rows: int, weight: float | Tensor = 1.0) -> Tensor:
+        """weight * global mean of per-row quantities from this rank's sum (differentiable across
+        ranks); a float weight costs no extra operation."""
+        total = dist.all_reduce_sum(local_sum)
+        if isinstance(weight, Tensor):
+            return total * weight / total_rows
+        return total * (weight / total_rows)
 
     @staticmethod
     def is_distributed() -> bool:
@@ -291,6 +294,16 @@ def self_lmk(x: Tensor, rows: slice, bandwidth: float, exclude_diagonal: bool, c
     if not Objective.is_distributed():
         return sphere_log_mean_kernel(x, None, bandwidth, exclude_diagonal, chunk_size)
     return _rows_lmk([(x[rows], rows.start)], x, bandwidth, exclude_diagonal, chunk_size)
+
+
+def self_lmks(z: Tensor, rows: slice, bandwidth: float, exclude_diagonal: bool, chunk_size: int | None) -> Tensor:
+    """(M,) U_s(X_m) of every modality: one batched node in one process without chunking (rows
+    are unit vectors after Objective.prepare), else one :func:`self_lmk` per modality."""
+    from objectives.kernels import sphere_self_log_mean_kernels
+
+    if chunk_size is None and not Objective.is_distributed():
+        return sphere_self_log_mean_kernels(z, bandwidth, exclude_diagonal, row_norm=1.001)
+    return torch.stack([self_lmk(x, rows, bandwidth, exclude_diagonal, chunk_size) for x in z.unbind(0)])
 
 
 def cross_lmk(x: Tensor, y: Tensor, rows: slice, bandwidth: float, chunk_size: int | None) -> Tensor:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-import torch
 from torch import Tensor
 
 from objectives.kernels import group_lse, modality_quadratic, pair_lse
@@ -63,6 +62,6 @@ def contrastive_parts(
                 a = zs[q][rows] if fixed else zs[q][rows] * scale
                 lse = lse + pair_lse(a, zs[k], 0.5, 0.0, exclude_positive, rows.start, chunk_size,
                                      scale=scale if fixed else 1.0)
-    alignment = Objective.mean_over_rows(pos, total * n_pairs) * -scale
+    alignment = Objective.mean_over_rows(pos, total * n_pairs, -scale)
     uniformity = Objective.mean_over_rows(lse, total * n_pairs)
     return alignment, uniformity

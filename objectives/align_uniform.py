@@ -18,11 +18,10 @@ from __future__ import annotations
 import math
 from typing import ClassVar
 
-import torch
 from torch import Tensor
 
 from objectives._base import Objective, Role, check_chunk, check_nonnegative, check_positive
-from objectives._base import self_lmk
+from objectives._base import self_lmks
 from objectives.kernels import modality_quadratic, pair_laplacian
 
 
@@ -59,5 +58,5 @@ class AlignUniform(Objective):
         align = self.mean_over_rows(pairs_sq_dist_sum(self.local(z, rows), pairs, self.alpha), total) / len(pairs)
         # exp(-t d^2) is the Gaussian kernel of width s = 1 / sqrt(2 t)
         width = 1.0 / math.sqrt(2.0 * self.t)
-        unif = torch.stack([self_lmk(x, rows, width, True, self.chunk_size) for x in z.unbind(0)]).mean()
+        unif = self_lmks(z, rows, width, True, self.chunk_size).mean()
         return {"alignment": self.lam_align * align, "uniformity": self.lam_unif * unif}

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from objectives._base import Objective, Role, Temperature, check_bandwidth, check_choice, check_chunk
-from objectives._base import check_index, check_nonnegative, cross_lmk, self_lmk
+from objectives._base import check_index, check_nonnegative, cross_lmk, self_lmks
 from objectives._contrastive import contrastive_parts, pair_list
 from objectives.kernels import median_bandwidth
 
@@ -60,10 +60,10 @@ class CSAligner(Objective):
         scale = self.temperature.scale(z.dtype, z.device)
         align, unif = contrastive_parts(z, rows, pairs, scale, False, self.chunk_size)
         width = median_bandwidth(*z) if self.bandwidth == "median" else float(self.bandwidth)
-        used = sorted({m for pair in pairs for m in pair})
         zs = z.unbind(0)  # one backward node (a select per use would zero-fill (M, B, d) each)
-        self_terms = {m: self_lmk(zs[m], rows, width, False, self.chunk_size) for m in used}
-        cs_self = torch.stack([self_terms[m] + self_terms[n] for m, n in pairs]).mean()
+        lmk = self_lmks(z, rows, width, False, self.chunk_size)  # (M,) every modality is in a pair
+        degree = [sum(m in pair for pair in pairs) for m in range(z.shape[0])]
+        cs_self = (lmk * lmk.new_tensor(degree)).sum() / len(pairs)  # mean over pairs of U_m + U_n
         cs_cross = torch.stack([cross_lmk(zs[m], zs[n], rows, width, self.chunk_size) for m, n in pairs]).mean()
         return {
             "alignment": align,

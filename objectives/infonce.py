@@ -55,7 +55,8 @@ class _PairwiseContrastive(Objective):
         pairs = pair_list(z.shape[0], self.pairs, self.anchor)
         scale = self.temperature.scale(z.dtype, z.device)
         align, unif = contrastive_parts(z, rows, pairs, scale, self.exclude_positive, self.chunk_size)
-        return {"alignment": align, "uniformity": self.uniformity_weight * unif}
+        weight = self.uniformity_weight
+        return {"alignment": align, "uniformity": unif if weight == 1.0 else weight * unif}
 
     def extra_repr(self) -> str:
         return f"pairs={self.pairs!r}, anchor={self.anchor}, uniformity_weight={self.uniformity_weight}"

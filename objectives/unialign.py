@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from objectives._base import Objective, Role, check_bandwidth, check_choice, check_chunk, check_index
-from objectives._base import check_nonnegative, check_positive, self_lmk, union_lmk
+from objectives._base import check_nonnegative, check_positive, self_lmk, self_lmks, union_lmk
 from objectives.align_uniform import pairs_sq_dist_sum
 from objectives.kernels import log_mean_kernel, median_bandwidth, modality_quadratic
 
@@ -111,11 +111,11 @@ class UniAlign(Objective):
         a = self.anchor
         exclude = not self.include_diagonal
         width = self._width(self.bandwidth, *z)
-        zs = z.unbind(0)  # one backward node for all modalities (a select each would zero-fill (M, B, d))
         if self.uniformity == "each":
-            unif = torch.stack([self_lmk(x, rows, width, exclude, self.chunk_size) for x in zs]).sum()
+            unif = self_lmks(z, rows, width, exclude, self.chunk_size).sum()
         elif self.uniformity == "anchor":
-            unif = self_lmk(zs[a], rows, width, exclude, self.chunk_size)
+            # unbind, not select: a select's backward zero-fills the whole (M, B, d)
+            unif = self_lmk(z.unbind(0)[a], rows, width, exclude, self.chunk_size)
         else:
             unif = n_mod * union_lmk(z, rows, width, exclude, self.chunk_size)
         local = self.local(z, rows)

@@ -1,9 +1,11 @@
-"""The fused log-sum-exp kernels against plain autograd, on both of their internal paths.
+"""The fused log-sum-exp kernels against plain autograd, on every internal path.
 
-``pair_lse`` has a single-shift fast path and a two-shift path used when a shift could underflow;
-``total_lse`` has a one-block and a chunked (online) path. Each must give the same value and
-gradients as ``torch.logsumexp`` with autograd, in float64 and float32, and half precision must stay
-finite and close to float32.
+``pair_lse`` keeps exp in range by one of three paths (no shift when the operand norms bound |S|,
+one shift per row, separate row and column shifts), each reached by ``test_pair_lse_matches_autograd``
+(``test_pair_lse_paths`` checks which scale reaches which); ``group_lse`` runs all pairs of a loss in
+one node; ``total_lse`` and the batched self-similarity kernel have unshifted, shifted and chunked
+forms. Each must give the same value and gradients as ``torch.logsumexp`` with autograd, in float64
+and float32, and half precision must stay finite and close to float32.
 """
 
 from __future__ import annotations
@@ -181,3 +183,27 @@ def test_group_lse_matches_pairwise(groups, learnable, chunk, exclude, monkeypat
     torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-10)
     for g, r in zip(torch.autograd.grad(got, inputs), torch.autograd.grad(ref, inputs)):
         torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("exclude", [False, True])
+@pytest.mark.parametrize("bandwidth", [0.5, 0.1])  # float32: 1/s^2 = 4 unshifted, 100 shifted
+@pytest.mark.parametrize("row_norm", [None, 1.001])
+def test_batched_self_lmk_matches_log_mean_kernel(dtype, exclude, bandwidth, row_norm):
+    """All modalities' self log-mean-kernels in one node == log_mean_kernel per modality.
+
+    Gradients are taken through the normalisation (as in the objectives): on the sphere the two
+    formulas agree, off it they differ by a radial component that normalisation removes."""
+    gen = torch.Generator().manual_seed(7)
+    raw = torch.randn(3, 10, 4, generator=gen, dtype=dtype, requires_grad=True)
+
+    def unit():
+        return torch.nn.functional.normalize(raw, dim=-1)
+
+    got = kernels.sphere_self_log_mean_kernels(unit(), bandwidth, exclude, row_norm)
+    ref = torch.stack([kernels.log_mean_kernel(x, x, bandwidth, exclude) for x in unit().unbind(0)])
+    weights = torch.tensor([0.3, -1.0, 2.0], dtype=dtype)
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(got, ref, **tol)
+    torch.testing.assert_close(torch.autograd.grad((got * weights).sum(), raw)[0],
+                               torch.autograd.grad((ref * weights).sum(), raw)[0], **tol)

@@ -69,7 +69,8 @@ Every row records device, dtype, torch version, thread count and the 1-minute lo
 
 Modes: default grid (a few minutes on 2 CPU cores), ``--quick`` (tests, seconds), ``--full`` (the big
 grid including the target sizes), ``--targets`` (evaluates the performance targets and writes
-``results/throughput_targets.csv`` and ``.md``).
+``results/throughput_targets.csv`` and ``.md``), ``--breakdown`` (prints the GEMM share of a step and
+the GEMMs' efficiency against the reference rate, from a torch.profiler trace).
 """
 
 from __future__ import annotations
@@ -878,12 +879,56 @@ def targets_csv(targets: list[dict]) -> str:
 # ----------------------------------------------------------------------------- CLI
 
 
+_GEMM_OPS = ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm")
+
+
+def breakdown(impl: Impl, M: int, B: int, d: int, st: Settings, rounds: int = 4) -> dict:
+    """GEMM share of one forward + backward (torch.profiler self times) and the GEMMs' efficiency
+    against the reference GEMM rate of the same rounds (min over ``rounds`` profiled calls)."""
+    dtype = st.dtypes[0]
+    zs = make_inputs(M, B, d, dtype, st.device)
+    step = fwd_bwd(make_loss(impl, st.device), zs)
+    gemm = gemm_call(B, d, B, dtype, st.device)
+    timer = _timer(st.device)
+    for _ in range(max(st.warmup, 1)):
+        step()
+        gemm()
+    best = None
+    for _ in range(rounds):
+        with torch.profiler.profile() as prof:
+            wall = timer(step)
+        gemm_s = sum(e.self_device_time_total if st.device.type == "cuda" else e.self_cpu_time_total
+                     for e in prof.key_averages() if e.key in _GEMM_OPS) / 1e6
+        ref = min(timer(gemm) for _ in range(5))
+        if best is None or wall < best[0]:
+            best = (wall, gemm_s, ref)
+    wall, gemm_s, ref = best
+    flops = matmul_flops(impl.objective, M, B, d, impl.kwargs())
+    at_rate = flops / (2.0 * B * B * d) * ref if flops else None
+    return {"objective": impl.label, "M": M, "B": B, "d": d, "step_s": wall, "gemm_s": gemm_s,
+            "gemm_share": gemm_s / wall, "gemm_at_reference_rate_s": at_rate,
+            "gemm_efficiency": at_rate / gemm_s if at_rate and gemm_s else None}
+
+
+def format_breakdown(r: dict) -> str:
+    text = (f"{r['objective']} M={r['M']} B={r['B']} d={r['d']}: step {r['step_s'] * 1e3:.1f} ms (profiled), "
+            f"GEMMs {r['gemm_s'] * 1e3:.1f} ms = {r['gemm_share']:.0%} of it, the rest "
+            f"{(r['step_s'] - r['gemm_s']) * 1e3:.1f} ms")
+    if r["gemm_efficiency"] is not None:
+        text += (f"; the minimal GEMM work at the reference rate takes {r['gemm_at_reference_rate_s'] * 1e3:.1f} ms "
+                 f"(GEMM efficiency {r['gemm_efficiency']:.0%})")
+    return text
+
+
 def add_arguments(p) -> None:
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="tiny grid for tests (seconds)")
     size.add_argument("--full", action="store_true", help="the big grid, target sizes included (hours on a CPU)")
     size.add_argument("--targets", action="store_true",
                       help="evaluate the performance targets; writes --targets-out .csv and .md")
+    size.add_argument("--breakdown", action="store_true",
+                      help="print where one forward + backward spends its time (GEMM vs the rest) for "
+                           "--objectives (default infonce) at --shapes (default the target-1 sizes)")
     p.add_argument("--out", default="results/throughput.csv", help="tidy CSV (written atomically)")
     p.add_argument("--fig", default="figures/throughput.png", help="figure (.png and .pdf); '' for none")
     p.add_argument("--targets-out", default="results/throughput_targets.csv",
@@ -935,6 +980,13 @@ def main(args) -> int:
         budget_s=args.budget_s if args.budget_s is not None else (0.0 if args.quick else 3.0),
     )
     t0 = time.perf_counter()
+    if args.breakdown:
+        shapes = ([tuple(int(v) for v in s.split(",")) for s in args.shapes.split(";") if s.strip()]
+                  if args.shapes else [(6, 1024, 256), (4, 2048, 512)])
+        for name in (args.objectives.split(",") if args.objectives else ["infonce"]):
+            for M, B, d in shapes:
+                print(format_breakdown(breakdown(Impl(name), M, B, d, st)))
+        return 0
     if args.targets:
         targets, rows = evaluate_targets(st, big=not args.small_targets, chunk_B=args.chunk_batch,
                                          train=not args.no_train, chunk_size=args.chunk_size or 1024,

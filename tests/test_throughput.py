@@ -99,3 +99,18 @@ def test_unknown_objective_is_refused(tmp_path, capsys):
     assert rc == 2
     assert "unknown objective" in capsys.readouterr().err
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_breakdown_reports_gemm_share(capsys):
+    """--breakdown profiles one step: the GEMM time is a positive part of it, and the efficiency is
+    computed against the reference GEMM of the same rounds."""
+    rc = cli.main(["throughput", "--breakdown", "--shapes", "3,64,16", "--objectives", "infonce,unialign",
+                   "--warmup", "1"])
+    assert rc == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "GEMM efficiency" in ln]
+    assert len(lines) == 2 and lines[0].startswith("infonce M=3 B=64 d=16") and lines[1].startswith("unialign")
+    st = tp.Settings(device=torch.device("cpu"), dtypes=[torch.float32], threads=1, warmup=1, repeats=1,
+                     memory="none", mode="breakdown", slow_s=10.0, budget_s=0.0)
+    r = tp.breakdown(tp.Impl("infonce"), 3, 64, 16, st, rounds=1)
+    assert 0.0 < r["gemm_s"] < r["step_s"] and 0.0 < r["gemm_share"] < 1.0
+    assert r["gemm_efficiency"] > 0.0

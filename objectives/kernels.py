@@ -261,6 +261,16 @@ def _mask_positives(s: Tensor, start: int, offset: int) -> None:
     s[rows[keep], ..., cols[keep]] = float("-inf")
 
 
+def _pair_block(a_c: Tensor, kf: Tensor, work: torch.dtype, scale: float, nb: int, N: int, exclude: bool,
+                start: int, offset: int) -> Tensor:
+    """The (c, nb, N) block scale * a_c @ kf^T in scratch memory, positives masked with ``exclude``
+    (a_c holds rows start.. of the full row set)."""
+    s = _block(a_c, kf, work, scale).view(-1, nb, N)
+    if exclude:
+        _mask_positives(s, start, offset)
+    return s
+
+
 # the row-shift path is used only when every row maximum lies within this margin of the largest one
 _SHIFT_MARGIN = {torch.float32: 60.0, torch.float64: 600.0}
 
@@ -300,16 +310,12 @@ def _pair_lse_unshifted(a, kf, nb, N, w_row, w_col, exclude, offset, step, scale
     if w_col != 0.0 and step < R:  # pass 1: column sums over all row chunks
         colsum = torch.zeros((nb, N), dtype=work, device=a.device)
         for s0 in range(0, R, step):
-            s = _block(a[s0 : s0 + step], kf, work, scale).view(-1, nb, N)
-            if exclude:
-                _mask_positives(s, s0, offset)
+            s = _pair_block(a[s0 : s0 + step], kf, work, scale, nb, N, exclude, s0, offset)
             colsum += s.exp_().sum(dim=0)
     total = torch.zeros((), dtype=torch.float64, device=a.device)
     for s0 in range(0, R, step):
         a_c = a[s0 : s0 + step]
-        s = _block(a_c, kf, work, scale).view(-1, nb, N)
-        if exclude:
-            _mask_positives(s, s0, offset)
+        s = _pair_block(a_c, kf, work, scale, nb, N, exclude, s0, offset)
         s.exp_()
         rowsum = s.sum(dim=2)  # (c, nb)
         if w_col != 0.0 and colsum is None:
@@ -346,9 +352,7 @@ def _pair_lse_one_block(a, kf, nb, N, w_row, w_col, exclude, offset, scale, da, 
     if margin is None:
         return None
     R = a.shape[0]
-    s = _block(a, kf, work, scale).view(R, nb, N)
-    if exclude:
-        _mask_positives(s, 0, offset)
+    s = _pair_block(a, kf, work, scale, nb, N, exclude, 0, offset)
     rowmax = s.amax(dim=(1, 2))  # (R,) one shift per row for all blocks
     top = rowmax.max()
     u = torch.exp(rowmax - top)  # (R,)
@@ -389,9 +393,7 @@ def _pair_lse_shifted(a, kf, nb, N, w_row, w_col, exclude, offset, step, scale, 
         cmax = torch.full((nb, N), float("-inf"), dtype=work, device=a.device)
         csum = torch.zeros((nb, N), dtype=work, device=a.device)
         for s0 in range(0, R, step):
-            s = _block(a[s0 : s0 + step], kf, work, scale).view(-1, nb, N)
-            if exclude:
-                _mask_positives(s, s0, offset)
+            s = _pair_block(a[s0 : s0 + step], kf, work, scale, nb, N, exclude, s0, offset)
             bmax = torch.maximum(cmax, s.amax(dim=0))
             safe = torch.where(torch.isinf(bmax), torch.zeros_like(bmax), bmax)
             csum = csum * torch.exp(cmax - safe) + s.sub_(safe).exp_().sum(dim=0)
@@ -401,9 +403,7 @@ def _pair_lse_shifted(a, kf, nb, N, w_row, w_col, exclude, offset, step, scale, 
     total = torch.zeros((), dtype=torch.float64, device=a.device)
     for s0 in range(0, R, step):
         a_c = a[s0 : s0 + step]
-        s = _block(a_c, kf, work, scale).view(-1, nb, N)
-        if exclude:
-            _mask_positives(s, s0, offset)
+        s = _pair_block(a_c, kf, work, scale, nb, N, exclude, s0, offset)
         row_lse = torch.logsumexp(s, dim=2)  # (c, nb)
         if w_col != 0.0 and col_lse is None:
             col_lse = torch.logsumexp(s, dim=0)  # (nb, N): every row is in this block

@@ -104,6 +104,17 @@ def resolve_bandwidth(bandwidth: float | str, *xs: Tensor) -> float:
     return float(bandwidth)
 
 
+def _refuse_double_backward() -> None:
+    """The fused Functions form their gradients from saved tensors without autograd history, so a
+    backward with create_graph=True (second derivatives: gradient penalties, Hessian-vector
+    products) would be silently wrong; refuse it instead."""
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            "objectives' fused kernels do not support create_graph=True (second derivatives): "
+            "their gradients are formed in the forward pass without autograd history"
+        )
+
+
 class _UnitRows(torch.autograd.Function):
     """Stack M (B, d) tensors (or take one (M, B, d)) and divide each row by max(|row|, eps).
 
@@ -125,6 +136,7 @@ class _UnitRows(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_y):
+        _refuse_double_backward()
         y, inv, projected = ctx.saved_tensors
         # d(x / |x|) = (g - y <g, y>) / |x|; rows clamped at eps are scaled only: g / eps
         dot = torch.linalg.vecdot(grad_y, y, dim=-1).unsqueeze(-1).mul_(projected)
@@ -149,6 +161,7 @@ class _ModalityQuadratic(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        _refuse_double_backward()
         flat, weights = ctx.saved_tensors
         grad = (grad_out * (weights + weights.T)) @ flat
         return grad.view(ctx.shape), None
@@ -212,7 +225,10 @@ def _scratch(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -
     buffers = _workspace.__dict__.setdefault("buffers", {})
     buf = buffers.get(dtype)
     if buf is None or buf.numel() < numel:
-        buffers[dtype] = buf = torch.empty(numel, dtype=dtype)
+        # a normal tensor even when first made under inference_mode: an inference tensor could not
+        # be written by later calls outside it
+        with torch.inference_mode(False):
+            buffers[dtype] = buf = torch.empty(numel, dtype=dtype)
     return buf[:numel].view(shape)
 
 
@@ -304,7 +320,7 @@ def _pair_lse_unshifted(a, kf, nb, N, w_row, w_col, exclude, offset, step, scale
     work = _work_dtype(a.dtype)
     R = a.shape[0]
     bound = _exp_bound(a, kf) if bound is None else bound
-    if not _unshifted_ok(scale * bound, max(R, N), work):
+    if not _unshifted_ok(abs(scale) * bound, max(R, N), work):
         return None
     colsum = None
     if w_col != 0.0 and step < R:  # pass 1: column sums over all row chunks
@@ -375,8 +391,12 @@ def _pair_lse_one_block(a, kf, nb, N, w_row, w_col, exclude, offset, scale, da, 
     rows = max(1, _OUTER_CHUNK_ENTRIES // (nb * N))
     for r0 in range(0, R, rows):  # E * (beta_ib + v_bj); the gradient is u_i times it
         s[r0 : r0 + rows].mul_(beta[r0 : r0 + rows] + v)
-    g = s.view(R, nb * N).to(a.dtype)
-    ucol = u.unsqueeze(1).to(a.dtype)
+    if a.dtype != work:  # half: entries reach w / u_i (up to e^60), so apply u_i before the cast
+        s.mul_(u.view(-1, 1, 1))
+        _accumulate(s, a, kf, scale, da, dk, slice(0, R))
+        return total
+    g = s.view(R, nb * N)
+    ucol = u.unsqueeze(1)
     if da is not None:
         da.addcmul_(g @ kf, ucol, value=scale)
     if dk is not None:
@@ -464,6 +484,7 @@ class _PairLSE(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        _refuse_double_backward()
         da, dk = ctx.saved_tensors
         return (None if da is None else grad_out * da, None if dk is None else grad_out * dk,
                 None, None, None, None, None, None)
@@ -511,6 +532,7 @@ class _GroupLSE(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        _refuse_double_backward()
         z, dz = ctx.saved_tensors
         grad_z = grad_out * dz if ctx.needs_input_grad[0] else None
         grad_scale = None
@@ -680,6 +702,7 @@ class _TotalLSE(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        _refuse_double_backward()
         saved = ctx.saved_tensors
         if ctx.same:
             return grad_out * saved[0], None, None, None, None, None
@@ -739,6 +762,7 @@ class _SelfLSE(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        _refuse_double_backward()
         (dz,) = ctx.saved_tensors
         return dz * grad_out.view(-1, 1, 1), None, None, None
 

@@ -207,3 +207,50 @@ def test_batched_self_lmk_matches_log_mean_kernel(dtype, exclude, bandwidth, row
     torch.testing.assert_close(got, ref, **tol)
     torch.testing.assert_close(torch.autograd.grad((got * weights).sum(), raw)[0],
                                torch.autograd.grad((ref * weights).sum(), raw)[0], **tol)
+
+
+def test_scratch_buffer_made_under_inference_mode_serves_training():
+    """The reused CPU block buffer, first allocated under inference_mode, must stay writable
+    outside it (an inference tensor could not be updated in place later)."""
+    kernels.release_workspace()
+    with torch.inference_mode():
+        objectives.build("infonce")(torch.randn(2, 256, 16))
+    z = torch.randn(2, 256, 16, requires_grad=True)
+    objectives.build("infonce")(z).loss.backward()
+    assert torch.isfinite(z.grad).all()
+
+
+@pytest.mark.parametrize("name", ["infonce", "dcl"])
+def test_low_temperature_half_precision_gradients_are_finite(name):
+    """At temperature 0.01 the one-shift-per-row path runs; in float16 its per-row factor must be
+    applied before the cast (entries reach e^60 otherwise and overflow)."""
+    z = torch.randn(3, 64, 16, generator=torch.Generator().manual_seed(8)).half().requires_grad_(True)
+    out = objectives.build(name, temperature=0.01)(z)
+    (grad,) = torch.autograd.grad(out.loss, z)
+    assert torch.isfinite(out.loss) and torch.isfinite(grad).all()
+    ref = objectives.build(name, temperature=0.01)(z.detach().double().requires_grad_(True))
+    assert abs(out.loss.item() - ref.loss.item()) <= 0.03 * abs(ref.loss.item()) + 0.05
+
+
+@pytest.mark.parametrize("name", ["infonce", "unialign", "symile"])
+def test_second_derivatives_raise_instead_of_being_wrong(name):
+    """The fused Functions save gradients without history: a double backward must fail loudly."""
+    z = torch.randn(3, 16, 8, dtype=torch.float64, requires_grad=True)
+    params = {"bandwidth": 0.5} if name == "unialign" else {}
+    out = objectives.build(name, **params)(z)
+    with pytest.raises(RuntimeError, match="create_graph=True"):
+        torch.autograd.grad(out.loss, z, create_graph=True)
+
+
+def test_negative_scale_matches_autograd():
+    """A negative scale must not be mistaken for a small one by the no-shift bound."""
+    gen = torch.Generator().manual_seed(9)
+    a = torch.nn.functional.normalize(torch.randn(7, 4, generator=gen, dtype=torch.float64), dim=-1)
+    k = torch.nn.functional.normalize(torch.randn(2, 7, 4, generator=gen, dtype=torch.float64), dim=-1)
+    a.requires_grad_(True)
+    for scale in (-100.0, -1000.0):
+        got = kernels.group_lse(torch.stack([a, *k]), [(0, [1, 2])], 0.3, 0.7, False, None, scale)
+        ref = _reference_pair(a * scale, k, 0.3, 0.7, False)
+        torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-8)
+        torch.testing.assert_close(torch.autograd.grad(got, a)[0], torch.autograd.grad(ref, a)[0],
+                                   rtol=1e-10, atol=1e-8)

@@ -15,6 +15,11 @@ from objectives import _distributed as dist
 from objectives.kernels import unit_rows
 
 Role = Literal["alignment", "uniformity", "other"]
+
+# prepare() accepts rows within this distance of unit norm (normalize=False); the kernels may then
+# rely on every row norm being at most UNIT_ROW_NORM_BOUND when deciding how to keep exp in range
+UNIT_NORM_TOLERANCE = 1e-3
+UNIT_ROW_NORM_BOUND = 1.0 + UNIT_NORM_TOLERANCE
 ROLES = ("alignment", "uniformity", "other")
 
 
@@ -206,11 +211,11 @@ class Objective(nn.Module):
                 z = torch.stack(list(embeddings))
             norms = z.detach().norm(dim=-1)
             worst = (norms - 1).abs().amax(dim=1)
-            if bool((worst > 1e-3).any()):
+            if bool((worst > UNIT_NORM_TOLERANCE).any()):
                 m = int(torch.argmax(worst))
                 raise ValueError(
                     f"embeddings[{m}] has rows with norm {float(norms[m][(norms[m] - 1).abs().argmax()]):.6g}; "
-                    "with normalize=False every row must have unit L2 norm (tolerance 1e-3)"
+                    f"with normalize=False every row must have unit L2 norm (tolerance {UNIT_NORM_TOLERANCE:g})"
                 )
         self.check_modalities(n_mod)
         return z
@@ -302,7 +307,7 @@ def self_lmks(z: Tensor, rows: slice, bandwidth: float, exclude_diagonal: bool, 
     from objectives.kernels import sphere_self_log_mean_kernels
 
     if chunk_size is None and not Objective.is_distributed():
-        return sphere_self_log_mean_kernels(z, bandwidth, exclude_diagonal, row_norm=1.001)
+        return sphere_self_log_mean_kernels(z, bandwidth, exclude_diagonal, row_norm=UNIT_ROW_NORM_BOUND)
     return torch.stack([self_lmk(x, rows, bandwidth, exclude_diagonal, chunk_size) for x in z.unbind(0)])
 
 

@@ -34,7 +34,7 @@ def contrastive_parts(
     (``z[m] @ [z[n1]; z[n2]; ...]^T``) and both softmax directions come from that one block.
     Distributed: this rank's rows against all gathered columns, once per direction.
     """
-    from objectives._base import Objective  # local import: _base imports this module's users
+    from objectives._base import UNIT_ROW_NORM_BOUND, Objective  # local: _base imports this module's users
 
     total = z.shape[1]
     local = rows.stop - rows.start
@@ -49,11 +49,11 @@ def contrastive_parts(
     pos = modality_quadratic(Objective.local(z, rows), weights)
     if not distributed:
         # pairs sharing their first modality form one group: one wide GEMM z[m] @ z[partners]^T;
-        # rows are unit vectors (Objective.prepare; 1e-3 tolerance with normalize=False)
+        # rows are unit vectors up to Objective.prepare's tolerance
         groups: dict[int, list[int]] = defaultdict(list)
         for m, n in pairs:
             groups[m].append(n)
-        lse = group_lse(z, list(groups.items()), 0.5, 0.5, exclude_positive, chunk_size, scale, row_norm=1.001)
+        lse = group_lse(z, list(groups.items()), 0.5, 0.5, exclude_positive, chunk_size, scale, row_norm=UNIT_ROW_NORM_BOUND)
     else:
         lse = 0.0
         zs = z.unbind(0)

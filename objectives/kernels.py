@@ -736,9 +736,8 @@ class _SelfLSE(torch.autograd.Function):
             s.copy_(torch.bmm(z, z.transpose(1, 2))).mul_(scale)
         else:
             torch.baddbmm(s, z, z.transpose(1, 2), beta=0.0, alpha=scale, out=s)
-        if row_norm is None:
-            row_norm = float(torch.linalg.vector_norm(z, dim=-1, dtype=work).max())
-        if _unshifted_ok(scale * row_norm * row_norm, B * B, work):
+        bound = _exp_bound(z, z) if row_norm is None else row_norm * row_norm
+        if _unshifted_ok(scale * bound, B * B, work):
             top = torch.zeros((M, 1, 1), dtype=work, device=z.device)
             s.exp_()
         else:  # one exact shift per modality (see _TotalLSE)

@@ -12,6 +12,7 @@ import torch.multiprocessing as mp
 
 import objectives
 from objectives import kernels
+from objectives.kernels import lse
 
 pytestmark = pytest.mark.distributed
 
@@ -46,7 +47,7 @@ def _data() -> torch.Tensor:
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
-    kernels.FUSED_MIN_ENTRIES = 0  # exercise the fused kernels even at this tiny size
+    lse.FUSED_MIN_ENTRIES = 0  # exercise the fused kernels even at this tiny size
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.distributed.init_process_group("gloo", rank=rank, world_size=WORLD)
     try:
@@ -63,7 +64,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
 
 
 def test_gather_matches_single_process(tmp_path, monkeypatch):
-    monkeypatch.setattr(kernels, "FUSED_MIN_ENTRIES", 0)
+    monkeypatch.setattr(lse, "FUSED_MIN_ENTRIES", 0)
     mp.start_processes(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True,
                        start_method="spawn")
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]

@@ -15,13 +15,14 @@ import torch
 
 import objectives
 from objectives import kernels
+from objectives.kernels import lse
 from objectives.kernels import pair_lse, total_lse
 
 
 @pytest.fixture(params=["fused", "autograd"])
 def pair_path(request, monkeypatch):
     """Run a test once through the fused Function and once through the small-block autograd path."""
-    monkeypatch.setattr(kernels, "FUSED_MIN_ENTRIES", 0 if request.param == "fused" else 10**12)
+    monkeypatch.setattr(lse, "FUSED_MIN_ENTRIES", 0 if request.param == "fused" else 10**12)
     return request.param
 
 
@@ -64,14 +65,14 @@ def _path_log(monkeypatch):
     """Record which of pair_lse's three paths answered each call."""
     log = []
     for name, label in (("_pair_lse_unshifted", "unshifted"), ("_pair_lse_one_block", "row shift")):
-        original = getattr(kernels, name)
+        original = getattr(lse, name)
 
         def wrapper(*args, _original=original, _label=label):
             out = _original(*args)
             log.append(_label if out is not None else "declined")
             return out
 
-        monkeypatch.setattr(kernels, name, wrapper)
+        monkeypatch.setattr(lse, name, wrapper)
     return log
 
 
@@ -82,7 +83,7 @@ def _path_log(monkeypatch):
 )
 def test_pair_lse_paths(dtype, scale, path, monkeypatch):
     """The scales of test_pair_lse_matches_autograd reach every path (else a path goes untested)."""
-    monkeypatch.setattr(kernels, "FUSED_MIN_ENTRIES", 0)
+    monkeypatch.setattr(lse, "FUSED_MIN_ENTRIES", 0)
     log = _path_log(monkeypatch)
     gen = torch.Generator().manual_seed(0)
     a = torch.nn.functional.normalize(torch.randn(7, 4, generator=gen, dtype=dtype), dim=-1)
@@ -103,7 +104,7 @@ def test_total_lse_matches_autograd(dtype, same, exclude, chunk, scale):
     y = None if same else torch.randn(6, 3, generator=gen, dtype=dtype, requires_grad=True)
     if dtype == torch.float32 and scale == 40.0:  # the bound |S| <= scale |x| |y| rules out no shift
         with torch.no_grad():
-            assert kernels._exp_bound(x * scale, x if same else y) > 80.0
+            assert lse._exp_bound(x * scale, x if same else y) > 80.0
     got = total_lse(x, y, scale, exclude, 0, chunk)
     s = scale * x @ (x if same else y).T
     if exclude:
@@ -169,7 +170,7 @@ def test_unit_rows_matches_stack_and_normalize():
 def test_group_lse_matches_pairwise(groups, learnable, chunk, exclude, monkeypatch):
     """One node for all groups (consecutive and scattered partners, learnable scale) == the sum of
     per-group pair_lse calls through plain autograd."""
-    monkeypatch.setattr(kernels, "FUSED_MIN_ENTRIES", 0)
+    monkeypatch.setattr(lse, "FUSED_MIN_ENTRIES", 0)
     gen = torch.Generator().manual_seed(6)
     z = torch.nn.functional.normalize(torch.randn(4, 9, 5, generator=gen, dtype=torch.float64), dim=-1)
     z.requires_grad_(True)

@@ -1,0 +1,51 @@
+"""Shared similarity and kernel computations (one implementation of each concept).
+
+Every objective and every divergence estimator calls these; nothing re-derives them.
+
+- :mod:`objectives.kernels.distances`: squared distances, Gaussian log-kernels, the log-mean
+  kernel and the median bandwidth heuristic on plain (B, d) samples;
+- :mod:`objectives.kernels.forms`: fused L2 normalisation of all modalities and quadratic forms
+  over modalities (sums of pair dot products and of squared pair distances);
+- :mod:`objectives.kernels.lse`: the fused log-sum-exp kernels over similarity blocks (pair,
+  group of pairs, total, self-similarity of every modality);
+- :mod:`objectives.kernels.workspace`: reusable CPU scratch memory for those blocks.
+
+Bandwidth convention: ``bandwidth`` is the width ``s`` of ``k_s(u, v) = exp(-|u - v|^2 / (2 s^2))``.
+A Gaussian KDE with bandwidth ``h`` has cross terms of width ``s = sqrt(2) h`` (see
+``harness.instruments.divergence``).
+"""
+
+from objectives.kernels.distances import (
+    log_kernel_matrix,
+    log_mean_kernel,
+    median_bandwidth,
+    resolve_bandwidth,
+    sq_dists,
+)
+from objectives.kernels.forms import modality_quadratic, pair_laplacian, unit_rows
+from objectives.kernels.lse import (
+    group_lse,
+    pair_lse,
+    sphere_log_mean_kernel,
+    sphere_self_log_mean_kernels,
+    total_lse,
+)
+from objectives.kernels.workspace import WORKSPACE_MAX_BYTES, release_workspace
+
+__all__ = [
+    "sq_dists",
+    "log_kernel_matrix",
+    "log_mean_kernel",
+    "median_bandwidth",
+    "resolve_bandwidth",
+    "unit_rows",
+    "modality_quadratic",
+    "pair_laplacian",
+    "pair_lse",
+    "group_lse",
+    "total_lse",
+    "sphere_log_mean_kernel",
+    "sphere_self_log_mean_kernels",
+    "WORKSPACE_MAX_BYTES",
+    "release_workspace",
+]

@@ -12,17 +12,17 @@ import sys
 
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "data": ("harness.data", "prepare a dataset (synthetic, uci, features) into an output folder"),
-    "train": ("harness.train", "train per-modality encoders with one objective"),
-    "evaluate": ("harness.evaluate", "retrieval, probes, gap, divergence and conflicts on the test split"),
-    "generate": ("harness.generate", "UnCLIP-style decoding from other modalities' embeddings"),
-    "compare": ("harness.compare", "train UniAlign and InfoNCE on each dataset and print them side by side"),
-    "validate-estimators": ("harness.estimator_validation", "divergence estimators vs closed forms"),
-    "throughput": ("harness.throughput", "time, memory and roofline ratio of every loss kernel"),
+    "data": ("harness.experiment.data", "prepare a dataset (synthetic, uci, features) into an output folder"),
+    "train": ("harness.experiment.train", "train per-modality encoders with one objective"),
+    "evaluate": ("harness.experiment.evaluate", "retrieval, probes, gap, divergence and conflicts on the test split"),
+    "generate": ("harness.experiment.generate", "UnCLIP-style decoding from other modalities' embeddings"),
+    "compare": ("harness.experiment.compare", "train UniAlign and InfoNCE on each dataset and print them side by side"),
+    "validate-estimators": ("harness.instruments.validation", "divergence estimators vs closed forms"),
+    "throughput": ("harness.bench.cli", "time, memory and roofline ratio of every loss kernel"),
     "aggregate": ("harness.report.aggregate", "merge per-run metrics into tidy tables"),
     "tables": ("harness.report.tables", "write the paper-analogue tables (CSV, Markdown, LaTeX)"),
     "figures": ("harness.report.figures", "draw the figures (PDF and PNG)"),
-    "claims": ("harness.report.claims", "judge each claim of the paper with a 95% interval"),
+    "claims": ("harness.report.claims", "judge each claim of the paper with a 95%% interval"),
 }
 
 

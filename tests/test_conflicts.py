@@ -1,4 +1,4 @@
-"""harness.conflicts: toy-model values, cross-checks against autograd, and the objectives library."""
+"""harness.instruments.conflicts: toy-model values, cross-checks against autograd, and the objectives library."""
 
 import math
 
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import objectives
-from harness.conflicts import gradient_conflicts, infonce_conflicts, role_gradients, summarize
+from harness.instruments.conflicts import gradient_conflicts, infonce_conflicts, role_gradients, summarize
 
 F64 = torch.float64
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import data as hd
+from harness.experiment import data as hd
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 from fake_uci import VIEW_DIMS, make_fake_wheel  # noqa: E402

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import torch
 
-from harness import data as hd
+from harness.experiment import data as hd
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = 1e-5

@@ -11,7 +11,6 @@ import torch
 import torch.multiprocessing as mp
 
 import objectives
-from objectives import kernels
 from objectives.kernels import lse
 
 pytestmark = pytest.mark.distributed

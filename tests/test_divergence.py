@@ -1,4 +1,4 @@
-"""Validation of harness.divergence against closed forms, identities and invariances.
+"""Validation of harness.instruments.divergence against closed forms, identities and invariances.
 
 Reference values: for p_m = N(mu_m, s^2 I), D_H = gamma / (2 M s^2) sum_m |mu_m - mean(mu)|^2
 (shared/method.md). The exact (plug-in KDE) estimator converges to it with s^2 + h^2; the
@@ -15,8 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness import divergence as dv
-from harness.divergence import cauchy_schwarz, gaussian_holder_closed_form, holder, holder_pair, proxy_bound
+from harness.instruments import divergence as dv
+from harness.instruments.divergence import cauchy_schwarz, gaussian_holder_closed_form, holder, holder_pair, proxy_bound
 
 F64 = torch.float64
 
@@ -369,7 +369,7 @@ def test_validate_estimators_command_writes_csv_and_figures(tmp_path):
 
     import pandas as pd
 
-    from harness import estimator_validation as ev
+    from harness.instruments import validation as ev
 
     parser = argparse.ArgumentParser()
     ev.add_arguments(parser)

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from harness.evaluate import recall_stats, retrieval_metrics, retrieval_ranks
+from harness.experiment.metrics import recall_stats, retrieval_metrics, retrieval_ranks
 
 
 def unit(*rows):
@@ -51,7 +51,7 @@ def test_retrieval_metrics_keys_and_aggregates():
 
 
 def test_evaluate_and_generate_end_to_end(tmp_path):
-    from harness import data as hd
+    from harness.experiment import data as hd
     from harness.cli import main
 
     hd.build_synthetic(tmp_path / "d", hd.SyntheticConfig(n_modalities=3, n_samples=200, n_classes=4,

@@ -1,4 +1,4 @@
-"""harness.gap on constructed inputs whose answers are known in closed form."""
+"""harness.instruments.gap on constructed inputs whose answers are known in closed form."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness import gap
+from harness.instruments import gap
 
 F64 = torch.float64
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness import generate as hg
+from harness.experiment import generate as hg
 
 torch.set_num_threads(1)  # tiny tensors: threads only add overhead on a shared 2-core machine
 

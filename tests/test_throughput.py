@@ -12,7 +12,10 @@ import torch
 
 import objectives
 from harness import cli
-from harness import throughput as tp
+from harness.bench import cli as bench_cli
+from harness.bench import grid as bench_grid
+from harness.bench import impls as tp
+from harness.bench import timing as bench_timing
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +37,7 @@ def test_quick_csv_is_well_formed(quick_run):
     names = {r["objective"] for r in rows}
     assert names == set(objectives.available()) | set(tp.BASELINES)
     shapes = {(int(r["M"]), int(r["B"]), int(r["d"])) for r in rows}
-    assert shapes == set(tp.grid("quick"))
+    assert shapes == set(bench_grid.grid("quick"))
     assert len(rows) == len(shapes) * len(names)
     for r in rows:
         assert r["note"] == "", r
@@ -88,7 +91,7 @@ def test_symile_package_row_uses_the_same_loss():
 
 
 def test_memory_probe_subprocess():
-    res = tp.probe_memory(tp.Impl("infonce"), 2, 256, 32, torch.float32, threads=1, timeout=120)
+    res = bench_timing.probe_memory(tp.Impl("infonce"), 2, 256, 32, torch.float32, threads=1, timeout=120)
     assert res["memory_method"] == "rss_subprocess"
     assert res["peak_mem_mb"] >= 0 and res["peak_rss_total_mb"] > res["peak_mem_mb"]
     assert res["time_s"] > 0
@@ -109,8 +112,8 @@ def test_breakdown_reports_gemm_share(capsys):
     assert rc == 0
     lines = [ln for ln in capsys.readouterr().out.splitlines() if "GEMM efficiency" in ln]
     assert len(lines) == 2 and lines[0].startswith("infonce M=3 B=64 d=16") and lines[1].startswith("unialign")
-    st = tp.Settings(device=torch.device("cpu"), dtypes=[torch.float32], threads=1, warmup=1, repeats=1,
+    st = bench_grid.Settings(device=torch.device("cpu"), dtypes=[torch.float32], threads=1, warmup=1, repeats=1,
                      memory="none", mode="breakdown", slow_s=10.0, budget_s=0.0)
-    r = tp.breakdown(tp.Impl("infonce"), 3, 64, 16, st, rounds=1)
+    r = bench_cli.breakdown(tp.Impl("infonce"), 3, 64, 16, st, rounds=1)
     assert 0.0 < r["gemm_s"] < r["step_s"] and 0.0 < r["gemm_share"] < 1.0
     assert r["gemm_efficiency"] > 0.0

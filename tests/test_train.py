@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import data as hd
+from harness.experiment import data as hd
 from harness.cli import main as cli_main
-from harness.train import CheckpointError, load_checkpoint, parse_params, save_checkpoint
+from harness.experiment.runs import CheckpointError, load_checkpoint, parse_params, save_checkpoint
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]

@@ -38,7 +38,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from harness.io import atomic_write_text
+from harness.files import atomic_write_text
 
 ID_COLUMNS = ["dataset", "variant", "label", "objective", "M", "seed"]
 FLOAT_FORMAT = "%.6g"
@@ -99,7 +99,7 @@ METRICS: dict[str, dict[str, Any]] = {
 
 HISTORY_METRICS = {
     # the global Hölder divergence (resubstitution, median bandwidth) and the UniAlign proxy bound
-    # (M-1) log B + (M-1)/(2h^2) L_align + (1/M) sum_m U (harness.divergence.proxy_bound)
+    # (M-1) log B + (M-1)/(2h^2) L_align + (1/M) sum_m U (harness.instruments.divergence.proxy_bound)
     "holder": ["val/holder", "val/proxy/divergence"],
     "proxy": ["val/proxy/bound", "val/proxy"],
 }

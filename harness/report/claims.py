@@ -40,9 +40,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from harness.files import atomic_write_text
 from harness.report import main_study_rows, read_csv_or_empty
-
-from harness.io import atomic_write_text
 from harness.report.aggregate import (
     history_column,
     load_config,

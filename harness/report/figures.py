@@ -7,7 +7,7 @@ Each figure's title states the finding computed from the data (never hard-coded)
 - ``retrieval_vs_m``: mean R@1 vs M;
 - ``alignment_uniformity``: the Wang & Isola alignment-uniformity plane, one point per run;
 - ``projection_pca``: 2-D PCA of the test embeddings of every modality, InfoNCE beside UniAlign
-  (loads the two runs' model.pt through harness.train.load_run);
+  (loads the two runs' model.pt through harness.experiment.train.load_run);
 - ``generated_samples``: the generate step's samples.png of InfoNCE and UniAlign side by side;
 - ``proxy_vs_divergence``: validation divergence and its proxy during training (history.csv).
 
@@ -24,7 +24,6 @@ import numpy as np
 import pandas as pd
 
 from harness.report import main_study_rows, read_csv_or_empty
-
 from harness.report.aggregate import (
     history_column,
     load_config,
@@ -69,7 +68,7 @@ def save(fig, out_dir: Path, name: str) -> None:
     """PDF and PNG, written atomically, without timestamps (reruns give identical bytes)."""
     import io as _io
 
-    from harness.io import atomic_write_bytes
+    from harness.files import atomic_write_bytes
 
     for ext, meta in (("pdf", {"CreationDate": None, "ModDate": None}), ("png", {"Software": None})):
         buf = _io.BytesIO()
@@ -212,8 +211,7 @@ def alignment_uniformity(summary, cfg, out_dir) -> None:
 
 
 def _embeddings(run_dir: Path):
-    from harness.evaluate import embed_split
-    from harness.train import load_run
+    from harness.experiment.runs import embed_split, load_run
 
     cfg, model, _loss, ds = load_run(run_dir)
     rows = ds.split("test")

@@ -25,9 +25,8 @@ from typing import Sequence
 
 import pandas as pd
 
+from harness.files import atomic_write_text
 from harness.report import read_csv_or_empty
-
-from harness.io import atomic_write_text
 from harness.report.aggregate import (
     group_stats,
     load_config,
@@ -351,7 +350,7 @@ def table_conflicts(summary, cfg, reference, out_dir, confidence):
     w = TableWriter(out_dir, "table_conflicts", "Conflict statistics vs M")
     w.note("zeta = cos(alignment force, uniformity force) of the anchor's InfoNCE gradient, chi = 1 - |mean unit "
            "pull| (intra-alignment conflict), both evaluated on the test embeddings (docs/conflicts; "
-           "harness.conflicts); grad_cos: cosine between the trained objective's alignment and uniformity "
+           "harness.instruments.conflicts); grad_cos: cosine between the trained objective's alignment and uniformity "
            "gradients. Mean ± sd over seeds.")
     for name in names:
         if name in cols:

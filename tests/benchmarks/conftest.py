@@ -6,7 +6,7 @@ Save:  python -m pytest tests/benchmarks --benchmark-only --benchmark-save=NAME 
 Compare two saved runs:  pytest-benchmark compare 0001 0002 --group-by=group --columns=min,median,rounds
 
 Each benchmark times one forward + backward of a loss on raw (B, d) leaf tensors (float32, CPU),
-the same callable as ``python -m harness throughput`` (harness.throughput.fwd_bwd).
+the same callable as ``python -m harness throughput`` (harness.bench.impls.fwd_bwd).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness import throughput as tp
+from harness.bench import impls as tp
 
 D = 64
 

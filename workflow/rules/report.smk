@@ -27,7 +27,7 @@ rule config_snapshot:
     log:
         "logs/config_snapshot.log",
     run:
-        from harness.io import atomic_write_text
+        from harness.files import atomic_write_text
 
         atomic_write_text(output[0], f"{params.resolved}\n")
 

@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from harness.io import atomic_write_bytes, sha256_file, write_json
+from harness.files import atomic_write_bytes, sha256_file, write_json
 
 FORMAT_VERSION = 1
 

@@ -37,10 +37,10 @@ import numpy as np
 import torch
 
 from harness.cli import add_threads_argument, apply_threads
-
-from harness.io import write_json
-from harness.models import Decoder
-
+from harness.experiment.data import DataError
+from harness.experiment.models import Decoder
+from harness.experiment.runs import TrainError, embed_split, load_run
+from harness.files import write_json
 
 # ----------------------------------------------------------------------------- Fréchet distance
 
@@ -218,8 +218,6 @@ def save_samples(path: Path, samples: dict[str, np.ndarray], target_shape, n_col
 
 
 def generate_run(run_dir, out_dir, epochs: int = 150, fd_components: int = 16, n_show: int = 10) -> dict:
-    from harness.evaluate import embed_split
-    from harness.train import load_run
 
     cfg, model, _loss, ds = load_run(run_dir)
     M = cfg["n_modalities"]
@@ -281,8 +279,6 @@ def add_arguments(p) -> None:
 
 def main(args) -> int:
     apply_threads(args)
-    from harness.data import DataError
-    from harness.train import TrainError
 
     try:
         out = generate_run(args.run, args.out, args.decoder_epochs, args.fd_components, args.n_show)

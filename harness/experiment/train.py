@@ -8,11 +8,11 @@ Outputs in RUN_DIR (only rank 0 writes):
   metrics on the first 256 validation rows (empty on other epochs):
   ``val/R1_mean`` (mean R@1 in percent over ordered pairs); ``val/holder`` (global Hölder
   divergence, gamma = M, resubstitution, median bandwidth); ``val/proxy/{bound,alignment,
-  uniformity,constant,L_align_anchor,h}`` (``harness.divergence.proxy_bound``); ``val/gap/
+  uniformity,constant,L_align_anchor,h}`` (``harness.instruments.divergence.proxy_bound``); ``val/gap/
   {centroid_distance_pairs,mean_paired_distance_pairs,relative_gap_pairs,true_pair_cosine_anchor,
-  uniformity_mean}`` (``harness.gap``); ``val/conflict/{zeta,projection_ratio,chi,chi_net}/mean``
-  (``harness.conflicts.infonce_conflicts``, temperature 0.07, anchor 0); ``val/grad/<name>/mean``
-  (``harness.conflicts.gradient_conflicts`` of the trained objective: ``cos_align_unif_anchor``,
+  uniformity_mean}`` (``harness.instruments.gap``); ``val/conflict/{zeta,projection_ratio,chi,chi_net}/mean``
+  (``harness.instruments.conflicts.infonce_conflicts``, temperature 0.07, anchor 0); ``val/grad/<name>/mean``
+  (``harness.instruments.conflicts.gradient_conflicts`` of the trained objective: ``cos_align_unif_anchor``,
   ``angle_align_unif_deg_anchor``, ``cos_align_unif_all``, ``pull_cos``, ``chi_grad``,
   ``pull_additivity_residual``). An instrument that raises is left empty with one warning.
 - ``steps.csv``: ``step, epoch, loss`` per optimizer step (for equivalence checks).
@@ -25,14 +25,10 @@ Outputs in RUN_DIR (only rank 0 writes):
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import math
-import os
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -40,200 +36,27 @@ import numpy as np
 import torch
 
 from harness.cli import add_threads_argument, apply_threads
-import yaml
-
-from harness import distributed as hdist
-from harness.data import DataError, Dataset, load_dataset
-from harness.io import atomic_save_torch, atomic_write_text, write_json
-from harness.models import MultiEncoder
-
-CHECKPOINT_FORMAT = "harness-checkpoint-v1"
-CONFLICT_TEMPERATURE = 0.07
-VAL_ROWS = 256
-# config keys that may change between a checkpoint and a resumed command
-RESUMABLE_CHANGES = {"epochs", "quiet", "out", "eval_every", "threads"}
-
-
-class TrainError(RuntimeError):
-    """A training run cannot start or resume; the message says why."""
-
-
-class CheckpointError(TrainError):
-    """A checkpoint is truncated, corrupted or from another configuration."""
-
-
-# ----------------------------------------------------------------------------- params / objectives
-
-
-def parse_params(items: list[str] | None) -> dict[str, Any]:
-    """``["key=value", ...]`` -> dict with values parsed by ``yaml.safe_load``."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise TrainError(f"--param {item!r} must look like key=value")
-        key, value = item.split("=", 1)
-        key = key.strip()
-        if not key:
-            raise TrainError(f"--param {item!r} has an empty key")
-        out[key] = yaml.safe_load(value) if value.strip() else None
-    return out
-
-
-def build_objective(name: str, params: dict[str, Any]):
-    try:
-        import objectives
-    except ImportError as exc:  # pragma: no cover
-        raise TrainError(f"the objectives package cannot be imported: {exc}") from exc
-    names = list(objectives.available())
-    if name not in names:
-        raise TrainError(f"unknown objective {name!r}; available: {', '.join(names)}")
-    try:
-        return objectives.build(name, **params)
-    except (TypeError, ValueError) as exc:
-        raise TrainError(f"objective {name!r} rejected its parameters {params}: {exc}") from exc
-
-
-def objective_temperature(loss_fn, default: float = CONFLICT_TEMPERATURE) -> float:
-    temp = getattr(loss_fn, "temperature", None)
-    if temp is not None and hasattr(temp, "value"):
-        try:
-            return float(temp.value())
-        except Exception:  # noqa: BLE001
-            pass
-    return default
-
+from harness.experiment import distributed as hdist
+from harness.experiment.data import DataError, load_dataset
+from harness.experiment.metrics import VAL_ROWS, validation_metrics
+from harness.experiment.models import MultiEncoder
+from harness.experiment.runs import (
+    CheckpointError,
+    TrainError,
+    build_objective,
+    check_dataset_for_run,
+    config_diff,
+    load_checkpoint,
+    objective_temperature,
+    parse_params,
+    save_checkpoint,
+)
+from harness.files import atomic_save_torch, atomic_write_text, write_json
 
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    payload = buf.getvalue()
-    atomic_save_torch(path, {"format": CHECKPOINT_FORMAT, "sha256": hashlib.sha256(payload).hexdigest(),
-                             "payload": payload})
-
-
-def load_checkpoint(path: Path) -> dict:
-    try:
-        outer = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(
-            f"checkpoint {path} is unreadable (truncated or corrupted: {type(exc).__name__}: {exc}); "
-            "delete it to restart the run from scratch"
-        ) from exc
-    if not isinstance(outer, dict) or outer.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"checkpoint {path} is not a {CHECKPOINT_FORMAT} file; delete it to restart")
-    payload = outer.get("payload")
-    digest = hashlib.sha256(payload).hexdigest() if isinstance(payload, (bytes, bytearray)) else None
-    if digest != outer.get("sha256"):
-        raise CheckpointError(
-            f"checkpoint {path} is corrupted: payload sha256 {digest} != recorded {outer.get('sha256')}; "
-            "delete it to restart the run from scratch"
-        )
-    return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
-
-
 # ----------------------------------------------------------------------------- metrics helpers
-
-
-def flatten_metrics(prefix: str, value: Any) -> dict[str, float]:
-    """Scalars kept; 1-D tensors/arrays -> their mean; dicts flattened with '/'; other types dropped."""
-    out: dict[str, float] = {}
-    if isinstance(value, dict):
-        for k, v in value.items():
-            out.update(flatten_metrics(f"{prefix}/{k}" if prefix else str(k), v))
-        return out
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().double()
-        if value.numel() == 1:
-            out[prefix] = float(value.reshape(()))
-        elif value.numel() > 1:
-            out[prefix + "/mean"] = float(value.mean())
-        return out
-    if isinstance(value, np.ndarray):
-        if value.size == 1:
-            out[prefix] = float(value.reshape(()))
-        elif value.size > 1 and value.dtype.kind in "fiu":
-            out[prefix + "/mean"] = float(value.mean())
-        return out
-    if isinstance(value, (bool, np.bool_)):
-        out[prefix] = float(value)
-    elif isinstance(value, (int, float, np.integer, np.floating)):
-        out[prefix] = float(value)
-    return out
-
-
-_WARNED: set[str] = set()
-
-
-def _safe(group: str, fn, *args, **kwargs) -> Any:
-    try:
-        return fn(*args, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - an instrument must not kill a training run
-        if group not in _WARNED:
-            _WARNED.add(group)
-            warnings.warn(f"{group} failed and is left empty: {type(exc).__name__}: {exc}", stacklevel=2)
-        return None
-
-
-def conflict_summaries(prefix: str, result: dict, stats: tuple[str, ...] | None = None) -> dict[str, float]:
-    """``result["summary"]`` of harness.conflicts -> ``{prefix/<name>/<stat>: float}``."""
-    out: dict[str, float] = {}
-    for name, summ in result.get("summary", {}).items():
-        for stat, v in summ.items():
-            if stats is None or stat in stats:
-                out[f"{prefix}/{name}/{stat}"] = float(v)
-    return out
-
-
-def validation_metrics(zs: list[torch.Tensor], loss_fn, anchor: int = 0) -> dict[str, float]:
-    """The cheap per-epoch instruments on validation embeddings (unit rows).
-
-    Gap: a few keys computed by the individual ``harness.gap`` functions (``modality_gap`` also fits
-    a separability classifier, too slow per epoch). Proxy: ``proxy_bound`` with the resubstitution
-    estimator (its bound terms do not depend on the estimator). Conflicts: means only.
-    """
-    from harness.evaluate import retrieval_metrics
-
-    out: dict[str, float] = {}
-    r = retrieval_metrics(zs, ks=(1,))
-    out["val/R1_mean"] = r["R1/mean"]
-    try:
-        from harness import conflicts, divergence, gap
-    except ImportError as exc:
-        if "import" not in _WARNED:
-            _WARNED.add("import")
-            warnings.warn(f"harness instruments unavailable: {exc}", stacklevel=2)
-        return out
-    with torch.no_grad():
-        h = _safe("divergence.holder", divergence.holder, zs, bandwidth="median")
-        if h is not None:
-            out["val/holder"] = float(h)
-        p = _safe("divergence.proxy_bound", divergence.proxy_bound, zs, bandwidth="median", anchor=anchor,
-                  estimator="resubstitution")
-        if p is not None:
-            for k in ("bound", "alignment", "uniformity", "constant", "L_align_anchor", "h"):
-                if k in p:
-                    out[f"val/proxy/{k}"] = float(p[k])
-        gap_fns = {
-            "centroid_distance_pairs": lambda: gap.centroid_distance(zs),
-            "mean_paired_distance_pairs": lambda: gap.mean_paired_distance(zs),
-            "relative_gap_pairs": lambda: gap.relative_gap(zs),
-            "true_pair_cosine_anchor": lambda: gap.true_pair_cosine(zs, anchor),
-            "uniformity_mean": lambda: float(np.mean([gap.uniformity(z) for z in zs])),
-        }
-        for k, fn in gap_fns.items():
-            v = _safe(f"gap.{k}", fn)
-            if v is not None:
-                out[f"val/gap/{k}"] = float(v)
-        c = _safe("conflicts.infonce_conflicts", conflicts.infonce_conflicts, zs, CONFLICT_TEMPERATURE, anchor)
-        if c is not None:
-            out.update(conflict_summaries("val/conflict", c, ("mean",)))
-    gc = _safe("conflicts.gradient_conflicts", conflicts.gradient_conflicts, loss_fn, zs, anchor=anchor)
-    if gc is not None:
-        out.update(conflict_summaries("val/grad", gc, ("mean",)))
-    return out
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -267,29 +90,6 @@ def resolve_config(args) -> dict[str, Any]:
     }
 
 
-def _config_diff(a: dict, b: dict) -> list[str]:
-    keys = (set(a) | set(b)) - RESUMABLE_CHANGES
-    return sorted(k for k in keys if a.get(k) != b.get(k))
-
-
-def check_dataset_for_run(ds: Dataset, n_modalities: int, batch_size: int, world_size: int = 1) -> None:
-    if n_modalities < 2 or n_modalities > ds.n_modalities:
-        raise TrainError(
-            f"--n-modalities {n_modalities} is not possible: the dataset {ds.meta.get('dataset')} has "
-            f"{ds.n_modalities} modalities ({', '.join(ds.names)}); M must be in 2..{ds.n_modalities}"
-        )
-    n_train = len(ds.split("train"))
-    if batch_size > n_train:
-        raise TrainError(
-            f"--batch-size {batch_size} is larger than the {n_train} training rows of the dataset "
-            f"({ds.meta.get('dataset')}); use a batch size <= {n_train}"
-        )
-    if batch_size < 2:
-        raise TrainError(f"--batch-size {batch_size} must be at least 2")
-    if batch_size % world_size:
-        raise TrainError(f"--batch-size {batch_size} must be divisible by the {world_size} ranks")
-
-
 def train(cfg: dict[str, Any]) -> dict[str, Any]:
     """Run (or resume) one training run described by a resolved config; returns train.json's dict."""
     info = hdist.init_from_env(cfg["device"])
@@ -316,7 +116,7 @@ def _train(cfg: dict[str, Any], info: hdist.DistInfo) -> dict[str, Any]:
     done = out / "train.json"
     if done.exists() and (out / "model.pt").exists():
         prev = json.loads(done.read_text())
-        if not _config_diff(prev["config"], cfg) and prev["config"]["epochs"] == cfg["epochs"]:
+        if not config_diff(prev["config"], cfg) and prev["config"]["epochs"] == cfg["epochs"]:
             if info.is_main and not cfg["quiet"]:
                 print(f"{out} already holds a finished run with this configuration; nothing to do")
             return prev
@@ -351,7 +151,7 @@ def _train(cfg: dict[str, Any], info: hdist.DistInfo) -> dict[str, Any]:
     resumed_from = None
     if ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
-        diff = _config_diff(state["config"], cfg)
+        diff = config_diff(state["config"], cfg)
         if diff:
             raise CheckpointError(
                 f"{ckpt_path} was written by a run with a different configuration (differs in: "
@@ -413,7 +213,8 @@ def _train(cfg: dict[str, Any], info: hdist.DistInfo) -> dict[str, Any]:
             with hdist.local_objectives(), torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(cfg["seed"]) + epoch)
                 zs_val = model.embed(xs_val)
-                row.update(validation_metrics([z.cpu() for z in zs_val], loss_fn.cpu() if device.type != "cpu" else loss_fn))
+                row.update(validation_metrics([z.cpu() for z in zs_val], loss_fn.cpu() if device.type != "cpu" else loss_fn,
+                                                  run=str(out)))
             loss_fn.to(device)
         history.append(row)
         if info.is_main:
@@ -449,7 +250,7 @@ def _train(cfg: dict[str, Any], info: hdist.DistInfo) -> dict[str, Any]:
         "wall_time_s": wall,
         "samples_per_second": samples / loop_s if loop_s > 0 and samples else None,
         "final": {k: v for k, v in final.items() if isinstance(v, (int, float))},
-        "objective_temperature": objective_temperature(loss_fn, float("nan")),
+        "objective_temperature": objective_temperature(loss_fn),
         "torch_version": torch.__version__,
         "n_parameters": sum(p.numel() for p in model.parameters()),
     }
@@ -463,29 +264,6 @@ def _train(cfg: dict[str, Any], info: hdist.DistInfo) -> dict[str, Any]:
             print(f"{out}: {step} steps, final loss {final.get('loss', float('nan')):.4f}, "
                   f"val R@1 {final.get('val/R1_mean', float('nan')):.1f}, {wall:.1f}s")
     return result
-
-
-def load_run(run_dir: str | os.PathLike, device: str = "cpu"):
-    """(config, model in eval mode, objective, dataset) of a finished run."""
-    run = Path(run_dir)
-    path = run / "model.pt"
-    if not path.exists():
-        raise TrainError(f"{path} does not exist; train first with `python -m harness train --out {run}`")
-    try:
-        state = torch.load(path, map_location=device, weights_only=False)
-    except Exception as exc:  # noqa: BLE001
-        raise TrainError(f"{path} is unreadable (truncated or corrupted): {exc}") from exc
-    cfg = state["config"]
-    ds = load_dataset(cfg["data"])
-    model = MultiEncoder(state["in_dims"], cfg["dim"], cfg["hidden"], cfg["depth"])
-    model.load_state_dict(state["model"])
-    model.eval()
-    loss_fn = build_objective(cfg["objective"], cfg["params"])
-    try:
-        loss_fn.load_state_dict(state["objective"])
-    except Exception:  # noqa: BLE001 - objectives without state
-        pass
-    return cfg, model, loss_fn, ds
 
 
 # ----------------------------------------------------------------------------- CLI

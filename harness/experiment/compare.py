@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from harness.io import write_json
+from harness.files import write_json
 
 ROWS = [
     ("retrieval/R1/mean", "R@1 mean (%)"),
@@ -75,10 +75,10 @@ def format_table(results: dict[str, dict[str, dict]]) -> str:
 
 def run_compare(out: Path, epochs: int = 10, seed: int = 0, datasets=("synthetic", "uci"), cache_dir=None,
                 decoder_epochs: int = 100, log=print) -> dict:
-    from harness import data as hd
-    from harness.evaluate import evaluate_run
-    from harness.generate import generate_run
-    from harness.train import resolve_config, train
+    from harness.experiment import data as hd
+    from harness.experiment.evaluate import evaluate_run
+    from harness.experiment.generate import generate_run
+    from harness.experiment.train import resolve_config, train
 
     results: dict[str, dict[str, dict]] = {}
     for ds_name in datasets:

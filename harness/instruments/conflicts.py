@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from harness._inputs import modality_list
+from harness.instruments._inputs import modality_list
 
 __all__ = ["infonce_conflicts", "gradient_conflicts", "role_gradients", "summarize"]
 

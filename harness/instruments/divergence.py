@@ -63,10 +63,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from harness._inputs import modality_list
-
-from objectives.kernels import log_kernel_matrix, log_mean_kernel, resolve_bandwidth
-from objectives.kernels import sq_dists
+from harness.instruments._inputs import modality_list
+from objectives.kernels import log_kernel_matrix, log_mean_kernel, resolve_bandwidth, sq_dists
 
 __all__ = [
     "kde_bandwidth",

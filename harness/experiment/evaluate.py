@@ -11,20 +11,20 @@ Output: one flat JSON object (keys sorted). Metric keys (m, n are modality indic
 - ``retrieval/true_pair_cosine/mean``: mean cosine of paired rows over all pairs m < n.
 - ``probe/acc/{m}``: accuracy of a logistic-regression probe trained on modality m's training
   embeddings, tested on the split; ``probe/acc/mean`` (only when the dataset has labels).
-- ``gap/<key>``: every scalar of ``harness.gap.modality_gap`` (``centroid_distance_pairs``,
+- ``gap/<key>``: every scalar of ``harness.instruments.gap.modality_gap`` (``centroid_distance_pairs``,
   ``centroid_distance_anchor``, ``mean_paired_distance_*``, ``relative_gap_*``,
   ``linear_separability``, ``separability_chance``, ``true_pair_cosine_*``, ``alignment_*``,
   ``uniformity_m{m}``, ``uniformity_mean``, ``effective_rank_m{m}``, ``effective_rank_mean``).
 - ``divergence/holder``: global Hölder divergence (gamma = M, resubstitution, median bandwidth);
   ``divergence/cs_pairwise_mean``: mean Cauchy-Schwarz divergence over pairs m < n;
   ``divergence/proxy/{divergence,constant,alignment,uniformity,bound,slack,L_align_anchor,h,M,B}``
-  from ``harness.divergence.proxy_bound`` (estimator "auto"), plus ``divergence/proxy/guaranteed``
+  from ``harness.instruments.divergence.proxy_bound`` (estimator "auto"), plus ``divergence/proxy/guaranteed``
   (bool) and ``divergence/proxy/estimator`` (str).
 - ``conflict/{zeta,projection_ratio,chi,chi_net}/{mean,std,median,q05,q25,q75,q95,n}``:
-  ``harness.conflicts.infonce_conflicts`` for anchor 0 at ``--temperature`` (default 0.07, the same
+  ``harness.instruments.conflicts.infonce_conflicts`` for anchor 0 at ``--temperature`` (default 0.07, the same
   for every objective so that values are comparable).
 - ``conflict/grad/{cos_align_unif_anchor,angle_align_unif_deg_anchor,cos_align_unif_all,pull_cos,
-  chi_grad,pull_additivity_residual}/<stat>``: ``harness.conflicts.gradient_conflicts`` of the trained
+  chi_grad,pull_additivity_residual}/<stat>``: ``harness.instruments.conflicts.gradient_conflicts`` of the trained
   objective on the split's embeddings (alignment-vs-uniformity cosine, intra-alignment pull cosines).
 - Metadata: ``meta/dataset``, ``meta/objective``, ``meta/n_modalities``, ``meta/seed``,
   ``meta/split``, ``meta/n_eval``, ``meta/modality_names`` (comma-joined), ``meta/params`` (JSON
@@ -38,67 +38,17 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
 from harness.cli import add_threads_argument, apply_threads
-
-from harness.io import write_json
-
-
-# ----------------------------------------------------------------------------- retrieval
-
-
-def retrieval_ranks(query: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
-    """Rank (1-based) of gallery row i for query row i: 1 + #{j: s_ij > s_ii}."""
-    if query.shape != gallery.shape:
-        raise ValueError(f"query {tuple(query.shape)} and gallery {tuple(gallery.shape)} must be paired")
-    sims = query.double() @ gallery.double().T
-    true = sims.diagonal().unsqueeze(1)
-    return 1 + (sims > true).sum(dim=1)
-
-
-def recall_stats(ranks: torch.Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
-    out = {f"R{k}": 100.0 * float((ranks <= k).double().mean()) for k in ks}
-    out["MedR"] = float(torch.median(ranks.double()))  # lower median for even counts
-    return out
-
-
-def retrieval_metrics(zs: Sequence[torch.Tensor], ks: Sequence[int] = (1, 5, 10), anchor: int = 0) -> dict[str, float]:
-    """Per ordered pair and aggregated recall@k (percent) and median rank; keys without prefix."""
-    M = len(zs)
-    out: dict[str, float] = {}
-    per: dict[str, dict[tuple[int, int], float]] = {}
-    for m in range(M):
-        for n in range(M):
-            if m == n:
-                continue
-            stats = recall_stats(retrieval_ranks(zs[m], zs[n]), ks)
-            for key, v in stats.items():
-                out[f"{key}/{m}->{n}"] = v
-                per.setdefault(key, {})[(m, n)] = v
-    for key, d in per.items():
-        out[f"{key}/mean"] = float(np.mean(list(d.values())))
-        out[f"{key}/anchor->others"] = float(np.mean([v for (m, n), v in d.items() if m == anchor]))
-        out[f"{key}/others->anchor"] = float(np.mean([v for (m, n), v in d.items() if n == anchor]))
-    cos = [float((zs[m].double() * zs[n].double()).sum(1).mean()) for m in range(M) for n in range(m + 1, M)]
-    out["true_pair_cosine/mean"] = float(np.mean(cos))
-    return out
-
-
-# ----------------------------------------------------------------------------- probes
-
-
-def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
-                 seed: int = 0) -> float:
-    from sklearn.linear_model import LogisticRegression
-
-    clf = LogisticRegression(max_iter=2000, random_state=seed)
-    clf.fit(train_x, train_y)
-    return float((clf.predict(test_x) == test_y).mean())
-
+from harness.experiment.data import DataError
+from harness.experiment.distributed import local_objectives
+from harness.experiment.metrics import conflict_summaries, flatten_metrics, linear_probe, retrieval_metrics
+from harness.experiment.runs import TrainError, embed_split, load_run
+from harness.files import write_json
+from harness.instruments import conflicts, divergence, gap
 
 # ----------------------------------------------------------------------------- evaluation
 
@@ -107,15 +57,8 @@ def _prefixed(prefix: str, d: dict) -> dict:
     return {f"{prefix}/{k}": v for k, v in d.items()}
 
 
-def embed_split(model, ds, rows: np.ndarray, M: int) -> list[torch.Tensor]:
-    xs = [torch.from_numpy(ds.standardized(m, rows)) for m in range(M)]
-    return model.embed(xs)
-
-
 def evaluate_run(run_dir, split: str = "test", temperature: float = 0.07, max_rows: int = 2048,
                  probes: bool = True) -> dict:
-    from harness.distributed import local_objectives
-    from harness.train import conflict_summaries, flatten_metrics, load_run
 
     cfg, model, loss_fn, ds = load_run(run_dir)
     M = cfg["n_modalities"]
@@ -133,8 +76,6 @@ def evaluate_run(run_dir, split: str = "test", temperature: float = 0.07, max_ro
             accs.append(acc)
         out["probe/acc/mean"] = float(np.mean(accs))
     sub = [z[:max_rows] for z in zs]
-    from harness import conflicts, divergence, gap
-
     with torch.no_grad():
         out.update(flatten_metrics("gap", gap.modality_gap(sub)))
         out["divergence/holder"] = float(divergence.holder(sub, bandwidth="median"))
@@ -184,9 +125,6 @@ def add_arguments(p) -> None:
 
 def main(args) -> int:
     apply_threads(args)
-    from harness.data import DataError
-    from harness.train import TrainError
-
     try:
         metrics = evaluate_run(args.run, args.split, args.temperature, args.max_rows)
     except (TrainError, DataError) as exc:

@@ -1,7 +1,7 @@
 """``python -m harness validate-estimators``: the divergence estimators against Gaussian closed forms.
 
 For isotropic Gaussians ``p_m = N(mu_m, s^2 I)`` (s = 1) the global Hölder divergence with gamma = M is
-``D_H = gamma / (2 M s^2) sum_m |mu_m - mean(mu)|^2`` (``harness.divergence.gaussian_holder_closed_form``).
+``D_H = gamma / (2 M s^2) sum_m |mu_m - mean(mu)|^2`` (``harness.instruments.divergence.gaussian_holder_closed_form``).
 The means are placed in random directions and scaled so that the true D_H is the same (``--target``)
 in every dimension d; the sample size per modality is fixed. This answers the reviewers'
 curse-of-dimensionality question: how the KDE estimates degrade with d at fixed B, for KDE bandwidths
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from harness.divergence import gaussian_holder_closed_form, holder, kde_bandwidth
-from harness.io import atomic_write_text
+from harness.files import atomic_write_text
+from harness.instruments.divergence import gaussian_holder_closed_form, holder, kde_bandwidth
 
 QUICK = dict(dims=[1, 4, 16], factors=["0.5", "median"], modalities=[2], n_samples=200, n_exact3=40, draws=1)
 DEFAULT = dict(dims=[1, 2, 4, 8, 16, 32, 64], factors=["0.25", "0.5", "1.0", "median"], modalities=[2, 3],

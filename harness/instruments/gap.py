@@ -41,8 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from harness._inputs import modality_list
-
+from harness.instruments._inputs import modality_list
 from objectives.kernels import log_mean_kernel
 
 __all__ = [

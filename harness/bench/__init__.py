@@ -1,0 +1,1 @@
+"""Loss-kernel throughput: interleaved timing, roofline ratios, peak memory, targets (``python -m harness throughput``)."""

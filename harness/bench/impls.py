@@ -1,0 +1,166 @@
+"""Implementations that are timed, their minimal matmul FLOPs, inputs and the reference GEMM."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+TEMPERATURE = 0.07
+NUMERIC_BANDWIDTH = 0.5
+BASELINES = ("naive_clip_loop", "symile_package")
+
+COLUMNS = [
+    "mode", "objective", "kind", "variant", "params", "M", "B", "d", "chunk_size", "dtype", "device",
+    "device_name", "torch_version", "threads", "loadavg_1m", "warmup", "repeats", "time_min_s",
+    "time_median_s", "samples_per_s", "matmul_flops", "achieved_gflops", "gemm_shape", "gemm_time_min_s",
+    "gemm_gflops", "roofline_ratio", "speedup_vs_naive", "peak_mem_mb", "peak_rss_total_mb",
+    "memory_method", "memory_note", "note",
+]
+
+
+# ----------------------------------------------------------------------------- configurations
+
+
+@dataclass(frozen=True)
+class Impl:
+    """One thing to time: an objective of the library (kind "ours") or a baseline."""
+
+    objective: str
+    params: tuple = ()  # sorted (key, value) pairs
+    variant: str = "default"
+
+    @property
+    def kind(self) -> str:
+        return "baseline" if self.objective in BASELINES else "ours"
+
+    @property
+    def label(self) -> str:
+        return self.objective if self.variant == "default" else f"{self.objective}[{self.variant}]"
+
+    def kwargs(self) -> dict:
+        return dict(self.params)
+
+
+def default_impls(objective_names: list[str], bandwidths: list[str] | None = None,
+                  baselines: bool = True, chunk_size: int | None = None) -> list[Impl]:
+    """The objectives with default parameters; numeric bandwidth 0.5 (and/or "median") where they have one."""
+    import objectives
+
+    bandwidths = bandwidths or [str(NUMERIC_BANDWIDTH)]
+    out: list[Impl] = []
+    for name in objective_names:
+        if name in BASELINES:
+            out.append(Impl(name))
+            continue
+        known = objectives.parameters(name)
+        extra = {"chunk_size": chunk_size} if chunk_size is not None and "chunk_size" in known else {}
+        if "bandwidth" in known:
+            for bw in bandwidths:
+                value: float | str = "median" if bw == "median" else float(bw)
+                variant = "default" if bw == bandwidths[0] else f"bandwidth={bw}"
+                out.append(Impl(name, tuple(sorted({"bandwidth": value, **extra}.items())), variant))
+        else:
+            out.append(Impl(name, tuple(sorted(extra.items()))))
+    if baselines:
+        for b in BASELINES:
+            if b not in objective_names:
+                out.append(Impl(b))
+    return out
+
+
+def _pairs(name: str, M: int, params: dict) -> int:
+    import objectives
+
+    defaults = objectives.parameters(name) if name not in BASELINES else {}
+    pairs = params.get("pairs", defaults.get("pairs", "all"))
+    if name == "infonce_anchor":
+        pairs = "anchor"
+    return M * (M - 1) // 2 if pairs == "all" else M - 1
+
+
+def matmul_flops(name: str, M: int, B: int, d: int, params: dict | None = None) -> float | None:
+    """Minimal matmul FLOPs of one forward + backward (see the module docstring's table)."""
+    params = params or {}
+    unit = 2.0 * B * B * d  # one B x B x d product
+    if name in ("infonce", "infonce_reweighted", "dcl", "infonce_anchor", "naive_clip_loop"):
+        return 3 * unit * _pairs(name, M, params)
+    if name in ("unialign", "align_uniform"):
+        scope = params.get("uniformity", "each")
+        if scope == "anchor":
+            return 2 * unit
+        if scope == "union":
+            return 2 * 2.0 * (M * B) ** 2 * d
+        return 2 * unit * M
+    if name == "cs_aligner":
+        P = _pairs(name, M, params)
+        U = M  # anchor pairs and all pairs both touch every modality
+        return unit * (3 * P + 2 * U + 3 * P)
+    if name in ("symile", "symile_package"):
+        if params.get("negatives", "n") != "n":
+            return None
+        return 3 * unit * M
+    if name == "gram":
+        return 3 * unit * (M - 1)
+    return None
+
+
+# ----------------------------------------------------------------------------- the timed callables
+
+
+def naive_clip_loop(zs: list[torch.Tensor], temperature: float = TEMPERATURE) -> torch.Tensor:
+    """Deliberately naive all-pairs CLIP loss: a Python loop, F.cross_entropy on S and S^T, autograd."""
+    zs = [F.normalize(z, dim=-1) for z in zs]
+    labels = torch.arange(zs[0].shape[0], device=zs[0].device)
+    total, n = 0.0, 0
+    for m in range(len(zs)):
+        for k in range(m + 1, len(zs)):
+            s = zs[m] @ zs[k].T / temperature
+            total = total + 0.5 * (F.cross_entropy(s, labels) + F.cross_entropy(s.T, labels))
+            n += 1
+    return total / n
+
+
+def make_loss(impl: Impl, device: torch.device) -> Callable[[list[torch.Tensor]], torch.Tensor]:
+    if impl.objective == "naive_clip_loop":
+        return naive_clip_loop
+    if impl.objective == "symile_package":
+        import symile  # the PyPI peer
+
+        peer = symile.Symile("n")
+        scales: dict[torch.dtype, torch.Tensor] = {}
+
+        def run_peer(zs):
+            dtype = zs[0].dtype
+            if dtype not in scales:  # built once per dtype, exact in that dtype
+                scales[dtype] = torch.tensor(1.0 / TEMPERATURE, dtype=dtype, device=device)
+            return peer([F.normalize(z, dim=-1) for z in zs], scales[dtype])
+
+        return run_peer
+    import objectives
+
+    fn = objectives.build(impl.objective, **impl.kwargs()).to(device)
+    return lambda zs: fn(zs).loss
+
+
+def make_inputs(M: int, B: int, d: int, dtype: torch.dtype, device: torch.device, seed: int = 0):
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    return [torch.randn(B, d, generator=g).to(device=device, dtype=dtype).requires_grad_(True) for _ in range(M)]
+
+
+def fwd_bwd(loss_fn, zs) -> Callable[[], None]:
+    def step():
+        for z in zs:
+            z.grad = None
+        loss_fn(zs).backward()
+
+    return step
+
+
+def gemm_call(m: int, k: int, n: int, dtype: torch.dtype, device: torch.device) -> Callable[[], None]:
+    a = torch.randn(m, k, device=device).to(dtype)
+    b = torch.randn(k, n, device=device).to(dtype)
+    out = torch.empty(m, n, device=device, dtype=dtype)
+    return lambda: torch.mm(a, b, out=out)

@@ -1,0 +1,1 @@
+"""The experiment pipeline: data, encoders, runs, training, evaluation and generation."""

@@ -125,7 +125,7 @@ def test_modality_gap_keys_and_types():
     "call,match",
     [
         (lambda: gap.modality_gap([torch.randn(5, 3)]), "M=2"),
-        (lambda: gap.modality_gap([torch.randn(5, 3), torch.randn(5, 4)]), r"zs\[1\] has d=4"),
+        (lambda: gap.modality_gap([torch.randn(5, 3), torch.randn(5, 4)]), r"zs\[1\] has dimension d=4"),
         (lambda: gap.modality_gap([torch.randn(5, 3), torch.full((5, 3), float("nan"))]), r"zs\[1\].*non-finite"),
         (lambda: gap.modality_gap([torch.randn(5, 3)] * 2, anchor=3), "anchor.*3"),
         (lambda: gap.linear_separability([torch.randn(5, 3)] * 2, test_fraction=1.5), "test_fraction.*1.5"),

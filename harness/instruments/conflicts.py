@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from harness.instruments._inputs import modality_list
+from harness.instruments._inputs import check_anchor, checked_modalities
 
 __all__ = ["infonce_conflicts", "gradient_conflicts", "role_gradients", "summarize"]
 
@@ -87,23 +87,7 @@ def summarize(values: Any) -> dict[str, float]:
 
 
 def _prepare(zs: Any, normalize: bool, detach: bool = True) -> list[Tensor]:
-    items = modality_list(zs, "zs")
-    out = []
-    for m, z in enumerate(items):
-        if not isinstance(z, Tensor):
-            raise ValueError(f"zs[{m}] must be a torch.Tensor, got {type(z).__name__}")
-        if z.dim() != 2 or z.shape != items[0].shape:
-            raise ValueError(
-                f"zs[{m}] must have shape (B, d) = {tuple(items[0].shape)}, got {tuple(z.shape)}"
-            )
-        if not torch.isfinite(z.detach()).all():
-            raise ValueError(f"zs[{m}] contains non-finite values (NaN or inf)")
-        if detach:
-            z = z.detach()
-        if not z.is_floating_point() or z.dtype in (torch.float16, torch.bfloat16):
-            z = z.float()
-        out.append(F.normalize(z, dim=-1, eps=_EPS) if normalize else z)
-    return out
+    return checked_modalities(zs, "zs", min_rows=1, paired=True, detach=detach, normalize=normalize, eps=_EPS)
 
 
 def _cos(u: Tensor, v: Tensor) -> Tensor:
@@ -116,14 +100,6 @@ def _cos(u: Tensor, v: Tensor) -> Tensor:
 
 def _deg(cos: Tensor) -> Tensor:
     return torch.rad2deg(torch.arccos(cos))
-
-
-def _check_anchor(anchor: Any, n_mod: int, allow_none: bool) -> None:
-    if anchor is None and allow_none:
-        return
-    if isinstance(anchor, bool) or not isinstance(anchor, int) or not 0 <= anchor < n_mod:
-        extra = " or None" if allow_none else ""
-        raise ValueError(f"anchor must be an int in [0, {n_mod - 1}]{extra}, got {anchor!r}")
 
 
 # ----------------------------------------------------------------------------- InfoNCE, from the formulas
@@ -176,7 +152,7 @@ def infonce_conflicts(
         raise ValueError(f"temperature must be a finite positive number, got {temperature!r}")
     z = _prepare(zs, normalize)
     n_mod = len(z)
-    _check_anchor(anchor, n_mod, allow_none=True)
+    check_anchor(anchor, n_mod, allow_none=True)
     anchors = list(range(n_mod)) if anchor is None else [anchor]
     per = [_infonce_one_anchor(z, a, 1.0 / float(temperature)) for a in anchors]
     keys = ("zeta", "projection_ratio", "chi", "chi_net")
@@ -260,7 +236,7 @@ def gradient_conflicts(
     """
     z = _prepare(zs, normalize=False, detach=False)
     n_mod = len(z)
-    _check_anchor(anchor, n_mod, allow_none=False)
+    check_anchor(anchor, n_mod, allow_none=False)
     result: dict[str, Any] = {}
 
     leaves = [x.detach().clone().requires_grad_(True) for x in z]

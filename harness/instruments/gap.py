@@ -38,10 +38,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from harness.instruments._inputs import modality_list
+from harness.instruments._inputs import checked_modalities, modality_pairs
 from objectives.kernels import log_mean_kernel
 
 __all__ = [
@@ -58,22 +57,7 @@ __all__ = [
 
 
 def _prepare(zs: Any, normalize: bool, paired: bool = False) -> list[Tensor]:
-    items = modality_list(zs, "zs")
-    out = []
-    for m, z in enumerate(items):
-        if z.dim() != 2:
-            raise ValueError(f"zs[{m}] must have shape (B, d), got {tuple(z.shape)}")
-        if z.shape[1] != items[0].shape[1]:
-            raise ValueError(f"zs[{m}] has d={z.shape[1]} but zs[0] has d={items[0].shape[1]}")
-        if z.shape[0] < 2:
-            raise ValueError(f"zs[{m}] needs at least 2 samples, got B={z.shape[0]}")
-        z = z.detach().to(torch.float64 if z.dtype == torch.float64 else torch.float32).cpu()
-        if not torch.isfinite(z).all():
-            raise ValueError(f"zs[{m}] contains non-finite values (NaN or inf)")
-        out.append(F.normalize(z, dim=-1, eps=1e-12) if normalize else z)
-    if paired and len({z.shape[0] for z in out}) != 1:
-        raise ValueError(f"paired metrics need equal B across modalities, got B={[z.shape[0] for z in out]}")
-    return out
+    return [z.cpu() for z in checked_modalities(zs, "zs", paired=paired, normalize=normalize)]
 
 
 def _prepare_one(z: Any, normalize: bool) -> Tensor:
@@ -83,16 +67,8 @@ def _prepare_one(z: Any, normalize: bool) -> Tensor:
     return _prepare([z, z], normalize)[0]
 
 
-def _pairs(n_mod: int, anchor: int | None) -> list[tuple[int, int]]:
-    if anchor is None:
-        return [(m, n) for m in range(n_mod) for n in range(m + 1, n_mod)]
-    if isinstance(anchor, bool) or not isinstance(anchor, int) or not 0 <= anchor < n_mod:
-        raise ValueError(f"anchor must be an int in [0, {n_mod - 1}] or None, got {anchor!r}")
-    return [(anchor, n) for n in range(n_mod) if n != anchor]
-
-
 def _pair_mean(zs: list[Tensor], anchor: int | None, fn) -> float:
-    return float(np.mean([fn(zs[m], zs[n]) for m, n in _pairs(len(zs), anchor)]))
+    return float(np.mean([fn(zs[m], zs[n]) for m, n in modality_pairs(len(zs), anchor)]))
 
 
 def centroid_distance(
@@ -221,7 +197,7 @@ def modality_gap(
     """
     z = _prepare(zs, normalize)
     n_mod = len(z)
-    _pairs(n_mod, anchor)  # validates anchor
+    modality_pairs(n_mod, anchor)  # validates anchor
     paired = len({x.shape[0] for x in z}) == 1
     out: dict[str, float] = {}
     for tag, a in (("pairs", None), ("anchor", anchor)):

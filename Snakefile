@@ -18,10 +18,12 @@ min_version("9.0")
 
 
 configfile: os.path.join(workflow.basedir, "config", "config.yaml")
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/tuning.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/generate.smk"

@@ -2,12 +2,18 @@
 
 Each command lives in its own module exposing ``add_arguments(parser)`` and ``main(args) -> int``;
 modules are imported lazily so ``--help`` stays fast and one broken command cannot hide the others.
+
+Every command reports a bad input or an OS error (disk full, read-only folder, a file where a
+folder is expected) as one ``error: ...`` line on stderr naming the path or option, with a
+non-zero exit code: 2 for argument errors, 1 for the rest, 128 + N when killed by signal N
+(SIGTERM, SIGINT: partial files are removed first). Help texts show every default.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 
 # command name -> (module, one-line help)
@@ -26,10 +32,34 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# ----------------------------------------------------------------------------- argument types
+
+
+def _number(kind, test, what: str):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if math.isnan(value) or not test(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+
+    parse.__name__ = f"{kind.__name__} {what}"
+    return parse
+
+
+positive_int = _number(int, lambda v: v > 0, "a positive integer")
+nonneg_int = _number(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = _number(float, lambda v: 0 < v < float("inf"), "a positive number")
+nonneg_float = _number(float, lambda v: 0 <= v < float("inf"), "a number >= 0")
+fraction = _number(float, lambda v: 0 <= v < 1, "in [0, 1)")
+
+
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:
-    """--threads, shared by the commands that run torch."""
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op CPU threads (default 1: small models; the workflow runs jobs "
+    """--threads, shared by every command that runs torch."""
+    parser.add_argument("--threads", type=nonneg_int, default=1,
+                        help="torch intra-op CPU threads (1: small models, the workflow runs jobs "
                              "in parallel; 0 = torch default)")
 
 
@@ -40,8 +70,22 @@ def apply_threads(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
 
 
+# ----------------------------------------------------------------------------- parsers
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line: ``PROG: error: MESSAGE`` (exit code 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in every option's help; descriptions keep their line breaks."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m harness",
         description="Reproducibility harness for contrastive objectives with M >= 2 modalities.",
     )
@@ -52,16 +96,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
+    """(parser, module) of one command."""
+    module_name, help_text = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = OneLineParser(prog=f"python -m harness {name}", description=help_text, formatter_class=HelpFormatter)
+    module.add_arguments(parser)
+    parser.add_argument("--log-level", default="INFO", choices=LOG_LEVELS,
+                        help="messages of the harness's loggers on stderr at this level and above "
+                             "(--quiet, where a command has it, keeps warnings only)")
+    return parser, module
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def configure_logging(args: argparse.Namespace) -> None:
+    """``logging.basicConfig``-style set-up: timestamped lines on stderr at ``--log-level``."""
+    import logging
+
+    level = getattr(logging, args.log_level)
+    if getattr(args, "quiet", False):
+        level = max(level, logging.WARNING)
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%Y-%m-%d %H:%M:%S",
+                            stream=sys.stderr)
+    logging.getLogger("harness").setLevel(level)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in {"-h", "--help"} or argv[0] not in COMMANDS:
         parser = build_parser()
         parser.parse_args(argv)  # prints help or "invalid choice" naming the command, exits 2
         return 2
+    from harness.files import Interrupted, describe_os_error, interruptible
+
     name, rest = argv[0], argv[1:]
-    module_name, help_text = COMMANDS[name]
-    module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"python -m harness {name}", description=help_text)
-    module.add_arguments(parser)
+    parser, module = command_parser(name)
     args = parser.parse_args(rest)
-    return int(module.main(args) or 0)
+    configure_logging(args)
+    try:
+        with interruptible():
+            return int(module.main(args) or 0)
+    except Interrupted as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        return 1

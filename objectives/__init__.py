@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import inspect
 
+__version__ = "0.2.0"
+
 from objectives._base import Objective, ObjectiveOutput, Temperature
 from objectives._distributed import no_gather
 from objectives.align_uniform import AlignUniform

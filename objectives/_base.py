@@ -6,13 +6,14 @@ import functools
 import math
 import operator
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal, Sequence
+from typing import Any, ClassVar, Literal, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from objectives import _distributed as dist
-from objectives.kernels import unit_rows
+from objectives.kernels import plain, unit_rows
+from objectives.kernels.device import checks_on_device
 
 Role = Literal["alignment", "uniformity", "other"]
 
@@ -29,11 +30,30 @@ class ObjectiveOutput:
 
     ``loss == sum(terms.values())``: terms are the *weighted* contributions, so the gradient of an
     objective's alignment part is the gradient of the sum of the terms whose role is "alignment".
+
+    ``backward()``, ``item()``, ``detach()`` and ``float()`` act on ``loss``, so a training loop
+    written for a loss tensor (``loss_fn(img, txt).backward()``) runs unchanged. Anything that must
+    receive a tensor (``GradScaler.scale``, arithmetic with other losses) takes ``out.loss``.
     """
 
     loss: Tensor
     terms: dict[str, Tensor]
     roles: dict[str, Role] = field(default_factory=dict)
+
+    def backward(self, *args: Any, **kwargs: Any) -> None:
+        """``loss.backward(...)``."""
+        self.loss.backward(*args, **kwargs)
+
+    def item(self) -> float:
+        """``loss.item()``."""
+        return self.loss.item()
+
+    def detach(self) -> Tensor:
+        """``loss.detach()``."""
+        return self.loss.detach()
+
+    def __float__(self) -> float:
+        return self.loss.item()
 
     def part(self, role: Role) -> Tensor:
         """Sum of the terms with the given role (a zero tensor when there is none)."""
@@ -95,23 +115,72 @@ def check_chunk(value: int | None) -> int | None:
 # ----------------------------------------------------------------------------- temperature
 
 
-class Temperature(nn.Module):
-    """Fixed or learnable temperature, log-parameterised as CLIP's logit scale.
+TEMPERATURE_CLAMPS = ("forward", "after_step", "none")
 
-    Learnable: the parameter is ``log(1 / temperature)``; the scale ``1 / temperature`` is clamped
-    to at most ``1 / min_temperature`` (CLIP clamps at 100, i.e. ``min_temperature = 0.01``).
+
+def check_temperature(value: float | Tensor) -> float:
+    """A positive finite temperature; a one-element tensor without gradient counts as its number."""
+    if isinstance(value, Tensor):
+        if value.requires_grad:
+            raise TypeError(
+                "temperature must be a number; a tensor that requires grad would be copied here and "
+                "never receive its gradient: pass it at call time as logit_scale=1/temperature (as "
+                "open_clip passes logit_scale.exp()), or build with learnable_temperature=True"
+            )
+        if value.numel() != 1 or not value.is_floating_point():
+            raise TypeError(f"temperature must be one number, got a {value.dtype} tensor of shape "
+                            f"{tuple(value.shape)}")
+        value = float(value)
+    return check_positive("temperature", value)
+
+
+class Temperature(nn.Module):
+    """Fixed or learnable temperature ``tau``, log-parameterised as CLIP's logit scale.
+
+    A learnable temperature is the parameter ``log_scale = log(1 / tau)`` (float64, initialised at
+    ``log(1 / temperature)``) and the objectives multiply similarities by ``scale = exp(log_scale)``.
+    ``clamp`` selects how the scale is kept in range, which expresses each paper's original setting:
+
+    * ``"forward"`` (default): ``exp(min(log_scale, log(1 / min_temperature)))`` inside the forward;
+      the parameter itself is never changed (its gradient is zero above the bound).
+    * ``"after_step"`` (CLIP, Radford et al., ICML 2021): ``exp(log_scale)`` unclamped in the forward;
+      the training loop calls :meth:`clamp_` after each optimizer step, which clamps the parameter
+      to ``[log(1 / max_temperature), log(1 / min_temperature)]`` (CLIP: ``[0, ln 100]``).
+    * ``"none"`` (Symile, Saporta et al., NeurIPS 2024): ``exp(log_scale)``, never clamped, any
+      initial temperature.
+
+    A fixed temperature ignores ``clamp``. During a call with ``logit_scale=`` the objective's scale
+    is that tensor instead (see :meth:`objectives.Objective.forward`).
+
+        >>> import math
+        >>> t = Temperature(0.07, learnable=True, clamp="after_step")   # CLIP
+        >>> round(float(t.log_scale), 4) == round(math.log(1 / 0.07), 4)
+        True
+        >>> _ = t.log_scale.data.fill_(5.0); _ = t.clamp_(); round(float(t.log_scale), 4)
+        4.6052
     """
 
-    def __init__(self, temperature: float, learnable: bool = False, min_temperature: float = 0.01):
+    def __init__(self, temperature: float, learnable: bool = False, min_temperature: float = 0.01,
+                 clamp: str = "forward", max_temperature: float = 1.0) -> None:
         super().__init__()
-        temperature = check_positive("temperature", temperature)
+        temperature = check_temperature(temperature)
         self.min_temperature = check_positive("min_temperature", min_temperature)
+        self.max_temperature = check_positive("max_temperature", max_temperature)
+        self.clamp = check_choice("temperature_clamp", clamp, TEMPERATURE_CLAMPS)
         if not isinstance(learnable, bool):
             raise TypeError(f"learnable_temperature must be a bool, got {learnable!r}")
-        if learnable and temperature < self.min_temperature:
+        if self.max_temperature < self.min_temperature:
+            raise ValueError(f"max_temperature={self.max_temperature} is below "
+                             f"min_temperature={self.min_temperature}")
+        if learnable and clamp != "none" and temperature < self.min_temperature:
             raise ValueError(
                 f"temperature={temperature} is below min_temperature={self.min_temperature} "
                 "for a learnable temperature"
+            )
+        if learnable and clamp == "after_step" and temperature > self.max_temperature:
+            raise ValueError(
+                f"temperature={temperature} is above max_temperature={self.max_temperature} "
+                "for a learnable temperature clamped after each step"
             )
         log_scale = torch.tensor(-math.log(temperature), dtype=torch.float64)
         if learnable:
@@ -121,18 +190,41 @@ class Temperature(nn.Module):
             self.register_buffer("log_scale", log_scale.float(), persistent=True)
         self.learnable = learnable
         self._fixed = temperature
+        # the logit_scale= of the call in progress (set and reset by Objective.forward)
+        self._call_scale: Tensor | float | None = None
 
     def scale(self, dtype: torch.dtype, device: torch.device) -> Tensor | float:
-        """1 / temperature: a Python float when fixed (exact in float64), a tensor when learnable."""
+        """1 / temperature: a Python float when fixed (exact in float64), a tensor when learnable or
+        given as a tensor ``logit_scale=`` for the call in progress."""
+        if self._call_scale is not None:
+            if isinstance(self._call_scale, Tensor):
+                return self._call_scale.to(dtype=dtype, device=device)
+            return self._call_scale
         if not self.learnable:
             return 1.0 / self._fixed
-        return self.log_scale.clamp(max=-math.log(self.min_temperature)).exp().to(dtype=dtype, device=device)
+        log_scale = self.log_scale
+        if self.clamp == "forward":
+            log_scale = log_scale.clamp(max=-math.log(self.min_temperature))
+        return log_scale.exp().to(dtype=dtype, device=device)
+
+    @torch.no_grad()
+    def clamp_(self) -> "Temperature":
+        """Clamp a learnable parameter in place to ``[log(1 / max_temperature), log(1 /
+        min_temperature)]`` (CLIP's ``logit_scale.clamp_(0, ln 100)``); call it after each optimizer
+        step. Only ``clamp="after_step"`` is changed: for a fixed temperature, ``"forward"`` and
+        ``"none"`` it does nothing, so a training loop may call it unconditionally."""
+        if self.learnable and self.clamp == "after_step":
+            self.log_scale.clamp_(-math.log(self.max_temperature), -math.log(self.min_temperature))
+        return self
 
     def value(self) -> float:
-        return 1.0 / float(self.scale(torch.float64, torch.device("cpu")))
+        """The temperature in use (outside a call), as a float."""
+        with torch.no_grad():
+            return 1.0 / float(self.scale(torch.float64, torch.device("cpu")))
 
     def extra_repr(self) -> str:
-        return f"temperature={self.value():.4g}, learnable={self.learnable}"
+        clamp = f", clamp={self.clamp!r}" if self.learnable else ""
+        return f"temperature={self.value():.4g}, learnable={self.learnable}{clamp}"
 
 
 # ----------------------------------------------------------------------------- base objective
@@ -145,7 +237,11 @@ class Objective(nn.Module):
     (gathered over ranks when torch.distributed is initialised) and ``rows`` the slice of rows this
     rank owns (all of them in a single process). They return the terms as *local sums over their
     rows* divided by the global count through :meth:`mean_over_rows`, so one code path serves one
-    process and many.
+    process and many. An objective with a temperature keeps it in ``self.temperature`` (a
+    :class:`Temperature`) and reads it through ``self.temperature.scale(dtype, device)``, which is
+    what makes ``logit_scale=`` apply to it.
+
+    ``check_finite`` (attribute, default True): a non-finite loss is reported; see :meth:`forward`.
     """
 
     name: ClassVar[str] = ""
@@ -211,7 +307,13 @@ class Objective(nn.Module):
                 z = torch.stack(list(embeddings))
             norms = z.detach().norm(dim=-1)
             worst = (norms - 1).abs().amax(dim=1)
-            if bool((worst > UNIT_NORM_TOLERANCE).any()):
+            if checks_on_device(worst):  # queued on the device, no synchronisation
+                torch._assert_async(
+                    ~(worst > UNIT_NORM_TOLERANCE).any(),
+                    f"{self.name}: with normalize=False every row must have unit L2 norm "
+                    f"(tolerance {UNIT_NORM_TOLERANCE:g})",
+                )
+            elif bool((worst > UNIT_NORM_TOLERANCE).any()):
                 m = int(torch.argmax(worst))
                 raise ValueError(
                     f"embeddings[{m}] has rows with norm {float(norms[m][(norms[m] - 1).abs().argmax()]):.6g}; "
@@ -232,7 +334,107 @@ class Objective(nn.Module):
         if anchor is not None and anchor >= n_modalities:
             raise ValueError(f"anchor={anchor} is out of range for M={n_modalities} modalities")
 
-    def forward(self, embeddings: Sequence[Tensor] | Tensor) -> ObjectiveOutput:
+    def forward(
+        self,
+        *embeddings: Tensor | Sequence[Tensor],
+        logit_scale: Tensor | float | None = None,
+        output_dict: bool = False,
+    ) -> ObjectiveOutput | dict[str, Tensor]:
+        """The loss of M modalities' embeddings.
+
+        Args:
+            *embeddings: the M modalities as positional (B, d) tensors (``fn(img, txt)``,
+                ``fn(a, b, c)``), or one sequence of them, or one (M, B, d) tensor. A trailing 0-dim
+                tensor is the logit scale, as in open_clip's ``loss(img, txt, logit_scale)``.
+            logit_scale: CLIP's exponentiated logit scale, i.e. ``1 / temperature``: a 0-dim tensor
+                (it receives its gradient) or a positive number. It replaces the objective's
+                temperature for this call; only objectives with a temperature accept it, and not
+                one built with ``learnable_temperature=True`` (that parameter would get no gradient).
+            output_dict: return ``dict(out.terms)`` (named loss tensors that sum to the loss, as
+                open_clip's ``output_dict=True``) instead of the :class:`ObjectiveOutput`.
+
+        Under ``torch.autocast`` the objective computes in float32 (half-precision and float32
+        inputs are cast up, float64 is kept, as ``torch.amp.custom_fwd(cast_inputs=torch.float32)``
+        does): the loss then equals an autocast-free call on the same embeddings.
+
+        With ``check_finite`` (default) a non-finite loss raises. On CUDA and while ``torch.compile``
+        traces, the check is queued with ``torch._assert_async`` (no host-device synchronisation, no
+        graph break): a RuntimeError on the CPU, a device-side assert on CUDA (which ends the CUDA
+        context, as any device assert does). Elsewhere the loss is read on the host (free on the
+        CPU) and a ValueError names the modality that holds NaN or inf. Set
+        ``objective.check_finite = False`` to skip the check.
+        """
+        inputs, logit_scale = self._split_call(embeddings, logit_scale)
+        if not isinstance(output_dict, bool):
+            raise TypeError(f"output_dict must be a bool, got {output_dict!r}")
+        temperature = self._call_temperature(logit_scale)
+        device = _first_tensor_device(inputs)
+        if device is not None and torch.is_autocast_enabled(device.type):
+            with torch.autocast(device.type, enabled=False):
+                out = self._with_scale(_float32(inputs), temperature, logit_scale)
+        else:
+            out = self._with_scale(inputs, temperature, logit_scale)
+        return dict(out.terms) if output_dict else out
+
+    def _split_call(
+        self, args: tuple, logit_scale: Tensor | float | None
+    ) -> tuple[Sequence[Tensor] | Tensor, Tensor | float | None]:
+        """(embeddings, logit_scale) from forward's positional arguments."""
+        if len(args) >= 2 and isinstance(args[-1], Tensor) and args[-1].dim() == 0:
+            if logit_scale is not None:
+                raise TypeError(f"{self.name} got logit_scale twice: as a trailing 0-dim tensor and as a keyword")
+            args, logit_scale = args[:-1], args[-1]
+        if not args:
+            raise TypeError(
+                f"{self.name} needs embeddings: M tensors of shape (B, d), one sequence of them or one "
+                "(M, B, d) tensor"
+            )
+        return (args[0] if len(args) == 1 else args), logit_scale
+
+    def _call_temperature(self, logit_scale: Tensor | float | None) -> Temperature | None:
+        """The Temperature that ``logit_scale`` replaces for this call (None without one), checked."""
+        if logit_scale is None:
+            return None
+        temperature = getattr(self, "temperature", None)
+        if not isinstance(temperature, Temperature):
+            raise TypeError(
+                f"{self.name} has no temperature, so logit_scale= does not apply to it (it applies to the "
+                "objectives whose objectives.parameters(name) include 'temperature')"
+            )
+        if temperature.learnable:
+            raise ValueError(
+                f"{self.name} was built with learnable_temperature=True; logit_scale= would replace that "
+                "parameter, which would then get no gradient: use one or the other"
+            )
+        if isinstance(logit_scale, Tensor):
+            if logit_scale.numel() != 1 or not logit_scale.is_floating_point():
+                raise TypeError(
+                    f"logit_scale must be a 0-dim floating-point tensor (CLIP's logit_scale.exp(), i.e. "
+                    f"1 / temperature) or a number, got a {logit_scale.dtype} tensor of shape "
+                    f"{tuple(logit_scale.shape)}"
+                )
+            value = logit_scale.detach().reshape(())
+            if checks_on_device(value):
+                torch._assert_async(torch.isfinite(value) & (value > 0), "logit_scale must be finite and positive")
+            elif not (math.isfinite(float(value)) and float(value) > 0):
+                raise ValueError(f"logit_scale must be a finite positive number (1 / temperature), "
+                                 f"got {float(value)!r}")
+        else:
+            check_positive("logit_scale", logit_scale)
+        return temperature
+
+    def _with_scale(self, embeddings, temperature: Temperature | None, logit_scale) -> ObjectiveOutput:
+        """:meth:`_forward` with ``temperature`` reading ``logit_scale`` during the call."""
+        if temperature is None:
+            return self._forward(embeddings)
+        temperature._call_scale = (logit_scale.reshape(()) if isinstance(logit_scale, Tensor)
+                                   else float(logit_scale))
+        try:
+            return self._forward(embeddings)
+        finally:
+            temperature._call_scale = None
+
+    def _forward(self, embeddings: Sequence[Tensor] | Tensor) -> ObjectiveOutput:
         z_local = self.prepare(embeddings)
         rank, size = dist.world()
         local = z_local.shape[1]
@@ -240,10 +442,16 @@ class Objective(nn.Module):
         rows = slice(rank * local, (rank + 1) * local)
         terms = self.compute(z, rows)
         loss = functools.reduce(operator.add, terms.values())
-        # NaN/inf anywhere in the input reaches the loss: one scalar check instead of a pass over
-        # the input on every call; the input is searched only when the loss is not finite
-        if self.check_finite and not math.isfinite(loss.detach().item()):
-            self._raise_if_not_finite(embeddings)
+        if self.check_finite:
+            # NaN/inf anywhere in the input reaches the loss: one scalar check instead of a pass over
+            # the input on every call; the input is searched only when the loss is not finite
+            if checks_on_device(loss):
+                torch._assert_async(
+                    torch.isfinite(loss.detach()),
+                    f"{self.name}: the loss is not finite (NaN or inf in the embeddings, or an overflow)",
+                )
+            elif not math.isfinite(loss.detach().item()):
+                self._raise_if_not_finite(embeddings)
         return ObjectiveOutput(loss=loss, terms=terms, roles={k: self.roles[k] for k in terms})
 
     def compute(self, z: Tensor, rows: slice) -> dict[str, Tensor]:  # pragma: no cover - abstract
@@ -270,10 +478,54 @@ class Objective(nn.Module):
         return dist.world()[1] > 1
 
 
+def _first_tensor_device(embeddings: Sequence[Tensor] | Tensor) -> torch.device | None:
+    if isinstance(embeddings, Tensor):
+        return embeddings.device
+    if isinstance(embeddings, (list, tuple)):
+        for t in embeddings:
+            if isinstance(t, Tensor):
+                return t.device
+    return None
+
+
+def _float32(embeddings: Sequence[Tensor] | Tensor) -> Sequence[Tensor] | Tensor:
+    """Half-precision and float32 tensors as float32 (autocast's eligible inputs); others unchanged."""
+    def cast(t):
+        if isinstance(t, Tensor) and t.is_floating_point() and t.dtype != torch.float64:
+            return t.float()
+        return t
+
+    if isinstance(embeddings, (list, tuple)):
+        return [cast(t) for t in embeddings]
+    return cast(embeddings)
+
+
+def _inverse_square(bandwidth: float | Tensor) -> float | Tensor:
+    """1 / s^2, in float64 (a Python float, or a 0-dim tensor for a width kept on the device)."""
+    if isinstance(bandwidth, Tensor):
+        return 1.0 / bandwidth.detach().double() ** 2
+    return 1.0 / float(bandwidth) ** 2
+
+
+def _sphere_lmk(x: Tensor, y: Tensor | None, bandwidth: float | Tensor, exclude_diagonal: bool,
+                chunk_size: int | None) -> Tensor:
+    """LMK_s of unit rows in one process: the fused kernel, or its plain form while compiling."""
+    from objectives.kernels import sphere_log_mean_kernel
+
+    if not torch.compiler.is_compiling():
+        return sphere_log_mean_kernel(x, y, bandwidth, exclude_diagonal, chunk_size)
+    n = x.shape[0]
+    if exclude_diagonal and n < 2:
+        raise ValueError(f"exclude_diagonal needs at least 2 samples, got {n}")
+    pairs = n * (n - 1) if exclude_diagonal else n * (n if y is None else y.shape[0])
+    inv = _inverse_square(bandwidth)
+    return plain.total_lse(x, y, inv, exclude_diagonal) - inv - math.log(pairs)
+
+
 def _rows_lmk(
     blocks: list[tuple[Tensor, int]],
     y: Tensor,
-    bandwidth: float,
+    bandwidth: float | Tensor,
     exclude_diagonal: bool,
     chunk_size: int | None,
 ) -> Tensor:
@@ -284,24 +536,27 @@ def _rows_lmk(
     """
     from objectives.kernels import total_lse
 
-    inv = 1.0 / float(bandwidth) ** 2
-    local = torch.stack([total_lse(x, y, inv, exclude_diagonal, off, chunk_size) for x, off in blocks])
+    inv = _inverse_square(bandwidth)
+    if torch.compiler.is_compiling():
+        local = torch.stack([plain.total_lse(x, y, inv, exclude_diagonal, off) for x, off in blocks])
+    else:
+        local = torch.stack([total_lse(x, y, inv, exclude_diagonal, off, chunk_size) for x, off in blocks])
     totals = dist.gather_flat(local)
     n = y.shape[0]
     pairs = n * (n - 1) if exclude_diagonal else n * n
     return torch.logsumexp(totals, dim=0) - inv - math.log(pairs)
 
 
-def self_lmk(x: Tensor, rows: slice, bandwidth: float, exclude_diagonal: bool, chunk_size: int | None) -> Tensor:
+def self_lmk(x: Tensor, rows: slice, bandwidth: float | Tensor, exclude_diagonal: bool,
+             chunk_size: int | None) -> Tensor:
     """U_s(X) = LMK_s(X, X) of one modality's (gathered) rows, exact across ranks."""
-    from objectives.kernels import sphere_log_mean_kernel
-
     if not Objective.is_distributed():
-        return sphere_log_mean_kernel(x, None, bandwidth, exclude_diagonal, chunk_size)
+        return _sphere_lmk(x, None, bandwidth, exclude_diagonal, chunk_size)
     return _rows_lmk([(x[rows], rows.start)], x, bandwidth, exclude_diagonal, chunk_size)
 
 
-def self_lmks(z: Tensor, rows: slice, bandwidth: float, exclude_diagonal: bool, chunk_size: int | None) -> Tensor:
+def self_lmks(z: Tensor, rows: slice, bandwidth: float | Tensor, exclude_diagonal: bool,
+              chunk_size: int | None) -> Tensor:
     """(M,) U_s(X_m) of every modality: one batched node in one process without chunking (rows
     are unit vectors after Objective.prepare), else one :func:`self_lmk` per modality."""
     from objectives.kernels import sphere_self_log_mean_kernels
@@ -311,22 +566,19 @@ def self_lmks(z: Tensor, rows: slice, bandwidth: float, exclude_diagonal: bool, 
     return torch.stack([self_lmk(x, rows, bandwidth, exclude_diagonal, chunk_size) for x in z.unbind(0)])
 
 
-def cross_lmk(x: Tensor, y: Tensor, rows: slice, bandwidth: float, chunk_size: int | None) -> Tensor:
+def cross_lmk(x: Tensor, y: Tensor, rows: slice, bandwidth: float | Tensor, chunk_size: int | None) -> Tensor:
     """LMK_s(X, Y) for two equally sized modalities (diagonal included), exact across ranks."""
-    from objectives.kernels import sphere_log_mean_kernel
-
     if not Objective.is_distributed():
-        return sphere_log_mean_kernel(x, y, bandwidth, False, chunk_size)
+        return _sphere_lmk(x, y, bandwidth, False, chunk_size)
     return _rows_lmk([(x[rows], rows.start)], y, bandwidth, False, chunk_size)
 
 
-def union_lmk(z: Tensor, rows: slice, bandwidth: float, exclude_diagonal: bool, chunk_size: int | None) -> Tensor:
+def union_lmk(z: Tensor, rows: slice, bandwidth: float | Tensor, exclude_diagonal: bool,
+              chunk_size: int | None) -> Tensor:
     """U_s over the union of all modalities' rows (M N rows), exact across ranks."""
-    from objectives.kernels import sphere_log_mean_kernel
-
     n_mod, n, d = z.shape
     union = z.reshape(n_mod * n, d)
     if not Objective.is_distributed():
-        return sphere_log_mean_kernel(union, None, bandwidth, exclude_diagonal, chunk_size)
+        return _sphere_lmk(union, None, bandwidth, exclude_diagonal, chunk_size)
     blocks = [(z[m, rows], m * n + rows.start) for m in range(n_mod)]
     return _rows_lmk(blocks, union, bandwidth, exclude_diagonal, chunk_size)

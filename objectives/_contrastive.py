@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import torch
 from torch import Tensor
 
-from objectives.kernels import group_lse, modality_quadratic, pair_lse
+from objectives.kernels import group_lse, modality_quadratic, pair_lse, plain
 
 
 def pair_list(n_modalities: int, pairs: str, anchor: int) -> list[tuple[int, int]]:
@@ -33,6 +34,8 @@ def contrastive_parts(
     Single process: pairs sharing their first modality are fused into one GEMM per group
     (``z[m] @ [z[n1]; z[n2]; ...]^T``) and both softmax directions come from that one block.
     Distributed: this rank's rows against all gathered columns, once per direction.
+    While ``torch.compile`` traces, every pair is one plain log-sum-exp block
+    (:mod:`objectives.kernels.plain`).
     """
     from objectives._base import UNIT_ROW_NORM_BOUND, Objective  # local: _base imports this module's users
 
@@ -47,7 +50,16 @@ def contrastive_parts(
     for m, n in pairs:
         weights[m][n] += 1.0
     pos = modality_quadratic(Objective.local(z, rows), weights)
-    if not distributed:
+    if torch.compiler.is_compiling():
+        zs = z.unbind(0)
+        lse = 0.0
+        for m, n in pairs:
+            if not distributed:
+                lse = lse + plain.pair_lse(zs[m] * scale, zs[n], 0.5, 0.5, exclude_positive)
+                continue
+            for q, k in ((m, n), (n, m)):
+                lse = lse + plain.pair_lse(zs[q][rows] * scale, zs[k], 0.5, 0.0, exclude_positive, rows.start)
+    elif not distributed:
         # pairs sharing their first modality form one group: one wide GEMM z[m] @ z[partners]^T;
         # rows are unit vectors up to Objective.prepare's tolerance
         groups: dict[int, list[int]] = defaultdict(list)

@@ -27,7 +27,8 @@ from torch import Tensor
 from objectives._base import Objective, Role, Temperature, check_bandwidth, check_choice, check_chunk
 from objectives._base import check_index, check_nonnegative, cross_lmk, self_lmks
 from objectives._contrastive import contrastive_parts, pair_list
-from objectives.kernels import median_bandwidth
+from objectives.kernels import median_bandwidth_tensor
+from objectives.kernels.device import host_float, host_values
 
 
 class CSAligner(Objective):
@@ -42,9 +43,9 @@ class CSAligner(Objective):
     def __init__(self, temperature: float = 0.07, learnable_temperature: bool = False,
                  min_temperature: float = 0.01, lam: float = 1.0, bandwidth: float | str = "median",
                  pairs: str = "anchor", anchor: int = 0, chunk_size: int | None = None,
-                 normalize: bool = True) -> None:
+                 normalize: bool = True, temperature_clamp: str = "forward") -> None:
         super().__init__(normalize=normalize)
-        self.temperature = Temperature(temperature, learnable_temperature, min_temperature)
+        self.temperature = Temperature(temperature, learnable_temperature, min_temperature, temperature_clamp)
         self.lam = check_nonnegative("lam", lam)
         self.bandwidth = check_bandwidth("bandwidth", bandwidth)
         self.pairs = check_choice("pairs", pairs, ("anchor", "all"))
@@ -59,11 +60,12 @@ class CSAligner(Objective):
         pairs = pair_list(z.shape[0], self.pairs, self.anchor)
         scale = self.temperature.scale(z.dtype, z.device)
         align, unif = contrastive_parts(z, rows, pairs, scale, False, self.chunk_size)
-        width = median_bandwidth(*z) if self.bandwidth == "median" else float(self.bandwidth)
+        # the median stays on the device unless reading it is free (see kernels.device)
+        width = host_float(median_bandwidth_tensor(*z)) if self.bandwidth == "median" else float(self.bandwidth)
         zs = z.unbind(0)  # one backward node (a select per use would zero-fill (M, B, d) each)
         lmk = self_lmks(z, rows, width, False, self.chunk_size)  # (M,) every modality is in a pair
         degree = [sum(m in pair for pair in pairs) for m in range(z.shape[0])]
-        cs_self = (lmk * lmk.new_tensor(degree)).sum() / len(pairs)  # mean over pairs of U_m + U_n
+        cs_self = (lmk * host_values(degree, lmk.dtype, lmk.device)).sum() / len(pairs)  # mean over pairs of U_m + U_n
         cs_cross = torch.stack([cross_lmk(zs[m], zs[n], rows, width, self.chunk_size) for m, n in pairs]).mean()
         return {
             "alignment": align,

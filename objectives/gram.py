@@ -2,14 +2,23 @@
 
 For anchor embedding ``z_i^a`` and the other modalities of tuple j, the volume of the
 parallelotope they span is ``V_ij = sqrt(det G(z_i^a, z_j^n for n != a) + vol_eps)``; smaller is
-more aligned. Logits ``L_ij = -V_ij / tau``, cross-entropy both ways:
-``loss = 1/2 [mean_i (-L_ii + lse_j L_ij) + mean_j (-L_jj + lse_i L_ij)]``.
-Terms: ``alignment = mean_i V_ii / tau`` and ``uniformity`` (the log-sum-exp parts).
+more aligned. Logits ``L_ij = -V_ij / tau``, cross-entropy both ways with label smoothing ``ls``
+(targets ``(1 - ls) 1[i = j] + ls / B``; ``ls = 0`` is the plain cross-entropy):
+``loss = 1/2 [mean_i CE_ls(L_i., i) + mean_j CE_ls(L_.j, j)]``.
+Terms: ``alignment = (1 - ls) mean_i V_ii / tau`` (the positive part of the targets) and
+``uniformity``: the log-sum-exp parts together with the ``ls / B`` share of the targets spread over
+every pair, ``1/2 [mean_i lse_j L_ij + mean_j lse_i L_ij] - ls mean_ij L_ij`` (its gradient
+w.r.t. each row of logits, softmax - ls / B, sums to 1 - ls, balancing the alignment's).
 ``vol_eps`` keeps the square root differentiable at collinear tuples (det = 0).
 
+The volumes come from the fused kernel :func:`objectives.kernels.volume_lse` (base volume x
+squared height of the anchor over the tuple's span: one GEMM of the anchors against every tuple,
+the work of anchor-based InfoNCE), never from B^2 determinants.
+
 Reference: G. Cicchetti, E. Grassucci, L. Sigillo, D. Comminiello, "Gramian Multimodal
-Representation Learning and Alignment", ICLR 2025 (arXiv 2412.11959). The data-anchor matching loss
-of that paper is not part of this objective.
+Representation Learning and Alignment", ICLR 2025 (arXiv 2412.11959); the original trains with
+``label_smoothing=0.1`` in both directions. The data-anchor matching loss of that paper is not
+part of this objective.
 
 Example:
     >>> import torch, objectives
@@ -25,33 +34,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from objectives._base import Objective, Role, Temperature, check_chunk, check_index, check_positive
-
-
-def tuple_volumes(anchor_rows: Tensor, others: Tensor, eps: float, chunk_size: int | None = None) -> Tensor:
-    """V[i, j] = sqrt(det Gram(anchor_rows[i], others[:, j]) + eps) for all i, j.
-
-    ``anchor_rows``: (R, d); ``others``: (M-1, N, d). Builds the (R, N, M, M) Gram blocks from one
-    GEMM per other modality and the per-tuple Gram of ``others``.
-    """
-    n_other, n, _ = others.shape
-    m = n_other + 1
-    inner = torch.einsum("knd,lnd->nkl", others, others)  # (N, M-1, M-1)
-    step = anchor_rows.shape[0] if chunk_size is None else chunk_size
-    out = []
-    for s0 in range(0, anchor_rows.shape[0], step):
-        a = anchor_rows[s0 : s0 + step]
-        r = a.shape[0]
-        cross = torch.einsum("rd,knd->rnk", a, others)  # (R, N, M-1)
-        gram = a.new_empty((r, n, m, m))
-        gram[:, :, 0, 0] = (a * a).sum(-1, keepdim=True)
-        gram[:, :, 0, 1:] = cross
-        gram[:, :, 1:, 0] = cross
-        gram[:, :, 1:, 1:] = inner.unsqueeze(0)
-        low = gram.dtype in (torch.float16, torch.bfloat16)
-        det = torch.linalg.det(gram.double() if low else gram).to(gram.dtype)
-        out.append((det.clamp_min(0.0) + eps).sqrt())
-    return torch.cat(out, dim=0)
+from objectives._base import UNIT_ROW_NORM_BOUND, Objective, Role, Temperature, check_chunk, check_index
+from objectives._base import check_positive
+from objectives.kernels import volume_lse
 
 
 class GRAM(Objective):
@@ -61,30 +46,39 @@ class GRAM(Objective):
 
     def __init__(self, temperature: float = 0.07, learnable_temperature: bool = False,
                  min_temperature: float = 0.01, anchor: int = 0, vol_eps: float = 1e-6,
-                 chunk_size: int | None = None, normalize: bool = True) -> None:
+                 chunk_size: int | None = None, normalize: bool = True, label_smoothing: float = 0.0,
+                 temperature_clamp: str = "forward") -> None:
         super().__init__(normalize=normalize)
-        self.temperature = Temperature(temperature, learnable_temperature, min_temperature)
+        self.temperature = Temperature(temperature, learnable_temperature, min_temperature, temperature_clamp)
         self.anchor = check_index("anchor", anchor)
         self.vol_eps = check_positive("vol_eps", vol_eps)
         self.chunk_size = check_chunk(chunk_size)
+        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) \
+                or not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(f"label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
+        self.label_smoothing = float(label_smoothing)
 
     def compute(self, z: Tensor, rows: slice) -> dict[str, Tensor]:
         total = z.shape[1]
         scale = self.temperature.scale(z.dtype, z.device)
         a = self.anchor
         others = torch.cat([z[:a], z[a + 1 :]], dim=0)
-        idx = torch.arange(rows.stop - rows.start, device=z.device)
+        ls = self.label_smoothing
+        # rows are unit vectors up to Objective.prepare's tolerance
+        common = dict(eps=self.vol_eps, chunk_size=self.chunk_size, row_norm=UNIT_ROW_NORM_BOUND)
         if not self.is_distributed():
-            logits = -scale * tuple_volumes(z[a], others, self.vol_eps, self.chunk_size)
-            pos = logits.diagonal()
-            lse = 0.5 * (torch.logsumexp(logits, dim=1).sum() + torch.logsumexp(logits, dim=0).sum())
+            pos, lse = volume_lse(z[a], others, scale, 0.5, 0.5, -ls / total, **common)
         else:
-            # anchors of this rank against every tuple, and tuples of this rank against every anchor
-            rows_logits = -scale * tuple_volumes(z[a, rows], others, self.vol_eps, self.chunk_size)
-            cols_logits = -scale * tuple_volumes(z[a], others[:, rows], self.vol_eps, self.chunk_size)
-            pos = rows_logits[idx, idx + rows.start]
-            lse = 0.5 * (torch.logsumexp(rows_logits, dim=1).sum() + torch.logsumexp(cols_logits, dim=0).sum())
+            # anchors of this rank against every tuple, and every anchor against this rank's tuples
+            pos, lse = volume_lse(z[a, rows], others, scale, 0.5, 0.0, -0.5 * ls / total, offset=rows.start,
+                                  **common)
+            lse = lse + volume_lse(z[a], others[:, rows], scale, 0.0, 0.5, -0.5 * ls / total, positives=False,
+                                   **common)[1]
+        weight = (1.0 - ls) * scale
         return {
-            "alignment": -self.mean_over_rows(pos.sum(), total),
+            "alignment": self.mean_over_rows(pos, total, weight),
             "uniformity": self.mean_over_rows(lse, total),
         }
+
+    def extra_repr(self) -> str:
+        return f"anchor={self.anchor}, vol_eps={self.vol_eps:g}, label_smoothing={self.label_smoothing:g}"

@@ -39,9 +39,10 @@ class _PairwiseContrastive(Objective):
         uniformity_weight: float = 1.0,
         chunk_size: int | None = None,
         normalize: bool = True,
+        temperature_clamp: str = "forward",
     ) -> None:
         super().__init__(normalize=normalize)
-        self.temperature = Temperature(temperature, learnable_temperature, min_temperature)
+        self.temperature = Temperature(temperature, learnable_temperature, min_temperature, temperature_clamp)
         self.pairs = check_choice("pairs", pairs, ("all", "anchor"))
         self.anchor = check_index("anchor", anchor)
         self.uniformity_weight = check_nonnegative("uniformity_weight", uniformity_weight)
@@ -73,8 +74,10 @@ class InfoNCE(_PairwiseContrastive):
     name = "infonce"
 
     def __init__(self, temperature: float = 0.07, learnable_temperature: bool = False,
-                 min_temperature: float = 0.01, chunk_size: int | None = None, normalize: bool = True):
-        super().__init__(temperature, learnable_temperature, min_temperature, "all", 0, 1.0, chunk_size, normalize)
+                 min_temperature: float = 0.01, chunk_size: int | None = None, normalize: bool = True,
+                 temperature_clamp: str = "forward"):
+        super().__init__(temperature, learnable_temperature, min_temperature, "all", 0, 1.0, chunk_size, normalize,
+                         temperature_clamp)
 
 
 class InfoNCEAnchor(_PairwiseContrastive):
@@ -84,9 +87,9 @@ class InfoNCEAnchor(_PairwiseContrastive):
 
     def __init__(self, temperature: float = 0.07, learnable_temperature: bool = False,
                  min_temperature: float = 0.01, anchor: int = 0, chunk_size: int | None = None,
-                 normalize: bool = True):
+                 normalize: bool = True, temperature_clamp: str = "forward"):
         super().__init__(temperature, learnable_temperature, min_temperature, "anchor", anchor, 1.0,
-                         chunk_size, normalize)
+                         chunk_size, normalize, temperature_clamp)
 
 
 class InfoNCEReweighted(_PairwiseContrastive):
@@ -100,9 +103,10 @@ class InfoNCEReweighted(_PairwiseContrastive):
 
     def __init__(self, temperature: float = 0.07, learnable_temperature: bool = False,
                  min_temperature: float = 0.01, uniformity_weight: float = 0.5, pairs: str = "all",
-                 anchor: int = 0, chunk_size: int | None = None, normalize: bool = True):
+                 anchor: int = 0, chunk_size: int | None = None, normalize: bool = True,
+                 temperature_clamp: str = "forward"):
         super().__init__(temperature, learnable_temperature, min_temperature, pairs, anchor,
-                         uniformity_weight, chunk_size, normalize)
+                         uniformity_weight, chunk_size, normalize, temperature_clamp)
 
 
 class DCL(_PairwiseContrastive):
@@ -118,6 +122,6 @@ class DCL(_PairwiseContrastive):
 
     def __init__(self, temperature: float = 0.07, learnable_temperature: bool = False,
                  min_temperature: float = 0.01, pairs: str = "all", anchor: int = 0,
-                 chunk_size: int | None = None, normalize: bool = True):
+                 chunk_size: int | None = None, normalize: bool = True, temperature_clamp: str = "forward"):
         super().__init__(temperature, learnable_temperature, min_temperature, pairs, anchor, 1.0,
-                         chunk_size, normalize)
+                         chunk_size, normalize, temperature_clamp)

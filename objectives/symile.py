@@ -35,6 +35,23 @@ from torch import Tensor
 from objectives._base import Objective, Role, Temperature, check_choice, check_chunk
 
 
+def _permutation(n: int, device: torch.device) -> Tensor:
+    """``torch.randperm(n)`` from torch's global CPU generator (the symile package's draw), on
+    ``device``; a CUDA copy goes through pinned memory, so it does not synchronise."""
+    perm = torch.randperm(n)
+    if device.type == "cuda" and not torch.compiler.is_compiling():
+        return perm.pin_memory().to(device, non_blocking=True)
+    return perm.to(device)
+
+
+def _permuted_rows(x: Tensor, perm: Tensor) -> Tensor:
+    """``x[perm]``; while torch.compile traces, the same rows through ``torch.gather`` (inductor's
+    rewrite of a randperm followed by an index fails on an unsliced permutation)."""
+    if torch.compiler.is_compiling():
+        return torch.gather(x, 0, perm.unsqueeze(1).expand(-1, x.shape[1]))
+    return x[perm]
+
+
 class Symile(Objective):
     name = "symile"
     symmetric_in_modalities = True
@@ -42,9 +59,9 @@ class Symile(Objective):
 
     def __init__(self, temperature: float = 0.07, learnable_temperature: bool = False,
                  min_temperature: float = 0.01, negatives: str = "n", chunk_size: int | None = None,
-                 normalize: bool = True) -> None:
+                 normalize: bool = True, temperature_clamp: str = "forward") -> None:
         super().__init__(normalize=normalize)
-        self.temperature = Temperature(temperature, learnable_temperature, min_temperature)
+        self.temperature = Temperature(temperature, learnable_temperature, min_temperature, temperature_clamp)
         self.negatives = check_choice("negatives", negatives, ("n", "n_squared"))
         self.chunk_size = check_chunk(chunk_size)
 
@@ -62,9 +79,9 @@ class Symile(Objective):
             if self.negatives == "n":
                 cand = None
                 for n in others:  # same draw order as symile.Symile.compute_logits_n
-                    perm = torch.randperm(total).to(z.device)
+                    rows_n = _permuted_rows(zs[n], _permutation(total, z.device))
                     # the package starts from ones; 1 * x == x exactly, so start from the first factor
-                    cand = zs[n][perm] if cand is None else cand * zs[n][perm]
+                    cand = rows_n if cand is None else cand * rows_n
                 logits = (mine[m] * scale) @ cand.T
                 logits = logits.index_put((idx, idx + rows.start), positive)
                 lses.append(torch.logsumexp(logits, dim=1).sum())

@@ -6,6 +6,11 @@
   ``k_s(u, v) = exp(-|u - v|^2 / (2 s^2))`` (``include_diagonal=True``: mean over all i, j);
   ``uniformity="each"``: ``sum_m U_s(Z_m)``; ``"anchor"``: ``U_s(Z_a)``; ``"union"`` (the reviewers'
   re-coupled ablation with cross-modal repulsion): ``M * U_s(Z_1 u ... u Z_M)``;
+  ``uniformity_reduction="mean"`` divides the ``"each"`` and ``"union"`` sums by M (``"anchor"`` has
+  one term and is unchanged). The default ``"sum"`` is the literal form above. Alignment is an average
+  (over the M - 1 anchor pairs, the M modalities, or the pairs), so with ``"sum"`` uniformity's share of
+  the loss grows linearly in M at fixed ``lam_uni``/``lam_align``; ``"mean"`` keeps that balance
+  independent of M, which comparisons across M need;
 * alignment ``"anchor"``: ``1/(B (M-1)) sum_i sum_{n != a} |z_i^a - z_i^n|^2``; ``"centroid"``:
   ``1/(B M) sum_i sum_m |z_i^m - c_i|^2`` with ``c_i = mean_m z_i^m``; ``"all_pairs"``:
   ``mean_{m<n} mean_i |z_i^m - z_i^n|^2``;
@@ -36,7 +41,8 @@ from torch import Tensor
 from objectives._base import Objective, Role, check_bandwidth, check_choice, check_chunk, check_index
 from objectives._base import check_nonnegative, check_positive, self_lmk, self_lmks, union_lmk
 from objectives.align_uniform import pairs_sq_dist_sum
-from objectives.kernels import log_mean_kernel, median_bandwidth, modality_quadratic
+from objectives.kernels import log_mean_kernel, median_bandwidth_tensor, modality_quadratic
+from objectives.kernels.device import host_float
 
 
 def volume_sum(z: Tensor, rows: slice, eps: float) -> Tensor:
@@ -52,6 +58,11 @@ def volume_sum(z: Tensor, rows: slice, eps: float) -> Tensor:
 
 
 class UniAlign(Objective):
+    """UniAlign (module docstring). ``uniformity_reduction``: ``"sum"`` (default, the paper's literal
+    sum over modalities) or ``"mean"`` (divided by M), so that the uniformity/alignment balance set by
+    ``lam_uni``/``lam_align`` does not change with M: alignment is always an average over pairs or
+    modalities, a summed uniformity weighs M times one modality's term."""
+
     name = "unialign"
     roles: ClassVar[dict[str, Role]] = {
         "uniformity": "uniformity",
@@ -78,6 +89,7 @@ class UniAlign(Objective):
         vol_eps: float = 1e-6,
         chunk_size: int | None = None,
         normalize: bool = True,
+        uniformity_reduction: str = "sum",
     ) -> None:
         super().__init__(normalize=normalize)
         self.anchor = check_index("anchor", anchor)
@@ -98,13 +110,16 @@ class UniAlign(Objective):
         self.include_diagonal = include_diagonal
         self.vol_eps = check_positive("vol_eps", vol_eps)
         self.chunk_size = check_chunk(chunk_size)
+        self.uniformity_reduction = check_choice("uniformity_reduction", uniformity_reduction, ("sum", "mean"))
 
     @property
     def symmetric_in_modalities(self) -> bool:  # type: ignore[override]
         return self.uniformity != "anchor" and self.alignment != "anchor"
 
-    def _width(self, setting: float | str, *xs: Tensor) -> float:
-        return median_bandwidth(*xs) if setting == "median" else float(setting)
+    def _width(self, setting: float | str, *xs: Tensor) -> float | Tensor:
+        """The bandwidth: a number, or the median heuristic, which stays on the device unless
+        reading it is free (a CPU tensor outside torch.compile; see kernels.device)."""
+        return host_float(median_bandwidth_tensor(*xs)) if setting == "median" else float(setting)
 
     def compute(self, z: Tensor, rows: slice) -> dict[str, Tensor]:
         n_mod, total = z.shape[0], z.shape[1]
@@ -118,6 +133,8 @@ class UniAlign(Objective):
             unif = self_lmk(z.unbind(0)[a], rows, width, exclude, self.chunk_size)
         else:
             unif = n_mod * union_lmk(z, rows, width, exclude, self.chunk_size)
+        if self.uniformity_reduction == "mean" and self.uniformity != "anchor":
+            unif = unif / n_mod
         local = self.local(z, rows)
         if self.alignment == "anchor":
             align = pairs_sq_dist_sum(local, [(a, n) for n in range(n_mod) if n != a]) / (n_mod - 1)

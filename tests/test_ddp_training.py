@@ -70,3 +70,45 @@ def test_two_gloo_ranks_match_one_process(tmp_path, objective, params):
     m2 = torch.load(tmp_path / "ddp" / "model.pt", weights_only=False)["model"]
     for k in m1:
         assert torch.allclose(m1[k], m2[k], atol=1e-4), k
+
+
+def test_a_stopped_rank_ends_the_run_with_a_message_naming_it(tmp_path):
+    """Two gloo ranks on 127.0.0.1; rank 1 is SIGSTOPped mid-run; rank 0 gives up after the
+    process-group timeout with one line naming rank 1 instead of waiting forever. The timeout
+    (8 s) must exceed rank 0's validation and checkpoint time, during which rank 1 waits."""
+    import signal
+    import time
+
+    data = tmp_path / "data"
+    hd.build_synthetic(data, hd.SyntheticConfig(n_modalities=2, n_samples=200, n_classes=4, latent_dim=4,
+                                                dims=[6, 5], seed=1))
+    argv = [sys.executable, "-m", "harness", "train", "--data", str(data), "--objective", "infonce",
+            "--n-modalities", "2", "--steps", "100000", "--eval-every-steps", "2", "--batch-size", "16",
+            "--dim", "4", "--hidden", "8", "--depth", "1", "--quiet", "--val-instruments", "core",
+            "--dist-timeout-s", "8", "--out", str(tmp_path / "run")]
+    port = str(free_port())
+    procs = []
+    for rank in (0, 1):
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), RANK=str(rank), LOCAL_RANK=str(rank),
+                   WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+        procs.append(subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
+    try:
+        ckpt = tmp_path / "run" / "checkpoint.pt"
+        deadline = time.time() + 120
+        while not ckpt.exists() and procs[0].poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert ckpt.exists(), procs[0].stderr.read() if procs[0].poll() is not None else "no checkpoint"
+        procs[1].send_signal(signal.SIGSTOP)
+        t0 = time.time()
+        _out, err = procs[0].communicate(timeout=90)
+        assert procs[0].returncode == 1, err
+        assert time.time() - t0 < 60
+        lines = [line for line in err.splitlines() if line.startswith("error:")]
+        assert len(lines) == 1, err
+        assert "rank 0 of 2" in lines[0] and "rank 1" in lines[0] and "did not complete in time" in lines[0]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()

@@ -29,6 +29,8 @@ CASES = [
                   "renormalize_centroid": False, "centroid_bandwidth": 0.5}),
     ("cs_aligner", {"bandwidth": 0.7, "pairs": "all"}),
     ("gram", {"temperature": 0.2}),
+    ("gram", {"temperature": 0.2, "anchor": 1, "label_smoothing": 0.1, "chunk_size": 4}),
+    ("gram", {"temperature": 0.005, "label_smoothing": 0.1}),  # the shifted log-sum-exp path
     ("symile", {"negatives": "n"}),
     ("symile", {"negatives": "n_squared"}),
 ]

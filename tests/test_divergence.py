@@ -266,6 +266,58 @@ def test_proxy_bound_holds(h):
             assert r["divergence"] <= r["bound"] + 1e-9, r
 
 
+def test_proxy_bound_terms_against_an_independent_computation():
+    # numpy float64, written from the statement: constant (M-1) log B; alignment (M-1)/(2h^2) L_align with
+    # L_align = 1/(B(M-1)) sum_i sum_{n != a} |z_i^a - z_i^n|^2; uniformity (1/M) sum_m log mean_ij
+    # exp(-|z_i - z_j|^2 / (4 h^2)) (LMK width s = sqrt(2) h, diagonal included)
+    import numpy as np
+
+    gen = torch.Generator().manual_seed(21)
+    M, B, d, h, a = 3, 20, 5, 0.7, 1
+    xs = unit_rows(M, B, d, gen)
+    z = [x.numpy() for x in xs]
+    l_align = sum(((z[a] - z[n]) ** 2).sum(1).mean() for n in range(M) if n != a) / (M - 1)
+    unif = np.mean([np.log(np.exp(-((zm[:, None] - zm[None]) ** 2).sum(-1) / (4 * h * h)).mean()) for zm in z])
+    r = proxy_bound(xs, h, anchor=a)
+    assert r["h"] == h and r["M"] == M and r["B"] == B
+    assert r["constant"] == pytest.approx((M - 1) * math.log(B), rel=1e-12)
+    assert r["L_align_anchor"] == pytest.approx(l_align, rel=1e-10)
+    assert r["alignment"] == pytest.approx((M - 1) / (2 * h * h) * l_align, rel=1e-10)
+    assert r["uniformity"] == pytest.approx(unif, rel=1e-10)
+    # a kernel width of h instead of sqrt(2) h would give a clearly different uniformity
+    wrong = np.mean([np.log(np.exp(-((zm[:, None] - zm[None]) ** 2).sum(-1) / (2 * h * h)).mean()) for zm in z])
+    assert abs(wrong - unif) > 0.05
+
+
+def test_holder_null_is_centred_near_zero_and_uses_disjoint_samples(monkeypatch):
+    gen = torch.Generator().manual_seed(5)
+    pool = F.normalize(torch.randn(600, 8, generator=gen, dtype=F64), dim=-1)
+    seen = []
+    real = dv.holder
+
+    def spy(parts, gamma, bw, estimator):
+        rows = torch.cat(parts)
+        # M disjoint samples: no row appears twice
+        assert torch.unique(rows, dim=0).shape[0] == rows.shape[0]
+        seen.append((len(parts), parts[0].shape[0], bw, estimator))
+        return real(parts, gamma, bw, estimator)
+
+    monkeypatch.setattr(dv, "holder", spy)
+    r = dv.holder_null([pool, pool[:400]], 3, 150, 1.0, draws=6, seed=3)
+    assert r["n"] == 6 and len(r["values"]) == 6 and r["size"] == 133  # the 400-row pool holds 3 x 133
+    assert seen == [(3, 133, 1.0, "resubstitution")] * 6
+    v = torch.tensor(r["values"], dtype=F64)
+    assert r["mean"] == pytest.approx(float(v.mean())) and r["sd"] == pytest.approx(float(v.std()))
+    # same distribution: the estimates scatter tightly around 0 compared with a real shift of 0.1 nats
+    assert abs(r["mean"]) < 0.01 and r["sd"] < 0.01
+    again = dv.holder_null([pool, pool[:400]], 3, 150, 1.0, draws=6, seed=3)
+    assert again["values"] == r["values"]
+    with pytest.raises(ValueError, match="fixed positive number"):
+        dv.holder_null([pool], 3, 100, "median")
+    with pytest.raises(ValueError, match="disjoint samples"):
+        dv.holder_null([pool[:5]], 3, 100, 1.0)
+
+
 def test_proxy_bound_is_tight_for_separated_aligned_pairs_m2():
     # M = 2, identical modalities of well-separated points: D = 0 and the bound is
     # (M-1) log B + 0 + U with U = -log B -> 0, so no smaller constant would do.

@@ -7,7 +7,14 @@ import json
 import pytest
 import torch
 
-from harness.experiment.metrics import recall_stats, retrieval_metrics, retrieval_ranks
+from harness.experiment import keys
+from harness.experiment.metrics import (
+    own_retrieval_metrics,
+    recall_stats,
+    retrieval_metrics,
+    retrieval_ranks,
+    tuple_scores,
+)
 
 
 def unit(*rows):
@@ -50,9 +57,69 @@ def test_retrieval_metrics_keys_and_aggregates():
         retrieval_ranks(a, a[:5])
 
 
+def test_gram_rule_scores_a_negated_true_pair_first():
+    # anchor a, other modality b (M = 2); b0 = -a0: cosine -1 (worst), volume 0 (best)
+    a = unit([1, 0], [0, 1])
+    b = unit([-1, 0], [0.6, 0.8])
+    # volumes: |a0 x b0| = 0, |a0 x b1| = 0.8, |a1 x b0| = 1, |a1 x b1| = 0.6
+    assert torch.allclose(tuple_scores([a, b], 0, "gram_volume"),
+                          -torch.tensor([[0.0, 0.8], [1.0, 0.6]], dtype=torch.float64), atol=1e-6)
+    gram = own_retrieval_metrics([a, b], "gram_volume")
+    cos = own_retrieval_metrics([a, b], "cosine_sum")
+    assert gram["R1/anchor->tuple"] == 100.0 and gram["R1/tuple->anchor"] == 100.0
+    assert cos["R1/anchor->tuple"] == 50.0  # a0 ranks b0 (cos -1) below b1 (cos 0.6)
+    assert retrieval_metrics([a, b])["R1/0->1"] == 50.0
+    # negating a whole modality leaves every volume unchanged
+    assert gram == own_retrieval_metrics([a, -b], "gram_volume")
+
+
+def test_own_rule_query_and_gallery_directions_differ():
+    # cosine-sum scores S = A B^T (M = 2):   b0=(.5,-.866)  b1=(.6,.8)  b2=(-1,0)
+    #   a0=(1,0)                               .5             .6         -1     -> rank 2 (b1 is a hub)
+    #   a1=(0,1)                              -.866           .8          0     -> rank 1
+    #   a2=(-1,0)                             -.5            -.6          1     -> rank 1
+    # columns (tuple -> anchor): b0 .5 > -.866, -.5; b1 .8 > .6; b2 1 > 0: all rank 1
+    a = unit([1, 0], [0, 1], [-1, 0])
+    b = unit([0.5, -0.8660254], [0.6, 0.8], [-1, 0])
+    r = own_retrieval_metrics([a, b], "cosine_sum")
+    assert r["R1/anchor->tuple"] == pytest.approx(200 / 3) and r["R1/tuple->anchor"] == 100.0
+    assert r["MedR/anchor->tuple"] == 1.0 and r["R5/anchor->tuple"] == 100.0
+    # M = 2: rest->one is tuple->anchor and rest->1 (= 0 -> 1 as a query from the tuple {0})
+    assert r["R1/rest->1"] == pytest.approx(200 / 3)
+    assert r["R1/rest->one"] == pytest.approx((100 + 200 / 3) / 2)
+    assert r["R1/mean"] == pytest.approx((200 / 3 + 100 + 200 / 3) / 3)
+
+
+def test_symile_rule_uses_the_product_not_the_sum():
+    # M = 3; tuple j of modalities (1, 2): product j0 = (1, 0), j1 = (0, -1); sum j0 = (2, 0), j1 = (0, 0)
+    z0 = unit([1, 0], [0, 1])
+    z1 = unit([1, 0], [0, 1])
+    z2 = unit([1, 0], [0, -1])
+    assert torch.allclose(tuple_scores([z0, z1, z2], 0, "symile_mip"),
+                          torch.tensor([[1.0, 0.0], [0.0, -1.0]], dtype=torch.float64))
+    sym = own_retrieval_metrics([z0, z1, z2], "symile_mip")
+    cos = own_retrieval_metrics([z0, z1, z2], "cosine_sum")
+    assert sym["R1/tuple->anchor"] == 50.0  # tuple j1 scores anchor 1 at -1, anchor 0 at 0
+    assert cos["R1/tuple->anchor"] == 100.0  # the sum (0, 0) ties: counted for the true match
+    with pytest.raises(ValueError, match="rule"):
+        tuple_scores([z0, z1], 0, "volume")
+
+
+def test_r1_standard_error_over_queries():
+    from scipy import stats
+
+    a = unit([1, 0], [0, 1], [-1, 0])
+    b = unit([0.5, -0.8660254], [0.6, 0.8], [-1, 0])
+    r = retrieval_metrics([a, b])
+    # per-query hits averaged over the ordered pairs (0->1, 1->0): q0 (0 + 1)/2, q1 1, q2 1
+    assert r["R1/mean_se"] == pytest.approx(stats.sem([50.0, 100.0, 100.0]))
+    assert keys.retrieval_rule("gram") == "gram_volume" and keys.retrieval_rule("symile") == "symile_mip"
+    assert keys.retrieval_rule("unialign") == "cosine_sum"
+
+
 def test_evaluate_and_generate_end_to_end(tmp_path):
-    from harness.experiment import data as hd
     from harness.cli import main
+    from harness.experiment import data as hd
 
     hd.build_synthetic(tmp_path / "d", hd.SyntheticConfig(n_modalities=3, n_samples=200, n_classes=4,
                                                           latent_dim=4, dims=[10, 6, 5], seed=2))
@@ -66,8 +133,13 @@ def test_evaluate_and_generate_end_to_end(tmp_path):
                 "probe/acc/mean", "gap/centroid_distance_pairs", "divergence/holder",
                 "divergence/cs_pairwise_mean", "divergence/proxy/bound", "conflict/zeta/mean",
                 "conflict/zeta/q25", "conflict/projection_ratio/mean", "conflict/chi/mean",
-                "conflict/grad/cos_align_unif_anchor/mean", "conflict/grad/pull_cos/mean"]:
+                "conflict/grad/cos_align_unif_anchor/mean", "conflict/grad/pull_cos/mean",
+                keys.R1_MEAN_SE, keys.OWN_R1_MEAN, keys.OWN_R1_MEAN_SE, keys.OWN_R1_A2T, keys.OWN_R1_T2A,
+                keys.OWN_R1_REST, "retrieval_own/MedR/rest->2", keys.HOLDER_FIXED, keys.HOLDER_FIXED_NULL_MEAN,
+                keys.HOLDER_FIXED_NULL_SD, keys.HOLDER_FIXED_EXCESS, keys.HOLDER_FIXED_H]:
         assert key in m and isinstance(m[key], (int, float)), key
+    assert m[keys.HOLDER_FIXED_EXCESS] == pytest.approx(m[keys.HOLDER_FIXED] - m[keys.HOLDER_FIXED_NULL_MEAN])
+    assert m[keys.META_RETRIEVAL_RULE] == "cosine_sum" and m[keys.META_SPLIT_SEED] == 2
     assert m["meta/objective"] == "unialign" and m["meta/n_modalities"] == 3 and m["meta/split"] == "test"
     assert m["meta/param/bandwidth"] == "median" and m["meta/n_eval"] == json.loads((tmp_path / "d" / "dataset.json").read_text())["split_sizes"]["test"]
     assert main(["generate", "--run", str(run), "--out", str(tmp_path / "g"), "--decoder-epochs", "3"]) == 0

@@ -26,6 +26,7 @@ GRAD_CONFIGS = [
     ("cs_aligner", {"temperature": 0.07, "bandwidth": 0.5, "pairs": "anchor"}),
     ("cs_aligner", {"temperature": 0.07, "bandwidth": 0.5, "pairs": "all"}),
     ("gram", {"temperature": 0.07, "anchor": 0}),
+    ("gram", {"temperature": 0.005, "anchor": 2, "label_smoothing": 0.1}),  # shifted log-sum-exp path
     ("symile", {"temperature": 0.07, "negatives": "n_squared"}),
     ("unialign", {"bandwidth": 0.5, "centroid_bandwidth": 0.5}),
     ("unialign", {"uniformity": "union", "alignment": "centroid", "tuple": "both", "bandwidth": 0.5,
@@ -111,6 +112,7 @@ EXTREME = [
     ("cs_aligner", {"temperature": 0.01, "bandwidth": 0.05, "pairs": "all"}),
     ("gram", {"temperature": 0.01}),
     ("gram", {"temperature": 0.01, "anchor": 2}),
+    ("gram", {"temperature": 0.01, "label_smoothing": 0.1}),
     ("symile", {"temperature": 0.01, "negatives": "n_squared"}),
     ("symile", {"temperature": 0.01, "negatives": "n"}),
     ("unialign", {"tuple": "both", "bandwidth": 0.05, "centroid_bandwidth": 0.05}),

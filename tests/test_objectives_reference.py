@@ -55,6 +55,7 @@ TEMP_CONFIGS = [
     ("cs_aligner", {"lam": 2.0, "bandwidth": 2.0, "pairs": "anchor", "anchor": LAST}),
     ("gram", {"anchor": 0}),
     ("gram", {"anchor": 1, "vol_eps": 1e-4}),
+    ("gram", {"anchor": LAST, "label_smoothing": 0.1}),
     ("symile", {"negatives": "n_squared"}),
     ("symile", {"negatives": "n"}),
 ]
@@ -264,6 +265,7 @@ CHUNK_CONFIGS = [
     ("align_uniform", {}),
     ("cs_aligner", {"temperature": 0.07, "bandwidth": 0.5, "pairs": "all"}),
     ("gram", {"temperature": 0.07, "anchor": 2}),
+    ("gram", {"temperature": 0.01, "anchor": 1, "label_smoothing": 0.1}),
     ("symile", {"temperature": 0.07, "negatives": "n_squared"}),
     ("symile", {"temperature": 0.07, "negatives": "n"}),
     ("unialign", {"uniformity": "each", "alignment": "anchor", "tuple": "both", "bandwidth": 0.5,
@@ -482,7 +484,7 @@ def test_fixed_temperature_below_learnable_floor_is_not_clamped():
 @pytest.mark.parametrize("name,params", [
     ("infonce", {}), ("infonce_anchor", {"anchor": 2}), ("infonce_reweighted", {"uniformity_weight": 0.3}),
     ("dcl", {"pairs": "anchor"}), ("cs_aligner", {"bandwidth": 0.5}), ("gram", {}),
-    ("symile", {"negatives": "n_squared"}),
+    ("gram", {"label_smoothing": 0.1, "anchor": 1}), ("symile", {"negatives": "n_squared"}),
 ], ids=lambda x: x if isinstance(x, str) else ",".join(f"{k}={v}" for k, v in x.items()))
 def test_learnable_temperature_gradient_matches_reference(name, params):
     """The parameter's gradient is the reference dL/dtau times d tau / d parameter, for the

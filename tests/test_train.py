@@ -36,6 +36,8 @@ def train_args(data, out, **kw):
     args.update(kw)
     argv = ["train", "--quiet"]
     for k, v in args.items():
+        if v is None:  # a flag left out
+            continue
         if isinstance(v, list):
             for item in v:
                 argv += [k, str(item)]
@@ -61,7 +63,9 @@ def test_train_outputs_and_determinism(tiny_data, tmp_path):
     import pandas as pd
 
     h = pd.read_csv(a / "history.csv")
-    assert h["epoch"].tolist() == [1, 2] and h["step"].tolist() == [6, 12]
+    # 2 epochs of 210 // 32 = 6 steps; default cadence ceil(12 / 10) = 2 steps
+    assert h["step"].tolist() == [2, 4, 6, 8, 10, 12]
+    assert h["epoch"].tolist() == pytest.approx([s / 6 for s in (2, 4, 6, 8, 10, 12)], abs=1e-6)
     assert {"loss", "val/R1_mean"} <= set(h.columns)
     assert any(c.startswith("term/") for c in h.columns)
     info = json.loads((a / "train.json").read_text())
@@ -96,7 +100,12 @@ def test_config_change_against_checkpoint_is_refused(tiny_data, tmp_path, capsys
     assert cli_main(train_args(tiny_data, tmp_path / "r", **{"--epochs": 1})) == 0
     assert cli_main(train_args(tiny_data, tmp_path / "r", **{"--epochs": 2, "--lr": 0.1})) == 1
     assert "differs in: lr" in capsys.readouterr().err
-    # more epochs with the same configuration continue from the checkpoint
+    # a new budget over the finished run is refused (it would replace the model its results describe);
+    # with model.pt and train.json removed, more epochs continue from the checkpoint
+    assert cli_main(train_args(tiny_data, tmp_path / "r", **{"--epochs": 2})) == 1
+    assert "would replace the model" in capsys.readouterr().err
+    for name in ("model.pt", "train.json"):
+        (tmp_path / "r" / name).unlink()
     assert cli_main(train_args(tiny_data, tmp_path / "r", **{"--epochs": 2})) == 0
     assert json.loads((tmp_path / "r" / "train.json").read_text())["resumed_from_epoch"] == 1
 
@@ -105,6 +114,8 @@ def test_config_change_against_checkpoint_is_refused(tiny_data, tmp_path, capsys
 def test_corrupted_checkpoint_is_detected(tiny_data, tmp_path, capsys, damage):
     run = tmp_path / "r"
     assert cli_main(train_args(tiny_data, run, **{"--epochs": 1})) == 0
+    for name in ("model.pt", "train.json"):  # an unfinished run: only its checkpoint
+        (run / name).unlink()
     path = run / "checkpoint.pt"
     raw = bytearray(path.read_bytes())
     if damage == "truncate":
@@ -129,17 +140,22 @@ def test_checkpoint_roundtrip_and_payload_hash(tmp_path):
 
 
 def _final_state(run: Path) -> tuple[str, dict, dict]:
-    model = torch.load(run / "model.pt", weights_only=False)["model"]
-    final = json.loads((run / "train.json").read_text())["final"]
-    return (run / "history.csv").read_text(), model, final
+    saved = torch.load(run / "model.pt", weights_only=False)
+    info = json.loads((run / "train.json").read_text())
+    final = {k: info[k] for k in ("final", "selected_step", "selected", "still_improving")}
+    return (run / "history.csv").read_text(), {**saved["model"], **saved["objective"]}, final
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_gives_identical_results(tiny_data, tmp_path):
-    epochs = 8
+@pytest.mark.parametrize("extra", [{}, {"--select": "best_val", "--weight-decay-groups": "clip",
+                                       "--head": "layernorm", "--param": ["temperature=0.2",
+                                                                          "learnable_temperature=true"]}])
+def test_resume_after_sigkill_gives_identical_results(tiny_data, tmp_path, extra):
+    total = 104  # 8 epochs of 13 steps; checkpoints every 10 steps land inside epochs
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     argv = [sys.executable, "-m", "harness"] + train_args(
-        tiny_data, tmp_path / "killed", **{"--epochs": epochs, "--batch-size": 16, "--eval-every": 4})
+        tiny_data, tmp_path / "killed", **{"--epochs": None, "--steps": total, "--batch-size": 16,
+                                           "--eval-every-steps": 10, **extra})
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     ckpt = tmp_path / "killed" / "checkpoint.pt"
     deadline = time.time() + 90
@@ -149,11 +165,11 @@ def test_resume_after_sigkill_gives_identical_results(tiny_data, tmp_path):
     proc.wait()
     assert ckpt.exists(), proc.stderr.read().decode()
     assert not (tmp_path / "killed" / "train.json").exists(), "the run finished before it could be killed"
-    killed_at = load_checkpoint(ckpt)["epoch"]
-    assert 1 <= killed_at < epochs
+    killed_at = load_checkpoint(ckpt)["step"]
+    assert 10 <= killed_at < total
     rc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
     assert rc.returncode == 0, rc.stderr
-    assert json.loads((tmp_path / "killed" / "train.json").read_text())["resumed_from_epoch"] >= killed_at
+    assert json.loads((tmp_path / "killed" / "train.json").read_text())["resumed_from_step"] >= killed_at
     # uninterrupted reference, same command in a fresh folder
     ref = [a if a != str(tmp_path / "killed") else str(tmp_path / "ref") for a in argv]
     rc = subprocess.run(ref, cwd=ROOT, env=env, capture_output=True, text=True)

@@ -27,7 +27,6 @@ from harness.bench.impls import (
     matmul_flops,
 )
 from harness.bench.timing import cuda_peak, device_name, interleaved, loadavg, probe_memory
-from harness.files import atomic_write_bytes
 
 
 @dataclass
@@ -82,6 +81,7 @@ def measure_config(impls: list[Impl], M: int, B: int, d: int, dtype: torch.dtype
     common = {
         "mode": st.mode, "M": M, "B": B, "d": d, "chunk_size": chunk_size, "dtype": str(dtype).replace("torch.", ""),
         "device": device.type, "device_name": device_name(device), "torch_version": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"),
         "threads": st.threads if device.type == "cpu" else "", "loadavg_1m": loadavg(),
         "warmup": st.warmup, "gemm_shape": f"{gemm_rows}x{d}x{B}", "gemm_time_min_s": gemm_t,
         "gemm_gflops": gemm_rate / 1e9,
@@ -189,12 +189,14 @@ def rows_to_csv(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: str | os.PathLike) -> list[Path]:
-    """Roofline ratio and samples/s against B per objective (the B sweep at its M), PNG + PDF."""
-    import matplotlib
+    """Roofline ratio and samples/s against B per objective (the B sweep at its M), PNG + PDF.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Names, colours and markers come from :mod:`harness.report.style`; the footer names the device,
+    threads, torch version and the date of the measurement as recorded in the rows.
+    """
+    from harness.report import style
 
+    plt = style.pyplot()
     timed = [r for r in rows if r.get("time_min_s") is not None and r.get("chunk_size") in (None, "")]
     by_mb: dict[tuple, set] = {}
     for r in timed:
@@ -202,35 +204,41 @@ def plot(rows: list[dict], path: str | os.PathLike) -> list[Path]:
     # the (M, d) with the most batch sizes is the B sweep
     (M, d, dtype), _ = max(by_mb.items(), key=lambda kv: (len(kv[1]), kv[0][0]))
     sel = [r for r in timed if (r["M"], r["d"], r["dtype"]) == (M, d, dtype)]
-    labels = sorted({_label(r) for r in sel}, key=lambda s: (s in BASELINES, s))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2))
-    colors = plt.get_cmap("tab20").colors
-    for i, lab in enumerate(labels):
+    labels = sorted({_label(r) for r in sel}, key=lambda s: (s in BASELINES, style.display_name(s)))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.0), layout="constrained")
+    for lab in labels:
         pts = sorted((r["B"], r.get("roofline_ratio"), r["samples_per_s"]) for r in sel if _label(r) == lab)
-        style = dict(marker="o", linestyle="--" if lab in BASELINES else "-", label=lab,
-                     color=colors[(2 * i) % 20 + (2 * i) // 20 % 2])
+        st = dict(style.series_style(lab.partition("[")[0]), linestyle="--" if lab in BASELINES else "-",
+                  label=style.display_name(lab))
         xs = [p[0] for p in pts if p[1] is not None]
         if xs:
-            axes[0].plot(xs, [p[1] for p in pts if p[1] is not None], **style)
-        axes[1].plot([p[0] for p in pts], [p[2] for p in pts], **style)
-    for ax, ylab in zip(axes, ("roofline ratio (matmul FLOPs / time) / GEMM rate", "samples / s (forward + backward)")):
+            axes[0].plot(xs, [p[1] for p in pts if p[1] is not None], **st)
+        axes[1].plot([p[0] for p in pts], [p[2] for p in pts], **st)
+    for ax, ylab in zip(axes, ("matmul FLOP rate / GEMM rate (roofline ratio)", "samples / s (forward + backward)")):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("batch size B")
         ax.set_ylabel(ylab)
-        ax.grid(True, alpha=0.3)
     axes[1].set_yscale("log")
-    axes[0].axhline(1.0, color="k", lw=0.8)
-    axes[1].legend(fontsize=7, ncol=2)
-    fig.suptitle(_finding(sel, M, d, dtype), fontsize=10)
-    fig.tight_layout()
-    out = []
-    path = Path(path)
-    for ext in (".png", ".pdf"):
-        buf = io.BytesIO()
-        fig.savefig(buf, format=ext[1:], dpi=130)
-        out.append(atomic_write_bytes(path.with_suffix(ext), buf.getvalue()))
-    plt.close(fig)
-    return out
+    axes[0].axhline(1.0, color="black", lw=0.8)
+    handles, names = axes[1].get_legend_handles_labels()
+    style.legend_below(fig, handles, names)
+    fig.suptitle(f"Loss forward + backward, M={M}, d={d}, {dtype}\n{_measured_on(sel)}")
+    return style.save(fig, Path(path))
+
+
+def _measured_on(sel: list[dict]) -> str:
+    """Device, threads, torch version and date of the rows (as recorded; 'not recorded' otherwise)."""
+    def one(key: str) -> str:
+        vals = sorted({str(r[key]) for r in sel if r.get(key) not in (None, "")})
+        return ", ".join(vals) if vals else "not recorded"
+
+    device = one("device_name")
+    threads = one("threads")
+    parts = [f"device: {device}"]
+    if any(r.get("device") == "cpu" for r in sel):
+        parts.append(f"torch threads: {threads}")
+    parts += [f"torch {one('torch_version')}", f"measured: {one('date')}"]
+    return "; ".join(parts)
 
 
 def _label(r: dict) -> str:

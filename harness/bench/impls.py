@@ -14,7 +14,7 @@ BASELINES = ("naive_clip_loop", "symile_package")
 
 COLUMNS = [
     "mode", "objective", "kind", "variant", "params", "M", "B", "d", "chunk_size", "dtype", "device",
-    "device_name", "torch_version", "threads", "loadavg_1m", "warmup", "repeats", "time_min_s",
+    "device_name", "torch_version", "date", "threads", "loadavg_1m", "warmup", "repeats", "time_min_s",
     "time_median_s", "samples_per_s", "matmul_flops", "achieved_gflops", "gemm_shape", "gemm_time_min_s",
     "gemm_gflops", "roofline_ratio", "speedup_vs_naive", "peak_mem_mb", "peak_rss_total_mb",
     "memory_method", "memory_note", "note",

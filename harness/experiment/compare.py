@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from harness.cli import add_threads_argument, apply_threads, positive_int
 from harness.files import write_json
 
 ROWS = [
@@ -111,18 +112,17 @@ def run_compare(out: Path, epochs: int = 10, seed: int = 0, datasets=("synthetic
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--epochs", type=int, default=10, help="training epochs per run")
+    p.add_argument("--epochs", type=positive_int, default=10, help="training epochs per run")
     p.add_argument("--out", default=None, help="output folder (default: a new temporary folder)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--datasets", default="synthetic,uci", help="comma-separated subset of synthetic,uci")
     p.add_argument("--cache-dir", default=None, help="UCI download cache (default resources/ or $UNIALIGN_CACHE)")
-    p.add_argument("--decoder-epochs", type=int, default=100)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch default)")
+    p.add_argument("--decoder-epochs", type=positive_int, default=100, help="decoder training epochs")
+    add_threads_argument(p)
 
 
 def main(args) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="harness-compare-"))
     out.mkdir(parents=True, exist_ok=True)
     print(f"compare: outputs in {out}", file=sys.stderr)

@@ -8,14 +8,27 @@ Output: one flat JSON object (keys sorted). Metric keys (m, n are modality indic
   resolved in favour of the true match).
 - ``retrieval/{R1,R5,R10,MedR}/mean``: mean over all ordered pairs;
   ``.../anchor->others`` (mean over n != 0 of 0->n) and ``.../others->anchor`` (mean of n->0).
-- ``retrieval/true_pair_cosine/mean``: mean cosine of paired rows over all pairs m < n.
+- ``retrieval/true_pair_cosine/mean``: mean cosine of paired rows over all pairs m < n;
+  ``retrieval/R1/mean_se``: standard error of ``R1/mean`` over test queries.
+- ``retrieval_own/{R1,R5,R10,MedR}/{anchor->tuple,tuple->anchor,rest->{m},rest->one,mean}`` and
+  ``retrieval_own/R1/mean_se``: tuple retrieval scored by the objective's own rule
+  (``harness.experiment.metrics.own_retrieval_metrics``), recorded in ``meta/retrieval_rule``: GRAM by
+  -volume (``gram_volume``), Symile by its multilinear inner product (``symile_mip``), every other
+  objective by a sum of cosines to the tuple's members (``cosine_sum``).
 - ``probe/acc/{m}``: accuracy of a logistic-regression probe trained on modality m's training
   embeddings, tested on the split; ``probe/acc/mean`` (only when the dataset has labels).
 - ``gap/<key>``: every scalar of ``harness.instruments.gap.modality_gap`` (``centroid_distance_pairs``,
   ``centroid_distance_anchor``, ``mean_paired_distance_*``, ``relative_gap_*``,
   ``linear_separability``, ``separability_chance``, ``true_pair_cosine_*``, ``alignment_*``,
   ``uniformity_m{m}``, ``uniformity_mean``, ``effective_rank_m{m}``, ``effective_rank_mean``).
-- ``divergence/holder``: global Hölder divergence (gamma = M, resubstitution, median bandwidth);
+- ``divergence/holder``: global Hölder divergence (gamma = M, resubstitution, median bandwidth: the
+  bandwidth differs between runs);
+- ``divergence/holder_fixed/{estimate,h,null_mean,null_sd,null_q95,null_n,null_size,excess}``: the same
+  estimator at the fixed KDE bandwidth ``divergence.FIXED_BANDWIDTH``, its same-distribution null
+  (``divergence.holder_null``: M disjoint samples of one modality's train + evaluated rows, same
+  bandwidth, same sample size where the rows suffice, 8 draws cycling over the modalities, seeded by
+  the run's seed) and ``excess = estimate - null_mean`` (the estimate beyond the estimator's own bias;
+  at or below 0 it is no detectable divergence);
   ``divergence/cs_pairwise_mean``: mean Cauchy-Schwarz divergence over pairs m < n;
   ``divergence/proxy/{divergence,constant,alignment,uniformity,bound,slack,L_align_anchor,h,M,B}``
   from ``harness.instruments.divergence.proxy_bound`` (estimator "auto"), plus ``divergence/proxy/guaranteed``
@@ -27,7 +40,8 @@ Output: one flat JSON object (keys sorted). Metric keys (m, n are modality indic
   chi_grad,pull_additivity_residual}/<stat>``: ``harness.instruments.conflicts.gradient_conflicts`` of the trained
   objective on the split's embeddings (alignment-vs-uniformity cosine, intra-alignment pull cosines).
 - Metadata: ``meta/dataset``, ``meta/objective``, ``meta/n_modalities``, ``meta/seed``,
-  ``meta/split``, ``meta/n_eval``, ``meta/modality_names`` (comma-joined), ``meta/params`` (JSON
+  ``meta/split_seed`` (the seed that drew the data split: dataset.json ``split_seed``, else its
+  ``seed``), ``meta/retrieval_rule``, ``meta/split``, ``meta/n_eval``, ``meta/modality_names`` (comma-joined), ``meta/params`` (JSON
   string) and ``meta/param/<name>`` for each objective parameter, ``meta/data_sha256``.
 
 Divergence and conflict statistics use at most ``--max-rows`` rows of the split (first rows).
@@ -42,12 +56,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.cli import add_threads_argument, apply_threads
+from harness.cli import add_threads_argument, apply_threads, positive_float, positive_int
+from harness.experiment import keys
 from harness.experiment.data import DataError
 from harness.experiment.distributed import local_objectives
-from harness.experiment.metrics import conflict_summaries, flatten_metrics, linear_probe, retrieval_metrics
-from harness.experiment.runs import TrainError, embed_split, load_run
-from harness.files import write_json
+from harness.experiment.metrics import (
+    conflict_summaries,
+    flatten_metrics,
+    linear_probe,
+    own_retrieval_metrics,
+    retrieval_metrics,
+)
+from harness.experiment.runs import TrainError, embed_split, load_run, run_meta
+from harness.files import check_output_file, write_json
 from harness.instruments import conflicts, divergence, gap
 
 # ----------------------------------------------------------------------------- evaluation
@@ -65,10 +86,13 @@ def evaluate_run(run_dir, split: str = "test", temperature: float = 0.07, max_ro
     rows = ds.split(split)
     zs = embed_split(model, ds, rows, M)
     out: dict = {}
-    out.update(_prefixed("retrieval", retrieval_metrics(zs)))
+    rule = keys.retrieval_rule(cfg["objective"])
+    out.update(_prefixed(keys.RETRIEVAL, retrieval_metrics(zs)))
+    with torch.no_grad():
+        out.update(_prefixed(keys.RETRIEVAL_OWN, own_retrieval_metrics(zs, rule)))
+    tr = ds.split("train")
+    zs_tr = embed_split(model, ds, tr, M)
     if probes and ds.labels is not None:
-        tr = ds.split("train")
-        zs_tr = embed_split(model, ds, tr, M)
         accs = []
         for m in range(M):
             acc = linear_probe(zs_tr[m].numpy(), ds.labels[tr], zs[m].numpy(), ds.labels[rows], seed=cfg["seed"])
@@ -78,7 +102,17 @@ def evaluate_run(run_dir, split: str = "test", temperature: float = 0.07, max_ro
     sub = [z[:max_rows] for z in zs]
     with torch.no_grad():
         out.update(flatten_metrics("gap", gap.modality_gap(sub)))
-        out["divergence/holder"] = float(divergence.holder(sub, bandwidth="median"))
+        out[keys.HOLDER_MEDIAN] = float(divergence.holder(sub, bandwidth="median"))
+        h = divergence.FIXED_BANDWIDTH
+        est = float(divergence.holder(sub, bandwidth=h))
+        pools = [torch.cat([zs_tr[m], zs[m]]) for m in range(M)]
+        null = divergence.holder_null(pools, M, sub[0].shape[0], h, seed=int(cfg["seed"]))
+        out.update({
+            keys.HOLDER_FIXED: est, keys.HOLDER_FIXED_H: h, keys.HOLDER_FIXED_NULL_MEAN: null["mean"],
+            keys.HOLDER_FIXED_NULL_SD: null["sd"], keys.HOLDER_FIXED_NULL_Q95: null["q95"],
+            keys.HOLDER_FIXED_NULL_N: null["n"], keys.HOLDER_FIXED_NULL_SIZE: null["size"],
+            keys.HOLDER_FIXED_EXCESS: est - null["mean"],
+        })
         cs = [float(divergence.cauchy_schwarz(sub[m], sub[n], bandwidth="median"))
               for m in range(M) for n in range(m + 1, M)]
         out["divergence/cs_pairwise_mean"] = float(np.mean(cs))
@@ -101,6 +135,8 @@ def evaluate_run(run_dir, split: str = "test", temperature: float = 0.07, max_ro
         "meta/objective": cfg["objective"],
         "meta/n_modalities": M,
         "meta/seed": cfg["seed"],
+        keys.META_SPLIT_SEED: int(ds.meta.get("split_seed", ds.meta.get("seed", 0))),
+        keys.META_RETRIEVAL_RULE: rule,
         "meta/split": split,
         "meta/n_eval": int(len(rows)),
         "meta/modality_names": ",".join(ds.names[:M]),
@@ -109,6 +145,7 @@ def evaluate_run(run_dir, split: str = "test", temperature: float = 0.07, max_ro
         "meta/conflict_temperature": temperature,
         "meta/epochs": cfg["epochs"],
     })
+    out.update(run_meta(cfg))  # weight and data hashes, provenance
     for k, v in cfg["params"].items():
         out[f"meta/param/{k}"] = v if isinstance(v, (int, float, str, bool)) or v is None else json.dumps(v)
     return out
@@ -118,19 +155,20 @@ def add_arguments(p) -> None:
     p.add_argument("--run", required=True, help="run folder from `python -m harness train`")
     p.add_argument("--out", required=True, help="output JSON file")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
-    p.add_argument("--temperature", type=float, default=0.07, help="temperature of the InfoNCE conflict statistics")
-    p.add_argument("--max-rows", type=int, default=2048, help="rows used for divergence/conflict statistics")
+    p.add_argument("--temperature", type=positive_float, default=0.07, help="temperature of the InfoNCE conflict statistics")
+    p.add_argument("--max-rows", type=positive_int, default=2048, help="rows used for divergence/conflict statistics")
     add_threads_argument(p)
 
 
 def main(args) -> int:
     apply_threads(args)
+    check_output_file(args.out)
     try:
         metrics = evaluate_run(args.run, args.split, args.temperature, args.max_rows)
     except (TrainError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     write_json(Path(args.out), metrics)
-    print(f"wrote {args.out}: R@1 mean {metrics['retrieval/R1/mean']:.1f}, "
-          f"holder {metrics.get('divergence/holder', float('nan')):.4f}")
+    print(f"wrote {args.out}: R@1 mean {metrics[keys.R1_MEAN]:.1f}, own-rule ({metrics[keys.META_RETRIEVAL_RULE]}) "
+          f"{metrics[keys.OWN_R1_MEAN]:.1f}, holder excess {metrics[keys.HOLDER_FIXED_EXCESS]:.4f}")
     return 0

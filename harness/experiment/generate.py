@@ -36,11 +36,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.cli import add_threads_argument, apply_threads
+from harness.cli import add_threads_argument, apply_threads, positive_int
 from harness.experiment.data import DataError
 from harness.experiment.models import Decoder
-from harness.experiment.runs import TrainError, embed_split, load_run
-from harness.files import write_json
+from harness.experiment.runs import TrainError, embed_split, load_run, run_meta
+from harness.files import check_output_dir, write_json
 
 # ----------------------------------------------------------------------------- Fréchet distance
 
@@ -252,6 +252,7 @@ def generate_run(run_dir, out_dir, epochs: int = 150, fd_components: int = 16, n
         "meta/fd_components": int(space.pca.n_components_),
         "meta/target_shape": json.dumps(ds.meta.get("target_shape")),
     })
+    out.update(run_meta(cfg))  # weight and data hashes, provenance
     out_dir = Path(out_dir)
     write_json(out_dir / "generation.json", out)
     order = ["real", "anchor"] + [k for k in samples if k not in ("real", "anchor")]
@@ -265,21 +266,41 @@ def generate_run(run_dir, out_dir, epochs: int = 150, fd_components: int = 16, n
     show = (show + extra)[: min(n_show, n_te)]
     save_samples(out_dir / "samples.png", {k: samples[k][show] for k in order}, ds.meta.get("target_shape"),
                  n_show, space)
+    save_sample_arrays(out_dir / "samples.npz", {k: samples[k][show] for k in order}, ds.meta.get("target_shape"),
+                       space, {"dataset": ds.meta.get("dataset"), "modality_names": ds.names[:M],
+                               "n_modalities": M, "seed": seed})
     return out
+
+
+def save_sample_arrays(path: Path, samples: dict[str, np.ndarray], target_shape, space, meta: dict) -> None:
+    """The shown samples for the report's figure (``harness figures``): ``samples`` (conditions, columns,
+    features; raw units for image targets, standardised otherwise), ``conditions``, ``target_shape``
+    and the run's ``dataset``, ``modality_names``, ``n_modalities``, ``seed``."""
+    import io
+
+    from harness.files import atomic_write_bytes
+
+    image = target_shape is not None and len(target_shape) == 2
+    arrays = np.stack([v if image else space.standardize(v) for v in samples.values()])
+    buf = io.BytesIO()
+    np.savez(buf, samples=arrays, conditions=np.array(list(samples)), target_shape=np.array(target_shape or [], dtype=int),
+             dataset=np.array(str(meta["dataset"])), modality_names=np.array(meta["modality_names"]),
+             n_modalities=np.array(meta["n_modalities"]), seed=np.array(meta["seed"]))
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def add_arguments(p) -> None:
     p.add_argument("--run", required=True, help="run folder from `python -m harness train`")
     p.add_argument("--out", required=True, help="output folder (generation.json, samples.png)")
-    p.add_argument("--decoder-epochs", type=int, default=150, help="decoder training epochs (batch 256, AdamW lr 2e-3)")
-    p.add_argument("--fd-components", type=int, default=16, help="PCA dims of the Fréchet-distance space")
-    p.add_argument("--n-show", type=int, default=10, help="test samples shown in samples.png")
+    p.add_argument("--decoder-epochs", type=positive_int, default=150, help="decoder training epochs (batch 256, AdamW lr 2e-3)")
+    p.add_argument("--fd-components", type=positive_int, default=16, help="PCA dims of the Fréchet-distance space")
+    p.add_argument("--n-show", type=positive_int, default=10, help="test samples shown in samples.png")
     add_threads_argument(p)
 
 
 def main(args) -> int:
     apply_threads(args)
-
+    check_output_dir(args.out)
     try:
         out = generate_run(args.run, args.out, args.decoder_epochs, args.fd_components, args.n_show)
     except (TrainError, DataError) as exc:

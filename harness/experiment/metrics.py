@@ -17,13 +17,25 @@ CONFLICT_TEMPERATURE = 0.07
 VAL_ROWS = 256
 
 
+def _unit(z: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(z.double(), dim=-1, eps=1e-12)
+
+
+def ranks_from_scores(scores: torch.Tensor) -> torch.Tensor:
+    """Rank (1-based) of the true match for each query row: ``scores[i, j]`` scores query i against
+    gallery item j, the true match of query i is item i; rank ``1 + #{j: s_ij > s_ii}`` (ties count
+    in favour of the true match)."""
+    if scores.dim() != 2 or scores.shape[0] != scores.shape[1]:
+        raise ValueError(f"scores must be a square (queries x gallery) matrix, got {tuple(scores.shape)}")
+    true = scores.diagonal().unsqueeze(1)
+    return 1 + (scores > true).sum(dim=1)
+
+
 def retrieval_ranks(query: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
-    """Rank (1-based) of gallery row i for query row i: 1 + #{j: s_ij > s_ii}."""
+    """Cosine retrieval: rank (1-based) of gallery row i for query row i: 1 + #{j: s_ij > s_ii}."""
     if query.shape != gallery.shape:
         raise ValueError(f"query {tuple(query.shape)} and gallery {tuple(gallery.shape)} must be paired")
-    sims = query.double() @ gallery.double().T
-    true = sims.diagonal().unsqueeze(1)
-    return 1 + (sims > true).sum(dim=1)
+    return ranks_from_scores(_unit(query) @ _unit(gallery).T)
 
 
 def recall_stats(ranks: torch.Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
@@ -32,25 +44,89 @@ def recall_stats(ranks: torch.Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict[st
     return out
 
 
-def retrieval_metrics(zs: Sequence[torch.Tensor], ks: Sequence[int] = (1, 5, 10), anchor: int = 0) -> dict[str, float]:
-    """Per ordered pair and aggregated recall@k (percent) and median rank; keys without prefix."""
-    M = len(zs)
+def _summarise(per_task: dict[str, torch.Tensor], ks: Sequence[int]) -> dict[str, float]:
+    """``{stat}/{task}`` for every task's ranks, ``{stat}/mean`` over the tasks and ``R1/mean_se``: the
+    standard error over test queries of R1/mean (each query's hits averaged over the tasks;
+    scipy.stats.sem, i.e. the bootstrap standard error over queries up to a factor sqrt(n/(n-1)))."""
+    from scipy import stats
+
     out: dict[str, float] = {}
-    per: dict[str, dict[tuple[int, int], float]] = {}
-    for m in range(M):
-        for n in range(M):
-            if m == n:
-                continue
-            stats = recall_stats(retrieval_ranks(zs[m], zs[n]), ks)
-            for key, v in stats.items():
-                out[f"{key}/{m}->{n}"] = v
-                per.setdefault(key, {})[(m, n)] = v
-    for key, d in per.items():
-        out[f"{key}/mean"] = float(np.mean(list(d.values())))
-        out[f"{key}/anchor->others"] = float(np.mean([v for (m, n), v in d.items() if m == anchor]))
-        out[f"{key}/others->anchor"] = float(np.mean([v for (m, n), v in d.items() if n == anchor]))
-    cos = [float((zs[m].double() * zs[n].double()).sum(1).mean()) for m in range(M) for n in range(m + 1, M)]
+    per: dict[str, list[float]] = {}
+    for task, ranks in per_task.items():
+        for key, v in recall_stats(ranks, ks).items():
+            out[f"{key}/{task}"] = v
+            per.setdefault(key, []).append(v)
+    for key, vals in per.items():
+        out[f"{key}/mean"] = float(np.mean(vals))
+    hits = torch.stack([(r <= 1).double() for r in per_task.values()]).mean(0).numpy() * 100.0
+    out["R1/mean_se"] = float(stats.sem(hits)) if hits.size > 1 else float("nan")
+    return out
+
+
+def retrieval_metrics(zs: Sequence[torch.Tensor], ks: Sequence[int] = (1, 5, 10), anchor: int = 0) -> dict[str, float]:
+    """Pairwise cosine retrieval: per ordered pair ``{stat}/{m}->{n}``, their ``mean`` (and
+    ``R1/mean_se``), ``anchor->others`` and ``others->anchor``; keys without prefix (``retrieval/``)."""
+    M = len(zs)
+    tasks = {f"{m}->{n}": retrieval_ranks(zs[m], zs[n]) for m in range(M) for n in range(M) if m != n}
+    out = _summarise(tasks, ks)
+    for key in [k.split("/")[0] for k in out if k.endswith("/mean") and not k.endswith("_se")]:
+        out[f"{key}/anchor->others"] = float(np.mean([out[f"{key}/{anchor}->{n}"] for n in range(M) if n != anchor]))
+        out[f"{key}/others->anchor"] = float(np.mean([out[f"{key}/{m}->{anchor}"] for m in range(M) if m != anchor]))
+    us = [_unit(z) for z in zs]
+    cos = [float((us[m] * us[n]).sum(1).mean()) for m in range(M) for n in range(m + 1, M)]
     out["true_pair_cosine/mean"] = float(np.mean(cos))
+    return out
+
+
+def tuple_scores(zs: Sequence[torch.Tensor], m: int, rule: str) -> torch.Tensor:
+    """``S[i, j]``: the score of candidate row i of modality m against the tuple formed by row j of
+    every other modality, under ``rule`` (rows are L2-normalised first, as the objectives do):
+
+    - ``"gram_volume"``: ``-sqrt(det Gram(z^m_i, z^n_j for n != m))`` (GRAM's volume; the determinant
+      is symmetric in its vectors, so the same for every choice of anchor);
+    - ``"symile_mip"``: ``sum_k z^m_ik prod_{n != m} z^n_jk`` (Symile's multilinear inner product);
+    - ``"cosine_sum"``: ``sum_{n != m} cos(z^m_i, z^n_j)``.
+    """
+    us = [_unit(z) for z in zs]
+    others = [us[n] for n in range(len(us)) if n != m]
+    if not others:
+        raise ValueError("tuple retrieval needs at least 2 modalities")
+    if rule == "gram_volume":
+        from objectives.kernels import gram_volumes
+
+        return -gram_volumes(us[m], torch.stack(others), 0.0)
+    if rule == "symile_mip":
+        prod = others[0]
+        for o in others[1:]:
+            prod = prod * o
+        return us[m] @ prod.T
+    if rule == "cosine_sum":
+        return us[m] @ torch.stack(others).sum(0).T
+    raise ValueError(f"retrieval rule must be one of gram_volume, symile_mip, cosine_sum; got {rule!r}")
+
+
+def own_retrieval_metrics(zs: Sequence[torch.Tensor], rule: str, ks: Sequence[int] = (1, 5, 10),
+                          anchor: int = 0) -> dict[str, float]:
+    """Tuple retrieval scored by ``rule`` (:func:`tuple_scores`); keys without prefix (``retrieval_own/``):
+
+    - ``{stat}/anchor->tuple``: query anchor row i, gallery the tuples of the other modalities;
+    - ``{stat}/tuple->anchor``: query a tuple, gallery the anchor rows;
+    - ``{stat}/rest->{m}`` (m != anchor): query the tuple of every modality but m, gallery modality m;
+    - ``{stat}/rest->one``: mean of ``tuple->anchor`` and every ``rest->{m}``;
+    - ``{stat}/mean`` (and ``R1/mean_se``): mean over all M + 1 tasks.
+    """
+    M = len(zs)
+    tasks: dict[str, torch.Tensor] = {}
+    s_anchor = tuple_scores(zs, anchor, rule)
+    tasks["anchor->tuple"] = ranks_from_scores(s_anchor)
+    tasks["tuple->anchor"] = ranks_from_scores(s_anchor.T)
+    for m in range(M):
+        if m != anchor:
+            tasks[f"rest->{m}"] = ranks_from_scores(tuple_scores(zs, m, rule).T)
+    out = _summarise(tasks, ks)
+    rest = [t for t in tasks if t != "anchor->tuple"]
+    for key in [k.split("/")[0] for k in out if k.endswith("/mean") and not k.endswith("_se")]:
+        out[f"{key}/rest->one"] = float(np.mean([out[f"{key}/{t}"] for t in rest]))
     return out
 
 
@@ -116,12 +192,18 @@ def conflict_summaries(prefix: str, result: dict, stats: tuple[str, ...] | None 
     return out
 
 
-def validation_metrics(zs: list[torch.Tensor], loss_fn, anchor: int = 0, run: str = "") -> dict[str, float]:
-    """The cheap per-epoch instruments on validation embeddings (unit rows).
+def validation_metrics(zs: list[torch.Tensor], loss_fn, anchor: int = 0, run: str = "",
+                       gap_keys: bool = True, conflict_keys: bool = True) -> dict[str, float]:
+    """The per-evaluation instruments on validation embeddings (unit rows).
 
-    Gap: a few keys computed by the individual ``harness.instruments.gap`` functions (``modality_gap`` also fits
-    a separability classifier, too slow per epoch). Proxy: ``proxy_bound`` with the resubstitution
-    estimator (its bound terms do not depend on the estimator). Conflicts: means only.
+    Always: ``val/R1_mean``, ``val/holder`` and ``val/proxy/*`` (the divergence and its proxy bound,
+    followed along training). ``gap_keys``: a few keys computed by the individual
+    ``harness.instruments.gap`` functions (``modality_gap`` also fits a separability classifier, too
+    slow per evaluation). ``conflict_keys``: means of ``infonce_conflicts`` and of the trained
+    objective's ``gradient_conflicts`` (M objective passes with gradients: the costly part, about half
+    of the time at 256 rows, M = 6, d = 32, and most of it for volume objectives such as GRAM).
+    Proxy: ``proxy_bound`` with the resubstitution estimator (its bound terms do not depend on the
+    estimator).
     """
     out: dict[str, float] = {}
     r = retrieval_metrics(zs, ks=(1,))
@@ -142,15 +224,18 @@ def validation_metrics(zs: list[torch.Tensor], loss_fn, anchor: int = 0, run: st
             "relative_gap_pairs": lambda: gap.relative_gap(zs),
             "true_pair_cosine_anchor": lambda: gap.true_pair_cosine(zs, anchor),
             "uniformity_mean": lambda: float(np.mean([gap.uniformity(z) for z in zs])),
-        }
+        } if gap_keys else {}
         for k, fn in gap_fns.items():
             v = _safe(run, f"gap.{k}", fn)
             if v is not None:
                 out[f"val/gap/{k}"] = float(v)
-        c = _safe(run, "conflicts.infonce_conflicts", conflicts.infonce_conflicts, zs, CONFLICT_TEMPERATURE, anchor)
-        if c is not None:
-            out.update(conflict_summaries("val/conflict", c, ("mean",)))
-    gc = _safe(run, "conflicts.gradient_conflicts", conflicts.gradient_conflicts, loss_fn, zs, anchor=anchor)
-    if gc is not None:
-        out.update(conflict_summaries("val/grad", gc, ("mean",)))
+        if conflict_keys:
+            c = _safe(run, "conflicts.infonce_conflicts", conflicts.infonce_conflicts, zs, CONFLICT_TEMPERATURE,
+                      anchor)
+            if c is not None:
+                out.update(conflict_summaries("val/conflict", c, ("mean",)))
+    if conflict_keys:
+        gc = _safe(run, "conflicts.gradient_conflicts", conflicts.gradient_conflicts, loss_fn, zs, anchor=anchor)
+        if gc is not None:
+            out.update(conflict_summaries("val/grad", gc, ("mean",)))
     return out

@@ -1,4 +1,12 @@
-"""Per-modality MLP encoders into a shared, L2-normalised embedding space, and an MLP decoder."""
+"""Per-modality MLP encoders into a shared embedding space, and an MLP decoder.
+
+Encoder heads (``head``):
+
+* ``"linear"`` (default): the MLP's last Linear, rows L2-normalised (unit sphere, as CLIP);
+* ``"layernorm"``: the last Linear followed by ``LayerNorm(d)`` (elementwise affine), no L2
+  normalisation, as Symile's encoders (rows have norm about sqrt(d)). Objectives with
+  ``normalize=True`` normalise such rows themselves.
+"""
 
 from __future__ import annotations
 
@@ -27,25 +35,43 @@ def mlp(in_dim: int, out_dim: int, hidden: int, depth: int, dropout: float = 0.0
     return nn.Sequential(*layers)
 
 
-class Encoder(nn.Module):
-    """MLP encoder of one modality; output rows have unit L2 norm."""
+HEADS = ("linear", "layernorm")
 
-    def __init__(self, in_dim: int, dim: int, hidden: int = 256, depth: int = 2, dropout: float = 0.0):
+
+def check_head(head: str) -> str:
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {list(HEADS)}, got {head!r}")
+    return head
+
+
+class Encoder(nn.Module):
+    """MLP encoder of one modality; ``head="linear"``: unit L2 rows, ``"layernorm"``: LayerNorm rows."""
+
+    def __init__(self, in_dim: int, dim: int, hidden: int = 256, depth: int = 2, dropout: float = 0.0,
+                 head: str = "linear"):
         super().__init__()
+        self.head = check_head(head)
         self.net = mlp(in_dim, dim, hidden, depth, dropout)
+        # registered only for the layernorm head: linear-head state dicts keep their keys
+        if self.head == "layernorm":
+            self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.head == "layernorm":
+            return self.norm(self.net(x))
         return F.normalize(self.net(x), dim=-1, eps=1e-12)
 
 
 class MultiEncoder(nn.Module):
     """One encoder per modality (M of them); ``forward(xs) -> [z_0, ..., z_{M-1}]``."""
 
-    def __init__(self, in_dims: Sequence[int], dim: int, hidden: int = 256, depth: int = 2, dropout: float = 0.0):
+    def __init__(self, in_dims: Sequence[int], dim: int, hidden: int = 256, depth: int = 2, dropout: float = 0.0,
+                 head: str = "linear"):
         super().__init__()
         self.in_dims = [int(d) for d in in_dims]
         self.dim = int(dim)
-        self.encoders = nn.ModuleList(Encoder(d, dim, hidden, depth, dropout) for d in self.in_dims)
+        self.head = check_head(head)
+        self.encoders = nn.ModuleList(Encoder(d, dim, hidden, depth, dropout, head) for d in self.in_dims)
 
     def forward(self, xs: Sequence[Tensor]) -> list[Tensor]:
         if len(xs) != len(self.encoders):
@@ -54,7 +80,8 @@ class MultiEncoder(nn.Module):
 
     @torch.no_grad()
     def embed(self, xs: Sequence[Tensor], batch_size: int = 4096) -> list[Tensor]:
-        """Embeddings of whole arrays in eval mode, in row blocks (no gradients)."""
+        """Embeddings of whole arrays in eval mode, in row blocks (no gradients); rows as the head
+        gives them (unit rows only for the linear head)."""
         was = self.training
         self.eval()
         out = []

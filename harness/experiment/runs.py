@@ -2,13 +2,31 @@
 
 ``train``, ``evaluate``, ``generate`` and the report all read runs through this module; it imports
 none of them.
+
+Integrity: a run is bound to what made it. Its config records the dataset's sha256 and split
+identity (``data_sha256``, ``split_sha256``); ``train.json`` records ``model_sha256`` of
+``model.pt``. Resuming, rerunning, evaluating and generating verify both and refuse a mismatch
+(:class:`IntegrityError`, naming both hashes and the path). A checkpoint that has trained more
+steps than the budget asked for, or a new budget over a finished run, is refused.
+
+One writer per run folder: :func:`run_writer` validates the configuration, then holds an exclusive
+lock on ``RUN/.lock`` (naming the holder's PID and host to a second writer) and removes temporary
+files a killed writer left.
+
+Relocatable: ``train.json``, ``model.pt`` and ``checkpoint.pt`` store the dataset path relative to
+the run folder (``config.data``) and ``config.out`` as ``"."``, so a run and its dataset can move
+together; absolute paths of older runs still load where they exist.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import json
+import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +34,27 @@ import numpy as np
 import torch
 import yaml
 
-from harness.experiment.data import Dataset, load_dataset
+from harness.experiment.data import DataError, Dataset, load_dataset
 from harness.experiment.models import MultiEncoder
-from harness.files import atomic_save_torch
+from harness.files import (
+    FolderLock,
+    atomic_save_torch,
+    atomic_write_bytes,
+    relative_path,
+    resolve_recorded_path,
+    sha256_bytes,
+    write_json,
+)
+from harness.provenance import flat_provenance, provenance
 
 CHECKPOINT_FORMAT = "harness-checkpoint-v1"
 # config keys that may change between a checkpoint and a resumed command
-RESUMABLE_CHANGES = {"epochs", "quiet", "out", "eval_every", "threads"}
+# (the budget, the validation cadence and instruments, and the selection do not change the training
+# trajectory: a checkpoint continues under new values)
+RESUMABLE_CHANGES = {"epochs", "steps", "quiet", "out", "eval_every", "eval_every_steps", "val_instruments",
+                     "select", "threads"}
+# keys checked on their own (paths may move; hashes are compared with a message naming both)
+BOUND_KEYS = {"data", "out", "data_sha256", "split_sha256", "dist_timeout_s"}
 
 
 
@@ -32,6 +64,10 @@ class TrainError(RuntimeError):
 
 class CheckpointError(TrainError):
     """A checkpoint is truncated, corrupted or from another configuration."""
+
+
+class IntegrityError(TrainError):
+    """A run's weights or data differ from those it recorded."""
 
 
 
@@ -67,7 +103,8 @@ def objective_temperature(loss_fn, default: float = float("nan")) -> float:
     temp = getattr(loss_fn, "temperature", None)
     if temp is not None and hasattr(temp, "value"):
         try:
-            return float(temp.value())
+            with torch.no_grad():  # a learnable temperature: read its value, no graph
+                return float(temp.value())
         except Exception:  # noqa: BLE001
             pass
     return default
@@ -75,6 +112,9 @@ def objective_temperature(loss_fn, default: float = float("nan")) -> float:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
+    """Write a checkpoint atomically; its ``config`` is stored with paths relative to the run folder."""
+    if isinstance(state.get("config"), dict):
+        state = {**state, "config": portable_config(state["config"], Path(path).parent)}
     buf = io.BytesIO()
     torch.save(state, buf)
     payload = buf.getvalue()
@@ -104,17 +144,198 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def config_diff(a: dict, b: dict) -> list[str]:
-    keys = (set(a) | set(b)) - RESUMABLE_CHANGES
+    keys = (set(a) | set(b)) - RESUMABLE_CHANGES - BOUND_KEYS
     return sorted(k for k in keys if a.get(k) != b.get(k))
 
 
-def check_dataset_for_run(ds: Dataset, n_modalities: int, batch_size: int, world_size: int = 1) -> None:
+# ----------------------------------------------------------------------------- configuration checks
+
+# key -> (test, what it must be); a key absent or None in a config is not checked
+_CONFIG_RULES = {
+    "steps": (lambda v: v >= 1, "a positive integer"),
+    "epochs": (lambda v: v >= 1, "a positive integer"),
+    "batch_size": (lambda v: v >= 2, "an integer >= 2"),
+    "dim": (lambda v: v >= 1, "a positive integer"),
+    "hidden": (lambda v: v >= 1, "a positive integer"),
+    "depth": (lambda v: v >= 0, "an integer >= 0"),
+    "lr": (lambda v: math.isfinite(v) and v > 0, "a positive number"),
+    "weight_decay": (lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
+    "eval_every": (lambda v: v >= 1, "a positive integer"),
+    "eval_every_steps": (lambda v: v >= 1, "a positive integer"),
+    "threads": (lambda v: v >= 0, "an integer >= 0"),
+    "seed": (lambda v: v >= 0, "an integer >= 0"),
+    "dist_timeout_s": (lambda v: math.isfinite(v) and v > 0, "a positive number of seconds"),
+}
+
+
+def validate_config(cfg: dict[str, Any]) -> None:
+    """Refuse sizes, budgets and rates out of range before any work, naming the option and value."""
+    for key, (test, what) in _CONFIG_RULES.items():
+        value = cfg.get(key)
+        if value is not None and not test(value):
+            raise TrainError(f"--{key.replace('_', '-')} {value} must be {what}")
+
+
+def bind_dataset(cfg: dict[str, Any], ds: Dataset) -> dict[str, Any]:
+    """Record the dataset's sha256 and split identity in ``cfg`` (in place; returns it)."""
+    cfg["data_sha256"] = ds.meta.get("sha256")
+    cfg["split_sha256"] = ds.split_sha256
+    return cfg
+
+
+def _check_data(recorded: dict[str, Any], cfg: dict[str, Any], where: Path) -> None:
+    """Refuse when the data hash (or split) recorded in ``recorded`` differs from ``cfg``'s."""
+    for key, what in (("data_sha256", "dataset sha256"), ("split_sha256", "split sha256")):
+        old, new = recorded.get(key), cfg.get(key)
+        if old is not None and new is not None and old != new:
+            raise IntegrityError(
+                f"{where} was made from data with {what} {old}, but {cfg['data']} now holds {new}; "
+                "the dataset was regenerated or edited: use the original dataset or another --out"
+            )
+
+
+def _budget(cfg: dict[str, Any]) -> str:
+    return f"--steps {cfg['steps']}" if cfg.get("steps") is not None else f"--epochs {cfg.get('epochs')}"
+
+
+def check_finished_run(out: Path, cfg: dict[str, Any], total_steps: int) -> None:
+    """Before a rerun over a finished run: its data, its weights and its budget must match ``cfg``.
+
+    A finished run with the same configuration but another budget is refused: continuing it would
+    replace the model its metrics describe.
+    """
+    done, model = out / "train.json", out / "model.pt"
+    if not (done.exists() and model.exists()):
+        return
+    prev = read_train_json(out)
+    _check_data({**prev.get("config", {}), "data_sha256": prev.get("data_sha256")}, cfg, done)
+    verify_weights(out, prev)
+    if not config_diff(prev.get("config", {}), cfg) and prev.get("steps") != total_steps:
+        raise TrainError(
+            f"{out} holds a finished run of {prev.get('steps')} steps; {_budget(cfg)} ({total_steps} steps) "
+            f"would replace the model its results describe; train into another --out, or delete "
+            f"{model.name} and {done.name} there to continue it from its checkpoint"
+        )
+
+
+def check_resume(ckpt_path: Path, state: dict[str, Any], cfg: dict[str, Any], total_steps: int) -> None:
+    """A checkpoint may continue only on the same data and up to a budget at least as large."""
+    _check_data(state.get("config", {}), cfg, ckpt_path)
+    done = int(state.get("step", 0))
+    if done > total_steps:
+        raise CheckpointError(
+            f"{ckpt_path} has trained {done} steps, more than {_budget(cfg)} ({total_steps} steps); "
+            "a smaller budget cannot be resumed: use another --out or delete the checkpoint"
+        )
+
+
+# ----------------------------------------------------------------------------- relocatable paths
+
+
+def portable_config(cfg: dict[str, Any], run_dir: str | os.PathLike) -> dict[str, Any]:
+    """``cfg`` as stored in a run folder: ``data`` relative to it, ``out`` as ``"."``."""
+    out = dict(cfg)
+    if out.get("data") is not None:
+        out["data"] = relative_path(out["data"], run_dir)
+    if "out" in out:
+        out["out"] = "."
+    return out
+
+
+def resolve_data(cfg: dict[str, Any], run_dir: str | os.PathLike) -> Path:
+    """The dataset folder of a stored run config (relative to the run, or absolute in older runs)."""
+    return resolve_recorded_path(cfg["data"], run_dir)
+
+
+# ----------------------------------------------------------------------------- the run folder
+
+
+@contextlib.contextmanager
+def run_writer(cfg: dict[str, Any], is_main: bool = True) -> Iterator[FolderLock | None]:
+    """Validate ``cfg``, then hold the run folder's writer lock (main rank only) for the block."""
+    validate_config(cfg)
+    if not is_main:
+        yield None
+        return
+    with FolderLock(cfg["out"]) as lock:
+        yield lock
+
+
+def read_train_json(run: Path) -> dict[str, Any]:
+    path = run / "train.json"
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IntegrityError(f"{path} is not valid JSON (truncated or corrupted?): {exc}") from exc
+
+
+def verify_weights(run: Path, record: dict[str, Any] | None, data: bytes | None = None) -> str:
+    """sha256 of ``model.pt``; refused when it differs from ``record['model_sha256']``."""
+    path = run / "model.pt"
+    if data is None:
+        data = path.read_bytes()
+    digest = sha256_bytes(data)
+    expected = (record or {}).get("model_sha256")
+    if expected is not None and digest != expected:
+        raise IntegrityError(
+            f"{path} has sha256 {digest}, but {run / 'train.json'} records {expected}: the weights changed "
+            "after training (corrupted or replaced); delete model.pt and train.json and rerun train"
+        )
+    return digest
+
+
+def write_run(out: Path, weights: dict[str, Any], result: dict[str, Any], device: str | None = None) -> dict:
+    """Write ``model.pt`` then ``train.json``; the latter records the weights' sha256 and provenance.
+
+    Both store the config with relocatable paths; returns the dict written to ``train.json``.
+    """
+    import torch
+
+    weights = dict(weights)
+    if isinstance(weights.get("config"), dict):
+        weights["config"] = portable_config(weights["config"], out)
+    buf = io.BytesIO()
+    torch.save(weights, buf)
+    payload = buf.getvalue()
+    atomic_write_bytes(out / "model.pt", payload)
+    result = dict(result)
+    result["config"] = portable_config(result["config"], out)
+    result["model_sha256"] = sha256_bytes(payload)
+    result["split_sha256"] = result["config"].get("split_sha256")
+    result["provenance"] = provenance(device)
+    write_json(out / "train.json", result)
+    return result
+
+
+def run_meta(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Flat ``meta/`` keys naming what a result came from: weight and data hashes, provenance."""
+    return {
+        "meta/model_sha256": cfg.get("model_sha256"),
+        "meta/data_sha256": cfg.get("data_sha256"),
+        "meta/split_sha256": cfg.get("split_sha256"),
+        **flat_provenance(),
+    }
+
+
+def check_dataset_for_run(ds: Dataset, n_modalities: int, batch_size: int, world_size: int = 1,
+                          params: dict[str, Any] | None = None) -> None:
     if n_modalities < 2 or n_modalities > ds.n_modalities:
         raise TrainError(
             f"--n-modalities {n_modalities} is not possible: the dataset {ds.meta.get('dataset')} has "
             f"{ds.n_modalities} modalities ({', '.join(ds.names)}); M must be in 2..{ds.n_modalities}"
         )
-    n_train = len(ds.split("train"))
+    sizes = {k: int(len(ds.split(k))) for k in ("train", "val", "test")}
+    small = [k for k, v in sizes.items() if v < 2]
+    if small:
+        raise TrainError(
+            f"the dataset {ds.meta.get('dataset')} has split sizes {sizes}: {', '.join(small)} need at "
+            "least 2 rows; rebuild it with more samples"
+        )
+    anchor = (params or {}).get("anchor")
+    if isinstance(anchor, int) and not isinstance(anchor, bool) and not 0 <= anchor < n_modalities:
+        raise TrainError(f"--param anchor={anchor} is out of range: M = {n_modalities} modalities are "
+                         f"0..{n_modalities - 1}")
+    n_train = sizes["train"]
     if batch_size > n_train:
         raise TrainError(
             f"--batch-size {batch_size} is larger than the {n_train} training rows of the dataset "
@@ -128,18 +349,36 @@ def check_dataset_for_run(ds: Dataset, n_modalities: int, batch_size: int, world
 
 
 def load_run(run_dir: str | os.PathLike, device: str = "cpu"):
-    """(config, model in eval mode, objective, dataset) of a finished run."""
+    """(config, model in eval mode, objective, dataset) of a finished run, after verifying it.
+
+    ``model.pt`` must match the ``model_sha256`` its ``train.json`` records and the dataset the
+    sha256 the run recorded. The returned config holds the absolute dataset path and
+    ``model_sha256`` (see :func:`run_meta`).
+    """
     run = Path(run_dir)
     path = run / "model.pt"
     if not path.exists():
         raise TrainError(f"{path} does not exist; train first with `python -m harness train --out {run}`")
+    record = read_train_json(run) if (run / "train.json").exists() else None
+    payload = path.read_bytes()
+    digest = verify_weights(run, record, payload)
     try:
-        state = torch.load(path, map_location=device, weights_only=False)
+        state = torch.load(io.BytesIO(payload), map_location=device, weights_only=False)
     except Exception as exc:  # noqa: BLE001
         raise TrainError(f"{path} is unreadable (truncated or corrupted): {exc}") from exc
-    cfg = state["config"]
-    ds = load_dataset(cfg["data"])
-    model = MultiEncoder(state["in_dims"], cfg["dim"], cfg["hidden"], cfg["depth"])
+    cfg = dict(state["config"])
+    if record is not None:
+        cfg.setdefault("data_sha256", record.get("data_sha256"))
+    data = resolve_data(cfg, run)
+    try:
+        ds = load_dataset(data)
+    except DataError as exc:
+        raise TrainError(f"the dataset of run {run} cannot be loaded: {exc}") from exc
+    cfg["data"] = str(data)
+    _check_data(cfg, bind_dataset({"data": str(data)}, ds), run)
+    cfg["model_sha256"] = digest
+    cfg.setdefault("split_sha256", ds.split_sha256)
+    model = MultiEncoder(state["in_dims"], cfg["dim"], cfg["hidden"], cfg["depth"], head=cfg.get("head", "linear"))
     model.load_state_dict(state["model"])
     model.eval()
     loss_fn = build_objective(cfg["objective"], cfg["params"])

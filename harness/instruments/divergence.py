@@ -51,6 +51,15 @@ Everything is in the log domain (logsumexp). The estimator is consistent (h -> 0
 Gaussians approaches the unwidened closed form as h shrinks; at fixed B it becomes noisy when h is
 small compared with the nearest-neighbour distance, which grows with d (see
 ``python -m harness validate-estimators``).
+
+Noise floor: :func:`holder_null`
+--------------------------------
+D_H >= 0, but the resubstitution plug-in is neither unbiased nor non-negative: on M disjoint samples of
+one distribution (true value 0) it scatters around a small bias (of either sign) with a spread that
+grows as the per-sample size shrinks and the bandwidth narrows. :func:`holder_null` measures that
+spread at a given bandwidth and sample size; a difference between two settings is an effect only
+where it clears the null of both, and an estimate at or below its null mean is "no detectable
+divergence", never a (negative) divergence.
 """
 
 from __future__ import annotations
@@ -63,7 +72,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from harness.instruments._inputs import modality_list
+from harness.instruments._inputs import check_anchor, checked_modalities
 from objectives.kernels import log_kernel_matrix, log_mean_kernel, resolve_bandwidth, sq_dists
 
 __all__ = [
@@ -74,11 +83,18 @@ __all__ = [
     "proxy_bound",
     "gaussian_holder_closed_form",
     "exact_tuple_count",
+    "holder_null",
     "DEFAULT_MAX_TUPLES",
+    "FIXED_BANDWIDTH",
 ]
 
 SQRT2 = math.sqrt(2.0)
 DEFAULT_MAX_TUPLES = 200_000_000
+#: the fixed KDE bandwidth h at which runs are compared (``harness evaluate``: ``divergence/holder_fixed/*``).
+#: The median heuristic adapts h to each run's embeddings, so two runs' median-bandwidth estimates
+#: measure different smoothings; on unit-norm embeddings the median pairwise distance is close to
+#: sqrt(2), i.e. median h close to 1, hence h = 1 (LMK width sqrt(2)).
+FIXED_BANDWIDTH = 1.0
 #: elements of one block in the exact tuple sums and in the row-chunked kernel matrices
 _BLOCK_ELEMS = 1 << 22
 _ROW_BLOCK_ELEMS = 1 << 23
@@ -92,32 +108,7 @@ Embeddings = Sequence[Tensor] | Tensor
 
 def _prepare(xs: Any, name: str = "xs", min_modalities: int = 2) -> list[Tensor]:
     """Sequence of (B_m, d) tensors (or one (M, B, d) tensor) -> list of finite float tensors."""
-    items = modality_list(xs, name, min_modalities)
-    out: list[Tensor] = []
-    for m, x in enumerate(items):
-        if not isinstance(x, Tensor):
-            x = torch.as_tensor(x)
-        if x.dim() != 2:
-            raise ValueError(f"{name}[{m}] must have shape (B, d), got {tuple(x.shape)}")
-        if x.shape[0] < 2:
-            raise ValueError(f"{name}[{m}] needs at least 2 samples, got B={x.shape[0]}")
-        out.append(x)
-    d0 = out[0].shape[1]
-    for m, x in enumerate(out):
-        if x.shape[1] != d0:
-            raise ValueError(f"{name}[{m}] has dimension d={x.shape[1]} but {name}[0] has d={d0}")
-        if x.device != out[0].device:
-            raise ValueError(f"{name}[{m}] is on {x.device} but {name}[0] is on {out[0].device}")
-    dtype = torch.float32
-    for x in out:
-        if x.is_floating_point() and x.dtype not in (torch.float16, torch.bfloat16):
-            dtype = torch.promote_types(dtype, x.dtype)
-    out = [x.to(dtype) for x in out]
-    for m, x in enumerate(out):
-        bad = int((~torch.isfinite(x.detach())).sum())
-        if bad:
-            raise ValueError(f"{name}[{m}] contains {bad} non-finite value(s) (NaN or inf)")
-    return out
+    return checked_modalities(xs, name, min_modalities=min_modalities, detach=False)
 
 
 def _check_gamma(gamma: Any, name: str = "gamma") -> float:
@@ -460,8 +451,7 @@ def proxy_bound(
     sizes = {x.shape[0] for x in zs}
     if len(sizes) != 1:
         raise ValueError(f"proxy_bound needs paired samples (equal B), got B={[x.shape[0] for x in zs]}")
-    if isinstance(anchor, bool) or not isinstance(anchor, int) or not 0 <= anchor < n_mod:
-        raise ValueError(f"anchor must be an int in [0, {n_mod - 1}], got {anchor!r}")
+    check_anchor(anchor, n_mod)
     if estimator not in ("auto", "exact", "resubstitution"):
         raise ValueError(f"estimator must be 'auto', 'exact' or 'resubstitution', got {estimator!r}")
     n = zs[0].shape[0]
@@ -492,3 +482,50 @@ def proxy_bound(
         "estimator": estimator,
         "guaranteed": estimator == "exact",
     }
+
+
+def holder_null(
+    pools: Sequence[Tensor],
+    n_mod: int,
+    size: int,
+    bandwidth: float,
+    *,
+    draws: int = 8,
+    seed: int = 0,
+    gamma: float | None = None,
+) -> dict[str, Any]:
+    """The same-distribution null of :func:`holder` (resubstitution): its values when the true
+    divergence is 0.
+
+    Draw ``t`` (``t = 0 .. draws - 1``) takes pool ``t mod len(pools)`` (the rows of one modality),
+    splits a random permutation of it into ``n_mod`` disjoint samples of ``size`` rows and estimates
+    ``holder`` on them at the fixed KDE bandwidth ``bandwidth`` (a number: the h of the estimate the
+    null is compared with), power ``gamma`` (default ``n_mod``). ``size`` is reduced to
+    ``len(pool) // n_mod`` where a pool is too small (returned as ``size``).
+
+    Returns ``values`` (list), ``mean``, ``sd`` (ddof 1), ``q95``, ``n`` (draws) and ``size``.
+    """
+    if isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float)) or not math.isfinite(bandwidth) \
+            or bandwidth <= 0:
+        raise ValueError(f"bandwidth must be a fixed positive number (the KDE's h), got {bandwidth!r}")
+    if isinstance(n_mod, bool) or not isinstance(n_mod, int) or n_mod < 2:
+        raise ValueError(f"n_mod must be an int >= 2, got {n_mod!r}")
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 2:
+        raise ValueError(f"draws must be an int >= 2, got {draws!r}")
+    pools = _prepare(list(pools), name="pools", min_modalities=1)
+    smallest = min(p.shape[0] for p in pools) // n_mod
+    size = min(int(size), smallest)
+    if size < 2:
+        raise ValueError(f"the null needs {n_mod} disjoint samples of >= 2 rows, but the smallest pool has "
+                         f"{min(p.shape[0] for p in pools)} rows")
+    gen = torch.Generator().manual_seed(int(seed))
+    values = []
+    with torch.no_grad():
+        for t in range(draws):
+            pool = pools[t % len(pools)]
+            perm = torch.randperm(pool.shape[0], generator=gen)[: n_mod * size].to(pool.device)
+            parts = list(pool[perm].reshape(n_mod, size, -1))
+            values.append(float(holder(parts, gamma, float(bandwidth), "resubstitution")))
+    v = torch.tensor(values, dtype=torch.float64)
+    return {"values": values, "mean": float(v.mean()), "sd": float(v.std(unbiased=True)),
+            "q95": float(torch.quantile(v, 0.95)), "n": draws, "size": size}

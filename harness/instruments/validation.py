@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import io
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -126,59 +124,51 @@ def _finding(df) -> str:
     return line1 + "\n" + line2
 
 
-def _save_figure(fig, out_fig: Path) -> list[Path]:
-    out_fig.parent.mkdir(parents=True, exist_ok=True)
-    written = []
-    for suffix in (".png", ".pdf"):
-        target = out_fig.with_suffix(suffix)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
-        os.close(fd)
-        try:
-            fig.savefig(tmp, dpi=150, bbox_inches="tight", format=suffix[1:])
-            os.chmod(tmp, 0o644)  # mkstemp creates 0600
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        written.append(target)
-    return written
-
-
 def plot(df, out_fig: Path) -> list[Path]:
-    import matplotlib
+    """estimate / true against d per estimator; error bars: 95% t interval over draws (when > 1 draw)."""
+    from harness.report import style
+    from harness.report.aggregate import t_interval
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.3), sharey=True)
+    plt = style.pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True, layout="constrained")
     rules = sorted(df.bandwidth_rule.unique(), key=lambda r: (r == "median", r))
-    colors = dict(zip(rules, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    palette = plt.get_cmap("Dark2").colors
+    colors = {rule: palette[i % len(palette)] for i, rule in enumerate(rules)}
     styles = {2: "-", 3: "--", 4: ":"}
+    draws = int(df.groupby(["estimator", "M", "d", "bandwidth_rule"]).size().min())
     for ax, est in zip(axes, ("exact", "resubstitution")):
         sub = df[df.estimator == est]
         for (rule, n_mod), grp in sub.groupby(["bandwidth_rule", "M"]):
-            stats = grp.groupby("d")["ratio"].agg(["mean", "std"]).fillna(0.0)
-            y = stats["mean"].clip(lower=1e-3)
-            ax.errorbar(stats.index, y, yerr=stats["std"], color=colors[rule], ls=styles.get(n_mod, "-."),
-                        marker="o", ms=3, capsize=2, label=f"{rule}, M={n_mod}")
+            stats = [(d, *t_interval(g["ratio"].tolist())) for d, g in grp.groupby("d")]
+            xs = [s[0] for s in stats]
+            y = [max(s[1], 1e-3) for s in stats]
+            label = f"{rule}, M={n_mod}"
+            if draws > 1:
+                lo = [max(s[1] - s[3], 0.0) if math.isfinite(s[3]) else 0.0 for s in stats]
+                hi = [s[4] - s[1] if math.isfinite(s[4]) else 0.0 for s in stats]
+                ax.errorbar(xs, y, yerr=[lo, hi], color=colors[rule], ls=styles.get(n_mod, "-."), marker="o",
+                            capsize=3, label=label)
+            else:
+                ax.plot(xs, y, color=colors[rule], ls=styles.get(n_mod, "-."), marker="o", label=label)
             if est == "exact":
                 wid = (grp.truth_widened / grp.truth).groupby(grp.d).mean()
-                ax.plot(wid.index, wid.values, color=colors[rule], ls=":", lw=1, alpha=0.6)
+                ax.plot(wid.index, wid.values, color=colors[rule], ls=":", lw=1.2, alpha=0.7)
         ax.axhline(1.0, color="black", lw=0.8)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("dimension d (fixed samples per modality)")
-        note = " (dotted: widened target s²/(s²+h²))" if est == "exact" else ""
-        ax.set_title(f"{est} estimator{note}", fontsize=9)
+        note = "\n(dotted: widened target $s^2/(s^2+h^2)$)" if est == "exact" else ""
+        ax.set_title(f"{est} estimator{note}")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel("estimate / true D_H  (log scale; 1 = correct)")
-    axes[1].legend(fontsize=7, loc="best")
-    fig.suptitle(_finding(df), fontsize=8.5)
-    fig.tight_layout()
-    try:
-        return _save_figure(fig, out_fig)
-    finally:
-        plt.close(fig)
+    axes[0].set_ylabel(r"estimate / true $D_H$ (log scale; 1 = correct)")
+    spread = (f"error bars: 95% t interval over {draws} draws" if draws > 1
+              else "one draw per point (no error bars; --draws N for intervals)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    style.legend_below(fig, handles, labels)
+    sizes = sorted({int(b) for b in df.B})
+    fig.suptitle(f"Divergence estimators against the closed form, B={sizes[-1]} per modality, true "
+                 f"$D_H$={df['truth'].iloc[0]:.2g}; {spread}")
+    return style.save(fig, out_fig)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -13,7 +13,8 @@ Inputs follow the workflow's layout (workflow/rules/common.smk):
 Outputs (CSV, rows sorted, floats written with ``%.6g``, so two runs with the same seeds give
 byte-identical files when the harness itself is deterministic):
 
-- summary: one row per run: ``dataset, variant, label, objective, M, seed, params`` then every
+- summary: one row per run: ``dataset, variant, label, objective, M, seed, split_seed, params,
+  retrieval_rule, n_eval`` (the last two from ``meta/retrieval_rule``, ``meta/n_eval``) then every
   numeric metric of metrics.json in sorted column order (``meta/*`` keys dropped: they repeat
   the identifying columns);
 - history: one row per (run, epoch) with the same identifying columns and history.csv's columns;
@@ -21,121 +22,42 @@ byte-identical files when the harness itself is deterministic):
 - benchmarks: one row per job: ``stage, job`` and Snakemake's benchmark columns (wall seconds
   ``s``, ``max_rss`` MB, ``cpu_time`` ...) — timings, so not byte-stable.
 
-The module also holds the helpers the tables, figures and claims share: :data:`METRICS` (canonical
-short names -> column names, with fallbacks), :func:`metric_column`, :func:`load_config`,
-:func:`group_stats` (mean, sd, t-interval over seeds) and the CSV writer.
+Run names: ``M{M}_seed{S}_split{K}`` (``_split{K}`` absent: split seed 0); the summary's
+``split_seed`` column comes from the name (else ``meta/split_seed``), ``retrieval_rule`` from
+``meta/retrieval_rule``.
+
+The module also holds the helpers the tables, figures and claims share: :func:`load_config`,
+:func:`group_stats` (mean, sd, t-interval over seeds) and the CSV writer. Metric names and their
+columns are defined once, in :mod:`harness.experiment.keys` (re-exported here as :data:`METRICS`,
+:func:`metric_column`, :func:`history_column`, :func:`metric_label`).
 """
 
 from __future__ import annotations
 
 import io
 import json
-import math
 import re
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Sequence
 
-import numpy as np
 import pandas as pd
 
+from harness.experiment import keys
 from harness.files import atomic_write_text
+from harness.report.statistics import t_interval
 
-ID_COLUMNS = ["dataset", "variant", "label", "objective", "M", "seed"]
+ID_COLUMNS = keys.ID_COLUMNS
 FLOAT_FORMAT = "%.6g"
-_RUN_FILE = re.compile(r"^M(?P<M>\d+)_seed(?P<seed>\d+)(?:\.json)?$")
+_RUN_NAME = re.compile(r"^M(?P<M>\d+)_seed(?P<seed>\d+)(?:_split(?P<split>\d+))?(?:\.json)?$")
+_SEED_DIR = re.compile(r"^seed(?P<seed>\d+)(?:_split(?P<split>\d+))?$")
 
-# canonical name -> candidate columns (first present wins), then a regex fallback
-METRICS: dict[str, dict[str, Any]] = {
-    "R1": {"cols": ["retrieval/R1/mean"], "label": "R@1 (%), mean over ordered pairs"},
-    "R5": {"cols": ["retrieval/R5/mean"], "label": "R@5 (%)"},
-    "R10": {"cols": ["retrieval/R10/mean"], "label": "R@10 (%)"},
-    "MedR": {"cols": ["retrieval/MedR/mean"], "label": "median rank"},
-    "R1_a2o": {"cols": ["retrieval/R1/anchor->others"], "label": "R@1 anchor->others (%)"},
-    "R1_o2a": {"cols": ["retrieval/R1/others->anchor"], "label": "R@1 others->anchor (%)"},
-    "probe": {"cols": ["probe/acc/mean"], "label": "linear-probe accuracy"},
-    "zeta": {
-        "cols": ["conflict/zeta/mean", "conflict/zeta_a/mean", "conflict/zeta"],
-        "regex": r"^conflict/zeta[^/]*/mean$",
-        "label": "zeta = cos(V_a, Phi_a)",
-    },
-    "chi": {
-        "cols": ["conflict/chi/mean", "conflict/chi_a/mean", "conflict/chi"],
-        "regex": r"^conflict/chi[^/]*/mean$",
-        "label": "chi = 1 - |mean pull|",
-    },
-    "holder": {
-        "cols": ["divergence/holder", "divergence/holder/value", "divergence/holder/divergence"],
-        "regex": r"^divergence/holder(/[^/]*)?$",
-        "label": "global Hölder divergence (nats)",
-    },
-    "proxy": {
-        "cols": ["divergence/proxy/bound", "divergence/proxy"],
-        "regex": r"^divergence/proxy(/[^/]*)?$",
-        "label": "proxy bound (nats)",
-    },
-    "cs": {"cols": ["divergence/cs_pairwise_mean"], "label": "mean pairwise CS divergence"},
-    "gap": {
-        "cols": ["gap/centroid_distance_pairs", "gap/centroid_distance", "gap/centroid_distance_anchor"],
-        "regex": r"^gap/.*centroid.*$",
-        "label": "modality gap (centroid distance)",
-    },
-    "gap_rel": {"cols": ["gap/relative_gap_pairs", "gap/relative_gap"], "regex": r"^gap/.*relative.*$", "label": "relative gap"},
-    "alignment": {
-        "cols": ["gap/alignment_pairs", "gap/alignment"],
-        "regex": r"^gap/.*align.*$",
-        "label": "alignment |z_m - z_n|^2 (Wang & Isola)",
-    },
-    "uniformity": {
-        "cols": ["gap/uniformity_mean", "gap/uniformity"],
-        "regex": r"^gap/uniformity.*$",
-        "label": "uniformity log E exp(-2|z_i - z_j|^2)",
-    },
-    "grad_cos": {
-        "cols": ["conflict/grad/cos_align_unif/mean", "conflict/grad/cos_align_unif"],
-        "regex": r"^conflict/grad/.*(cos|cosine).*(unif|uniformity).*$",
-        "label": "cos(grad alignment, grad uniformity)",
-    },
-}
-
-HISTORY_METRICS = {
-    # the global Hölder divergence (resubstitution, median bandwidth) and the UniAlign proxy bound
-    # (M-1) log B + (M-1)/(2h^2) L_align + (1/M) sum_m U (harness.instruments.divergence.proxy_bound)
-    "holder": ["val/holder", "val/proxy/divergence"],
-    "proxy": ["val/proxy/bound", "val/proxy"],
-}
+METRICS = keys.METRICS
+metric_column = keys.column
+history_column = keys.history_column
+metric_label = keys.metric_label
 
 
 # ----------------------------------------------------------------------------- shared helpers
-
-
-def metric_column(columns: Iterable[str], name: str) -> str | None:
-    """The column holding canonical metric ``name`` (see :data:`METRICS`), or None."""
-    columns = list(columns)
-    spec = METRICS.get(name)
-    if spec is None:
-        return name if name in columns else None
-    for col in spec["cols"]:
-        if col in columns:
-            return col
-    pattern = spec.get("regex")
-    if pattern:
-        hits = sorted(c for c in columns if re.match(pattern, c))
-        if hits:
-            return hits[0]
-    return None
-
-
-def history_column(columns: Iterable[str], name: str) -> str | None:
-    columns = list(columns)
-    for col in HISTORY_METRICS.get(name, [name]):
-        if col in columns:
-            return col
-    hits = sorted(c for c in columns if c.startswith(f"val/{name}"))
-    return hits[0] if hits else None
-
-
-def metric_label(name: str) -> str:
-    return METRICS.get(name, {}).get("label", name)
 
 
 def load_config(path: str | Path | None) -> dict:
@@ -151,22 +73,6 @@ def variant_info(cfg: dict, variant: str) -> dict:
 
 def variant_label(cfg: dict, variant: str) -> str:
     return variant_info(cfg, variant).get("label", variant)
-
-
-def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float, float, int]:
-    """(mean, sd, low, high, n) with a Student t interval; NaN bounds when n < 2."""
-    from scipy import stats
-
-    x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
-    n = int(x.size)
-    if n == 0:
-        return (math.nan, math.nan, math.nan, math.nan, 0)
-    mean = float(x.mean())
-    if n < 2:
-        return (mean, math.nan, math.nan, math.nan, n)
-    sd = float(x.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
-    return (mean, sd, mean - half, mean + half, n)
 
 
 def group_stats(df: pd.DataFrame, by: Sequence[str], metrics: dict[str, str], confidence: float = 0.95) -> pd.DataFrame:
@@ -197,9 +103,10 @@ def write_csv(df: pd.DataFrame, path: str | Path) -> None:
     atomic_write_text(path, to_csv_text(df))
 
 
-def parse_run_name(name: str) -> tuple[int, int] | None:
-    match = _RUN_FILE.match(name)
-    return (int(match["M"]), int(match["seed"])) if match else None
+def parse_run_name(name: str) -> tuple[int, int, int] | None:
+    """``M{M}_seed{S}[_split{K}][.json]`` -> (M, seed, split seed; 0 when absent), else None."""
+    match = _RUN_NAME.match(name)
+    return (int(match["M"]), int(match["seed"]), int(match["split"] or 0)) if match else None
 
 
 def _dataset(path: str | Path) -> str:
@@ -209,7 +116,8 @@ def _dataset(path: str | Path) -> str:
     return parts[-2]
 
 
-def _ids(cfg: dict, dataset: str, variant: str, m: int, seed: int, fallback_objective: str = "") -> dict:
+def _ids(cfg: dict, dataset: str, variant: str, m: int, seed: int, split: int = 0,
+         fallback_objective: str = "") -> dict:
     info = variant_info(cfg, variant)
     return {
         "dataset": dataset,
@@ -218,6 +126,7 @@ def _ids(cfg: dict, dataset: str, variant: str, m: int, seed: int, fallback_obje
         "objective": info.get("objective", fallback_objective),
         "M": int(m),
         "seed": int(seed),
+        "split_seed": int(split),
     }
 
 
@@ -237,10 +146,12 @@ def _finish(rows: list[dict], sort_extra: Sequence[str] = ()) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame(columns=ID_COLUMNS)
     df = pd.DataFrame(rows)
-    first = [c for c in ID_COLUMNS + ["params"] + list(sort_extra) if c in df.columns]
+    first = [c for c in ID_COLUMNS + ["params", keys.RETRIEVAL_RULE, keys.N_EVAL] + list(sort_extra)
+             if c in df.columns]
     rest = sorted(c for c in df.columns if c not in first)
     df = df[first + rest]
-    return df.sort_values(["dataset", "variant", "M", "seed", *sort_extra], kind="mergesort").reset_index(drop=True)
+    return df.sort_values(["dataset", "variant", "M", "seed", "split_seed", *sort_extra],
+                          kind="mergesort").reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------------- collectors
@@ -256,7 +167,14 @@ def collect_metrics(dirs: Sequence[str | Path], cfg: dict) -> pd.DataFrame:
             if parsed is None:
                 continue
             obj = json.loads(path.read_text())
-            row = _ids(cfg, dataset, variant, *parsed, fallback_objective=str(obj.get("meta/objective", "")))
+            m, seed, split = parsed
+            if "_split" not in path.name:
+                split = int(obj.get(keys.META_SPLIT_SEED, 0))
+            row = _ids(cfg, dataset, variant, m, seed, split, fallback_objective=str(obj.get(keys.META_OBJECTIVE, "")))
+            if keys.META_RETRIEVAL_RULE in obj:
+                row[keys.RETRIEVAL_RULE] = str(obj[keys.META_RETRIEVAL_RULE])
+            if keys.META_N_EVAL in obj:
+                row[keys.N_EVAL] = int(obj[keys.META_N_EVAL])
             params = variant_info(cfg, variant).get("params")
             row["params"] = json.dumps(params if params is not None else json.loads(obj.get("meta/params", "{}")),
                                        sort_keys=True)
@@ -271,19 +189,24 @@ def collect_history(dirs: Sequence[str | Path], cfg: dict) -> pd.DataFrame:
         dataset = _dataset(d)
         for path in sorted(Path(d).glob("*/M*/seed*/history.csv")):
             variant = path.parent.parent.parent.name
+            match = _SEED_DIR.match(path.parent.name)
+            if match is None or not re.fullmatch(r"M\d+", path.parent.parent.name):
+                continue
             m = int(path.parent.parent.name[1:])
-            seed = int(path.parent.name[4:])
+            seed, split = int(match["seed"]), int(match["split"] or 0)
             hist = pd.read_csv(path)
-            ids = _ids(cfg, dataset, variant, m, seed)
+            ids = _ids(cfg, dataset, variant, m, seed, split)
             for key, value in reversed(list(ids.items())):
                 hist.insert(0, key, value)
             frames.append(hist)
     if not frames:
         return pd.DataFrame(columns=ID_COLUMNS + ["epoch"])
     df = pd.concat(frames, ignore_index=True, sort=False)
-    first = ID_COLUMNS + [c for c in ("epoch", "step") if c in df.columns]
+    first = ID_COLUMNS + [c for c in (keys.EPOCH, keys.STEP) if c in df.columns]
     df = df[first + sorted(c for c in df.columns if c not in first)]
-    return df.sort_values(["dataset", "variant", "M", "seed", "epoch"], kind="mergesort").reset_index(drop=True)
+    order = [c for c in (keys.EPOCH, keys.STEP) if c in df.columns]
+    return df.sort_values(["dataset", "variant", "M", "seed", "split_seed", *order],
+                          kind="mergesort").reset_index(drop=True)
 
 
 def collect_generation(dirs: Sequence[str | Path], cfg: dict) -> pd.DataFrame:
@@ -296,7 +219,7 @@ def collect_generation(dirs: Sequence[str | Path], cfg: dict) -> pd.DataFrame:
             if parsed is None:
                 continue
             obj = json.loads(path.read_text())
-            row = _ids(cfg, dataset, variant, *parsed, fallback_objective=str(obj.get("meta/objective", "")))
+            row = _ids(cfg, dataset, variant, *parsed, fallback_objective=str(obj.get(keys.META_OBJECTIVE, "")))
             row.update(_numeric_items(obj))
             rows.append(row)
     return _finish(rows)

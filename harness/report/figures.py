@@ -1,95 +1,84 @@
 """Figures (PDF and PNG, matplotlib Agg): ``python -m harness figures ...``.
 
-Each figure's title states the finding computed from the data (never hard-coded):
+Every input is named on the command line (the workflow's ``figures`` rule passes them); a figure
+whose input is missing stops the command with an error that names it. Titles are short: what a
+figure shows and how to read it are in the report captions (``workflow/report/<figure>.rst``).
+Colours, markers, sizes and the writer come from :mod:`harness.report.style`.
 
-- ``conflicts_vs_m``: zeta and chi vs M per objective, mean and 95% t band over seeds (central);
-- ``divergence_gap_vs_m``: global Hölder divergence and modality gap vs M;
-- ``retrieval_vs_m``: mean R@1 vs M;
+- ``conflicts_vs_m``: ζ and χ against M per objective, mean and 95% t band over seeds;
+- ``divergence_gap_vs_m``: global Hölder divergence and modality gap against M;
+- ``retrieval_vs_m``: mean R@1 against M, with the chance level 100·k/N of a gallery of N;
 - ``alignment_uniformity``: the Wang & Isola alignment-uniformity plane, one point per run;
-- ``projection_pca``: 2-D PCA of the test embeddings of every modality, InfoNCE beside UniAlign
-  (loads the two runs' model.pt through harness.experiment.train.load_run);
-- ``generated_samples``: the generate step's samples.png of InfoNCE and UniAlign side by side;
-- ``proxy_vs_divergence``: validation divergence and its proxy during training (history.csv).
+- ``projection_pca``: the test embeddings of every modality projected on one 2-D PCA basis shared
+  by the compared runs (``--projection VARIANT=RUN_DIR``), equal aspect, centroids marked;
+- ``generated_samples``: decoded samples per condition (``--samples VARIANT=GENERATION_DIR``,
+  ``samples.npz`` inside);
+- ``proxy_vs_divergence``: change of the validation divergence and of its proxy since the first
+  evaluation, in nats on one axis (history.csv).
 
-(``figures/estimator_validation.{png,pdf}`` is drawn by ``python -m harness validate-estimators``.)
+In the M-curves an objective far from the compared pair (baseline and method of ``report``) is
+drawn in a panel of its own under the main one, so the comparison that matters keeps its scale.
+(``figures/estimator_validation`` is drawn by ``python -m harness validate-estimators`` and
+``figures/throughput`` by ``python -m harness throughput``.)
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from harness.report import main_study_rows, read_csv_or_empty
-from harness.report.aggregate import (
-    history_column,
-    load_config,
-    metric_column,
-    metric_label,
-    t_interval,
-    variant_label,
-)
+from harness.experiment import keys
+from harness.report import FIGURES, main_study_rows, read_csv_or_empty, style
+from harness.report.aggregate import load_config, t_interval, variant_label
 
-FIGURES = [
-    "conflicts_vs_m",
-    "divergence_gap_vs_m",
-    "retrieval_vs_m",
-    "alignment_uniformity",
-    "projection_pca",
-    "generated_samples",
-    "proxy_vs_divergence",
-]
-UNITS = {
-    "zeta": "zeta (cosine, unitless)",
-    "chi": "chi (1 - consensus, unitless)",
-    "holder": "Hölder divergence (nats)",
-    "gap": "centroid gap (Euclidean, unit sphere)",
-    "R1": "R@1 (%)",
-    "alignment": "alignment E|z_m - z_n|^2",
-    "uniformity": "uniformity log E exp(-2|z_i - z_j|^2)",
+__all__ = ["FIGURES", "FigureInputError", "main"]
+Z, X = style.SYMBOLS["zeta"], style.SYMBOLS["chi"]
+# canonical metric -> (panel title, y label)
+PANELS = {
+    "zeta": (rf"{Z} = cos($V_a$, $\Phi_a$)", rf"{Z} (cosine)"),
+    "chi": (rf"{X} = 1 − |mean pull|", rf"{X} (1 − consensus)"),
+    "holder": ("global Hölder divergence", r"$D_H$ (nats)"),
+    "gap": ("modality gap (centroid distance, unit sphere)", "centroid distance"),
+    "R1": ("R@1, mean over ordered pairs", "R@1 (%)"),
 }
+# natural ranges: 95% bands of bounded statistics are clipped to them (n = 3 seeds gives t = 4.3)
+BOUNDS = {"zeta": (-1.0, 1.0), "chi": (0.0, 1.0), "R1": (0.0, 100.0), "gap": (0.0, 2.0)}
+SEPARATE_GAP = 0.35  # a gap in the sorted means wider than this share of their range splits the objectives
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 130, "font.size": 9, "axes.titlesize": 9,
-                         "svg.hashsalt": "unialign", "pdf.compression": 6})
-    return plt
+class FigureInputError(RuntimeError):
+    """An input a figure needs is missing (a file, a column or a run)."""
 
 
-def save(fig, out_dir: Path, name: str) -> None:
-    """PDF and PNG, written atomically, without timestamps (reruns give identical bytes)."""
-    import io as _io
-
-    from harness.files import atomic_write_bytes
-
-    for ext, meta in (("pdf", {"CreationDate": None, "ModDate": None}), ("png", {"Software": None})):
-        buf = _io.BytesIO()
-        fig.savefig(buf, format=ext, bbox_inches="tight", metadata=meta)
-        atomic_write_bytes(out_dir / f"{name}.{ext}", buf.getvalue())
-    _plt().close(fig)
+# ----------------------------------------------------------------------------- helpers
 
 
-def placeholder(out_dir: Path, name: str, message: str) -> None:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 2))
-    ax.axis("off")
-    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True)
-    ax.set_title(f"{name}: not available")
-    save(fig, out_dir, name)
+def _report(cfg: dict) -> dict:
+    return cfg.get("config", {}).get("report", {}) or {}
+
+
+def compared(cfg: dict) -> list[str]:
+    """The baseline and the method of ``report`` (the pair the figures compare)."""
+    rep = _report(cfg)
+    return [rep.get("baseline", "infonce"), rep.get("method", "unialign")]
 
 
 def _order(cfg: dict, variants) -> list[str]:
     listed = ((cfg.get("config", {}).get("studies", {}) or {}).get("main") or {}).get("variants", [])
     rank = {v: i for i, v in enumerate(listed)}
     return sorted(set(variants), key=lambda v: (rank.get(v, len(rank)), v))
+
+
+def require_column(columns, name: str, source: str, history: bool = False) -> str:
+    """The column of short metric ``name`` (:mod:`harness.experiment.keys`); an error naming it when absent."""
+    try:
+        return keys.history_column(columns, name) if history else keys.column(columns, name, source)
+    except keys.MissingColumnError as exc:
+        raise FigureInputError(f"{source}: {exc}") from exc
 
 
 def curve(df: pd.DataFrame, col: str) -> pd.DataFrame:
@@ -102,292 +91,392 @@ def curve(df: pd.DataFrame, col: str) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("M") if rows else pd.DataFrame(columns=["M", "mean", "lo", "hi", "n"])
 
 
-# natural ranges: 95% bands of bounded statistics are clipped to them (n = 3 seeds gives t = 4.3)
-BOUNDS = {"zeta": (-1.0, 1.0), "chi": (0.0, 1.0), "R1": (0.0, 100.0), "gap": (0.0, 2.0)}
-NICE = {"zeta": "zeta", "chi": "chi", "holder": "Hölder divergence", "gap": "modality gap", "R1": "R@1"}
+def separated(means: dict[str, float], keep: Sequence[str]) -> set[str]:
+    """Objectives whose mean lies across a wide gap from the compared pair ``keep``.
+
+    The means are sorted; when the widest gap between neighbours exceeds :data:`SEPARATE_GAP` of
+    their range and every objective of ``keep`` lies on one side of it, the other side is returned.
+    """
+    vals = {k: v for k, v in means.items() if v is not None and math.isfinite(v)}
+    if len(vals) < 3:
+        return set()
+    names = sorted(vals, key=vals.get)
+    xs = np.array([vals[n] for n in names])
+    span = xs[-1] - xs[0]
+    if span <= 0:
+        return set()
+    gaps = np.diff(xs)
+    i = int(np.argmax(gaps))
+    if gaps[i] <= SEPARATE_GAP * span:
+        return set()
+    low, high = set(names[: i + 1]), set(names[i + 1 :])
+    kept = [k for k in keep if k in vals]
+    if kept and all(k in low for k in kept):
+        return high
+    if kept and all(k in high for k in kept):
+        return low
+    return set()
 
 
-def trend_phrase(name: str, label: str, c: pd.DataFrame) -> str:
-    name = NICE.get(name, name)
-    if c.empty or c["mean"].isna().all():
-        return f"{name}: no data for {label}"
-    c = c.dropna(subset=["mean"])
-    first, last = c.iloc[0], c.iloc[-1]
-    if len(c) < 2:
-        return f"{name} under {label}: {first['mean']:.3g} at M={int(first['M'])}"
-    steps = c["mean"].diff().dropna()
-    if (steps > 0).all():
-        verb = "rises with M"
-    elif (steps < 0).all():
-        verb = "falls with M"
-    else:  # endpoints alone would hide a peak or a dip
-        peak = c.loc[c["mean"].idxmax()]
-        verb = f"is not monotonic in M (peak {peak['mean']:.3g} at M={int(peak['M'])})"
-    return (f"{name} {verb} under {label} ({first['mean']:.3g} at M={int(first['M'])} -> "
-            f"{last['mean']:.3g} at M={int(last['M'])})")
+def gallery_size(df: pd.DataFrame, source: str) -> int:
+    """The retrieval gallery size N of the runs (``keys.N_EVAL``), one value for the chance level 100·k/N."""
+    try:
+        col = keys.require(df.columns, keys.N_EVAL, source)
+    except keys.MissingColumnError as exc:
+        raise FigureInputError(f"{exc} (the gallery size, for the chance level of R@k)") from exc
+    sizes = sorted(pd.to_numeric(df[col], errors="coerce").dropna().unique())
+    if len(sizes) != 1:
+        raise FigureInputError(f"{source}: the gallery size {col} takes {len(sizes)} values ({sizes}); "
+                               "the chance level needs one")
+    return int(sizes[0])
 
 
-def lines_vs_m(summary, cfg, out_dir, name, metrics: Sequence[str], headline_metric: str) -> None:
+# ----------------------------------------------------------------------------- M curves
+
+
+def lines_vs_m(summary: pd.DataFrame, cfg: dict, out_dir: Path, name: str, metrics: Sequence[str],
+               title: str, source: str = "summary") -> list[Path]:
     main = main_study_rows(summary, cfg)
-    cols = {m: metric_column(main.columns, m) for m in metrics}
-    cols = {m: c for m, c in cols.items() if c is not None}
-    if main.empty or not cols:
-        placeholder(out_dir, name, f"no runs with {', '.join(metrics)} in results/summary.csv")
-        return
-    plt = _plt()
-    datasets = sorted(main["dataset"].unique())
-    fig, axes = plt.subplots(len(datasets), len(cols), figsize=(4.2 * len(cols), 3.2 * len(datasets)),
-                             squeeze=False)
-    report = cfg.get("config", {}).get("report", {}) or {}
-    baseline, method = report.get("baseline", "infonce"), report.get("method", "unialign")
-    phrases = []
-    finals = {}
-    cmap = plt.get_cmap("tab10")
+    if main.empty:
+        raise FigureInputError(f"{source} has no runs of the main study")
+    cols = {m: require_column(main.columns, m, source) for m in metrics}
+    pair = compared(cfg)
     variants = _order(cfg, main["variant"])
+    datasets = sorted(main["dataset"].unique())
+    chance = None
+    if "R1" in metrics:
+        chance = style.chance_recall(1, gallery_size(main, source))
+    # per metric: the objectives drawn in a panel of their own (union over datasets)
+    apart: dict[str, set[str]] = {}
+    for metric, col in cols.items():
+        apart[metric] = set()
+        for dataset in datasets:
+            sub = main[main["dataset"] == dataset]
+            means = {v: float(pd.to_numeric(sub.loc[sub["variant"] == v, col], errors="coerce").mean())
+                     for v in variants}
+            apart[metric] |= separated(means, pair)
+    split = any(apart.values())
+    plt = style.pyplot()
+    rows_per = 2 if split else 1
+    # one panel column per metric and one panel row per dataset; a single metric puts datasets side by side
+    across = len(cols) == 1
+    n_rows, n_cols = (1, len(datasets)) if across else (len(datasets), len(cols))
+    fig = plt.figure(figsize=(5.4 * n_cols, (4.6 if split else 3.6) * n_rows), layout="constrained")
+    gs = fig.add_gridspec(rows_per * n_rows, n_cols, height_ratios=[2.2, 1.0] * n_rows if split else None)
+    handles: dict[str, object] = {}
     for i, dataset in enumerate(datasets):
         sub = main[main["dataset"] == dataset]
         for j, (metric, col) in enumerate(cols.items()):
-            ax = axes[i][j]
-            for k, variant in enumerate(variants):
+            r0, j = (0, i) if across else (i * rows_per, j)
+            if apart[metric]:
+                ax_main = fig.add_subplot(gs[r0, j])
+                ax_apart = fig.add_subplot(gs[r0 + 1, j], sharex=ax_main)
+            else:
+                ax_main = fig.add_subplot(gs[r0 : r0 + rows_per, j])
+                ax_apart = None
+            for variant in variants:
                 c = curve(sub[sub["variant"] == variant], col)
                 if c.empty:
                     continue
-                style = dict(lw=2.2) if variant in (baseline, method) else dict(lw=1.0, alpha=0.8)
-                ax.plot(c["M"], c["mean"], marker="o", ms=3, color=cmap(k % 10), label=variant_label(cfg, variant), **style)
+                ax = ax_apart if variant in apart[metric] else ax_main
+                st = style.series_style(variant)
+                width = style.HIGHLIGHT_WIDTH if variant in pair else 1.2
+                (line,) = ax.plot(c["M"], c["mean"], lw=width, ms=4 if variant not in pair else 5,
+                                  label=variant_label(cfg, variant), zorder=3 if variant in pair else 2, **st)
                 lo_b, hi_b = BOUNDS.get(metric, (-np.inf, np.inf))
-                ax.fill_between(c["M"], c["lo"].clip(lo_b, hi_b), c["hi"].clip(lo_b, hi_b), color=cmap(k % 10),
+                ax.fill_between(c["M"], c["lo"].clip(lo_b, hi_b), c["hi"].clip(lo_b, hi_b), color=st["color"],
                                 alpha=0.15, lw=0)
-                if metric == headline_metric and variant in (baseline, method):
-                    phrases.append(f"{dataset}: " + trend_phrase(metric, variant_label(cfg, variant), c))
-                    finals[(dataset, variant)] = c.dropna(subset=["mean"]).iloc[-1] if c["mean"].notna().any() else None
-            ax.set_xlabel("number of modalities M")
-            ax.set_ylabel(UNITS.get(metric, metric_label(metric)))
-            ax.set_title(f"{dataset}: {metric_label(metric)}")
-            ax.xaxis.get_major_locator().set_params(integer=True)
-            ax.grid(alpha=0.3)
-    for dataset in datasets:
-        b, m = finals.get((dataset, baseline)), finals.get((dataset, method))
-        if b is not None and m is not None and int(b["M"]) == int(m["M"]):
-            rel = "lower" if m["mean"] < b["mean"] else "higher"
-            phrases.append(f"{dataset}, M={int(m['M'])}: {NICE.get(headline_metric, headline_metric)} {rel} under "
-                           f"{variant_label(cfg, method)} than {variant_label(cfg, baseline)} "
-                           f"({m['mean']:.3g} vs {b['mean']:.3g})")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, max(1, len(labels))), frameon=False,
-               bbox_to_anchor=(0.5, -0.02 - 0.03 * math.ceil(len(labels) / 4)))
-    fig.suptitle("\n".join(phrases[:6]) + "\n(mean over seeds, band: 95% t interval, clipped to the statistic's range)")
-    fig.tight_layout()
-    save(fig, out_dir, name)
+                handles.setdefault(variant, line)
+            panel_title, ylabel = PANELS.get(metric, (metric, metric))
+            ax_main.set_title(f"{dataset}: {panel_title}")
+            ax_main.set_ylabel(ylabel)
+            bottom = ax_apart if ax_apart is not None else ax_main
+            bottom.set_xlabel("number of modalities M")
+            bottom.xaxis.get_major_locator().set_params(integer=True)
+            if ax_apart is not None:
+                ax_apart.set_ylabel(ylabel)
+                ax_apart.set_title("objectives far from the compared pair (own scale)", fontsize=style.BASE_FONT - 1)
+                ax_main.tick_params(labelbottom=False)
+            if chance is not None:
+                for ax in filter(None, (ax_main, ax_apart)):
+                    ax.axhline(chance, color="black", ls=":", lw=1.0, zorder=1)
+                handles.setdefault("__chance__", plt.Line2D([], [], color="black", ls=":", lw=1.0))
+    labels = {v: variant_label(cfg, v) for v in variants}
+    if chance is not None:
+        labels["__chance__"] = f"chance (100·k/N, N = {round(100 / chance)})"
+    keys = [k for k in [*variants, "__chance__"] if k in handles]
+    style.legend_below(fig, [handles[k] for k in keys], [labels[k] for k in keys])
+    fig.suptitle(f"{title} (mean over seeds; band: 95% t interval)")
+    return style.save(fig, out_dir / name)
 
 
-def alignment_uniformity(summary, cfg, out_dir) -> None:
+def alignment_uniformity(summary: pd.DataFrame, cfg: dict, out_dir: Path, source: str = "summary") -> list[Path]:
     main = main_study_rows(summary, cfg)
-    ac, uc = metric_column(main.columns, "alignment"), metric_column(main.columns, "uniformity")
-    if main.empty or ac is None or uc is None:
-        placeholder(out_dir, "alignment_uniformity", "no alignment/uniformity metrics in results/summary.csv")
-        return
-    plt = _plt()
+    if main.empty:
+        raise FigureInputError(f"{source} has no runs of the main study")
+    ac = require_column(main.columns, "alignment", source)
+    uc = require_column(main.columns, "uniformity", source)
+    pair = compared(cfg)
+    plt = style.pyplot()
     datasets = sorted(main["dataset"].unique())
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
-    cmap = plt.get_cmap("tab10")
-    best = []
-    for i, dataset in enumerate(datasets):
-        ax = axes[0][i]
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.4 * len(datasets), 4.6), squeeze=False,
+                             layout="constrained")
+    handles = {}
+    for ax, dataset in zip(axes[0], datasets):
         sub = main[main["dataset"] == dataset]
-        for k, variant in enumerate(_order(cfg, sub["variant"])):
+        for variant in _order(cfg, sub["variant"]):
             v = sub[sub["variant"] == variant]
-            ax.scatter(v[ac], v[uc], s=8 + 6 * v["M"], color=cmap(k % 10), alpha=0.7, label=variant_label(cfg, variant))
-        means = sub.groupby("variant")[[ac, uc]].mean()
-        score = (means[ac] - means[ac].min()) / (np.ptp(means[ac]) or 1) + (means[uc] - means[uc].min()) / (np.ptp(means[uc]) or 1)
-        best.append(f"{dataset}: {variant_label(cfg, score.idxmin())} closest to the lower left")
-        ax.set_xlabel(UNITS["alignment"] + " (lower = better aligned)")
-        ax.set_ylabel(UNITS["uniformity"] + " (lower = more uniform)")
-        ax.set_title(f"{dataset} (marker size grows with M)")
-        ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="best")
-    fig.suptitle("Alignment-uniformity plane, one point per run: " + "; ".join(best))
-    fig.tight_layout()
-    save(fig, out_dir, "alignment_uniformity")
+            st = style.series_style(variant)
+            h = ax.scatter(v[ac], v[uc], s=10 + 8 * v["M"], color=st["color"], marker=st["marker"], alpha=0.75,
+                           edgecolors="black" if variant in pair else "none", linewidths=0.6,
+                           label=variant_label(cfg, variant))
+            handles.setdefault(variant, h)
+        ax.set_xlabel(r"alignment $\mathbb{E}\,\|z_m - z_n\|^2$ (lower: better aligned)")
+        ax.set_ylabel(r"uniformity $\log \mathbb{E}\, e^{-2\|z_i - z_j\|^2}$ (lower: more uniform)")
+        ax.set_title(f"{dataset}")
+    variants = [v for v in _order(cfg, main["variant"]) if v in handles]
+    style.legend_below(fig, [handles[v] for v in variants], [variant_label(cfg, v) for v in variants])
+    fig.suptitle("Alignment-uniformity plane, one point per run (marker area grows with M)")
+    return style.save(fig, out_dir / "alignment_uniformity")
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def parse_labelled(items: Sequence[str] | None, option: str) -> list[tuple[str, Path]]:
+    out = []
+    for item in items or []:
+        variant, sep, path = item.partition("=")
+        if not sep or not variant or not path:
+            raise FigureInputError(f"{option}: expected VARIANT=PATH, got {item!r}")
+        out.append((variant, Path(path)))
+    return out
 
 
 def _embeddings(run_dir: Path):
     from harness.experiment.runs import embed_split, load_run
 
     cfg, model, _loss, ds = load_run(run_dir)
-    rows = ds.split("test")
-    zs = embed_split(model, ds, rows, cfg["n_modalities"])
-    return [z.detach().numpy() for z in zs], ds.names[: cfg["n_modalities"]]
+    zs = embed_split(model, ds, ds.split("test"), cfg["n_modalities"])
+    return [z.detach().numpy() for z in zs], ds.names[: cfg["n_modalities"]], cfg, ds.meta.get("dataset")
 
 
-def projection(cfg, out_dir) -> None:
-    report = cfg.get("config", {}).get("report", {}) or {}
-    proj = report.get("projection") or {}
-    variants = [report.get("baseline", "infonce"), report.get("method", "unialign")]
-    jobs = {(c["dataset"], c["variant"]): c.get("job", c["variant"]) for c in cfg.get("cells", [])}
-    runs = [Path(f"runs/{proj.get('dataset')}/{jobs.get((proj.get('dataset'), v), v)}/{v}/M{proj.get('m')}/"
-                 f"seed{proj.get('seed', 0)}") for v in variants]
-    if not proj or not all((r / "model.pt").exists() for r in runs):
-        placeholder(out_dir, "projection_pca", f"runs {', '.join(map(str, runs))} not found")
-        return
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
-    gaps = []
-    cmap = plt.get_cmap("tab10")
-    for ax, variant, run in zip(axes, variants, runs):
-        zs, names = _embeddings(run)
-        pooled = np.concatenate(zs)
-        centre = pooled.mean(0)
-        _u, _s, vt = np.linalg.svd(pooled - centre, full_matrices=False)
+def projection(runs: list[tuple[str, Path]], cfg: dict, out_dir: Path) -> list[Path]:
+    if not runs:
+        raise FigureInputError("projection_pca needs --projection VARIANT=RUN_DIR (the compared runs)")
+    missing = [str(r / "model.pt") for _v, r in runs if not (r / "model.pt").exists()]
+    if missing:
+        raise FigureInputError(f"projection_pca: missing {', '.join(missing)}")
+    loaded = [(v, *_embeddings(r)) for v, r in runs]
+    # one basis for every panel: PCA of all test embeddings of all compared runs
+    pooled = np.concatenate([z for _v, zs, *_ in loaded for z in zs])
+    centre = pooled.mean(0)
+    _u, _s, vt = np.linalg.svd(pooled - centre, full_matrices=False)
+    basis = vt[:2].T
+    plt = style.pyplot()
+    fig, axes = plt.subplots(1, len(loaded), figsize=(4.6 * len(loaded), 4.9), sharex=True, sharey=True,
+                             squeeze=False, layout="constrained")
+    colours = plt.get_cmap("Dark2").colors
+    handles = []
+    for ax, (variant, zs, names, rcfg, dataset) in zip(axes[0], loaded):
         centroids = np.stack([z.mean(0) for z in zs])
         gap = float(np.mean([np.linalg.norm(centroids[i] - centroids[j])
                              for i in range(len(zs)) for j in range(i + 1, len(zs))]))
-        gaps.append(gap)
         for m, z in enumerate(zs):
-            p = (z - centre) @ vt[:2].T
-            ax.scatter(p[:, 0], p[:, 1], s=4, alpha=0.5, color=cmap(m % 10), label=f"modality {m} ({names[m]})")
-        ax.set_title(f"{variant_label(cfg, variant)}: mean centroid distance {gap:.3f}")
-        ax.set_xlabel("PC 1 (of the pooled test embeddings)")
-        ax.set_ylabel("PC 2")
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, markerscale=3)
-    lower = variant_label(cfg, variants[int(np.argmin(gaps))])
-    fig.suptitle(f"Modality distributions overlap more under {lower} (centroid distance {min(gaps):.3f} vs "
-                 f"{max(gaps):.3f}); {proj.get('dataset')}, M={proj.get('m')}, seed {proj.get('seed', 0)}")
-    fig.tight_layout()
-    save(fig, out_dir, "projection_pca")
+            p = (z - centre) @ basis
+            c = (centroids[m] - centre) @ basis
+            h = ax.scatter(p[:, 0], p[:, 1], s=5, alpha=0.45, color=colours[m % len(colours)], lw=0,
+                           label=f"modality {m} ({names[m]})")
+            ax.scatter([c[0]], [c[1]], s=140, marker="X", color=colours[m % len(colours)], edgecolors="black",
+                       linewidths=1.2, zorder=4)
+            if len(handles) < len(zs):
+                handles.append(h)
+        ax.set_aspect("equal", adjustable="box")
+        ax.set_title(f"{variant_label(cfg, variant)}\nmean centroid distance {gap:.3f}")
+        ax.set_xlabel("PC 1 (shared basis)")
+    axes[0][0].set_ylabel("PC 2 (shared basis)")
+    centroid = plt.Line2D([], [], ls="", marker="X", color="white", markeredgecolor="black", markersize=10)
+    labels = [h.get_label() for h in handles] + ["centroid of a modality"]
+    style.legend_below(fig, handles + [centroid], labels, ncol=len(labels))
+    for lh in fig.legends[0].legend_handles[: len(handles)]:
+        lh.set_sizes([30])
+        lh.set_alpha(1.0)
+    _v, _z, _n, rcfg, dataset = loaded[0]
+    fig.suptitle(f"Test embeddings on one PCA basis: {dataset}, M={rcfg['n_modalities']}, seed {rcfg['seed']}")
+    return style.save(fig, out_dir / "projection_pca")
 
 
-def generated_samples(cfg, generation: pd.DataFrame, out_dir) -> None:
-    report = cfg.get("config", {}).get("report", {}) or {}
-    variants = [report.get("baseline", "infonce"), report.get("method", "unialign")]
-    cells = cfg.get("cells", [])
-    panels = []
-    for cell in cells:
-        if cell["variant"] in variants and cell.get("generation_ms"):
-            m = cell["generation_ms"][0]
-            seed = (cfg.get("seeds") or [0])[0]
-            job = cell.get("job", cell["variant"])
-            path = Path(f"generation/{cell['dataset']}/{job}/{cell['variant']}/M{m}_seed{seed}/samples.png")
-            if path.exists():
-                panels.append((cell["dataset"], cell["variant"], m, seed, path))
-    if not panels:
-        placeholder(out_dir, "generated_samples", "no samples.png from the generate step")
-        return
-    plt = _plt()
-    panels.sort(key=lambda p: (p[0], variants.index(p[1])))
-    ncols = 2
-    nrows = math.ceil(len(panels) / ncols)
-    h, w = plt.imread(panels[0][4]).shape[:2]
-    fig, axes = plt.subplots(nrows, ncols, figsize=(6 * ncols, (6 * h / w + 0.5) * nrows + 0.6), squeeze=False)
-    phrases = []
-    for ax, (dataset, variant, m, seed, path) in zip(axes.flat, panels):
-        ax.imshow(plt.imread(path))
-        ax.axis("off")
-        fd = ""
-        if not generation.empty:
-            from harness.report.tables import generation_conditions
+def condition_label(cond: str, names: Sequence[str]) -> str:
+    """Readable row name of a generation condition, naming the modalities (views)."""
+    def view(i: int) -> str:
+        return f"{i}: {names[i]}" if i < len(names) else str(i)
 
-            per = generation_conditions(generation)
-            sub = per[(per["dataset"] == dataset) & (per["variant"] == variant) & (per["M"] == m)]
-            if "cross-modal/fd" in sub and len(sub):
-                fd = f", cross-modal FD {sub['cross-modal/fd'].mean():.3g}"
-        ax.set_title(f"{dataset}: {variant_label(cfg, variant)} (M={m}, seed {seed}{fd})")
-    for ax in list(axes.flat)[len(panels):]:
-        ax.axis("off")
-    if not generation.empty:
-        from harness.report.tables import generation_conditions
-
-        per = generation_conditions(generation)
-        if "cross-modal/fd" in per:
-            for dataset in sorted(per["dataset"].unique()):
-                means = per[per["dataset"] == dataset].groupby("variant")["cross-modal/fd"].mean()
-                means = means[[v for v in variants if v in means.index]]
-                if len(means):
-                    phrases.append(f"{dataset}: lowest cross-modal Fréchet distance with "
-                                   f"{variant_label(cfg, means.idxmin())} ({means.min():.3g})")
-    fig.suptitle("Generated samples (rows: conditions; columns: test items). " + "; ".join(phrases))
-    fig.tight_layout()
-    save(fig, out_dir, "generated_samples")
+    if cond == "real":
+        return f"real ({view(0)})"
+    if cond == "anchor":
+        return f"from its own embedding ({view(0)})"
+    if cond.startswith("from") and cond[4:].isdigit():
+        return f"from {view(int(cond[4:]))}"
+    if cond.startswith("interp"):
+        a, _, b = cond[6:].partition("+")
+        if a.isdigit() and b.isdigit():
+            return f"from {names[int(a)] if int(a) < len(names) else a} + {names[int(b)] if int(b) < len(names) else b}"
+    return cond
 
 
-def proxy_vs_divergence(history: pd.DataFrame, cfg, out_dir) -> None:
-    hcol = history_column(history.columns, "holder") if not history.empty else None
-    pcol = history_column(history.columns, "proxy") if not history.empty else None
-    if hcol is None or pcol is None:
-        placeholder(out_dir, "proxy_vs_divergence", "history.csv has no validation divergence / proxy columns")
-        return
-    report = cfg.get("config", {}).get("report", {}) or {}
-    variants = [report.get("baseline", "infonce"), report.get("method", "unialign")]
+def load_samples(path: Path) -> dict:
+    if not path.exists():
+        raise FigureInputError(f"generated_samples: missing {path}")
+    with np.load(path, allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+def generated_samples(dirs: list[tuple[str, Path]], cfg: dict, out_dir: Path) -> list[Path]:
+    if not dirs:
+        raise FigureInputError("generated_samples needs --samples VARIANT=GENERATION_DIR")
+    panels = [(variant, load_samples(d / "samples.npz")) for variant, d in dirs]
+    datasets = sorted({str(p["dataset"]) for _v, p in panels})
+    plt = style.pyplot()
+    fig = plt.figure(figsize=(6.8 * 2, 3.2 * len(datasets) + 0.6), layout="constrained")
+    subfigs = np.atleast_2d(fig.subfigures(len(datasets), 2, squeeze=False))
+    for r, dataset in enumerate(datasets):
+        here = [(v, p) for v, p in panels if str(p["dataset"]) == dataset]
+        for c in range(2):
+            sf = subfigs[r, c]
+            if c >= len(here):
+                continue
+            variant, p = here[c]
+            conds = [str(x) for x in p["conditions"]]
+            names = [str(x) for x in p["modality_names"]]
+            x = p["samples"]  # (conditions, columns, features)
+            shape = tuple(int(s) for s in p["target_shape"]) if p["target_shape"].size else ()
+            image = len(shape) == 2
+            n_cols = x.shape[1]
+            axes = sf.subplots(len(conds), n_cols, squeeze=False, gridspec_kw={"wspace": 0.05, "hspace": 0.08})
+            lo, hi = (float(x[0].min()), float(x[0].max())) if image else (-2.5, 2.5)
+            for i, cond in enumerate(conds):
+                for j in range(n_cols):
+                    ax = axes[i, j]
+                    if image:
+                        ax.imshow(x[i, j].reshape(shape), cmap="gray_r", vmin=lo, vmax=hi)
+                    else:
+                        ax.imshow(x[i, j][None, :], aspect="auto", cmap="RdBu_r", vmin=lo, vmax=hi)
+                    ax.set_xticks([])
+                    ax.set_yticks([])
+                    ax.grid(False)
+                    for s in ax.spines.values():
+                        s.set_visible(True)
+                        s.set_linewidth(0.4)
+                axes[i, 0].set_ylabel(condition_label(cond, names), rotation=0, ha="right", va="center",
+                                      fontsize=style.BASE_FONT - 1)
+            sf.suptitle(f"{dataset}: {variant_label(cfg, variant)} (M={int(p['n_modalities'])}, "
+                        f"seed {int(p['seed'])}); target: {names[0]}", fontsize=style.BASE_FONT + 1)
+    fig.suptitle("Decoded samples of the anchor modality; rows: the embedding decoded; columns: test items")
+    return style.save(fig, out_dir / "generated_samples")
+
+
+# ----------------------------------------------------------------------------- training curves
+
+
+def proxy_vs_divergence(history: pd.DataFrame, cfg: dict, out_dir: Path, source: str = "history") -> list[Path]:
+    if history.empty:
+        raise FigureInputError(f"{source} is empty")
+    hcol = require_column(history.columns, "holder", source, history=True)
+    pcol = require_column(history.columns, "proxy", source, history=True)
+    variants = compared(cfg)
     hist = history[history["variant"].isin(variants)].copy()
     hist[hcol] = pd.to_numeric(hist[hcol], errors="coerce")
     hist[pcol] = pd.to_numeric(hist[pcol], errors="coerce")
     hist = hist.dropna(subset=[hcol, pcol])
     if hist.empty:
-        placeholder(out_dir, "proxy_vs_divergence", "no evaluation epochs in history.csv")
-        return
-    plt = _plt()
+        raise FigureInputError(f"{source} has no evaluation epochs of {' or '.join(variants)}")
+    xcol = "step" if "step" in hist.columns and hist["step"].notna().all() else "epoch"
+    plt = style.pyplot()
     datasets = sorted(hist["dataset"].unique())
-    fig, axes = plt.subplots(len(datasets), 2, figsize=(9, 3.2 * len(datasets)), squeeze=False)
-    phrases = []
+    fig, axes = plt.subplots(len(datasets), len(variants), figsize=(5.0 * len(variants), 3.4 * len(datasets)),
+                             squeeze=False, sharex="row", sharey="row", layout="constrained")
+    quantities = ((hcol, "global Hölder divergence $D_H$", "#0072B2", "o", "-"),
+                  (pcol, "proxy bound", "#D55E00", "s", "--"))
     for i, dataset in enumerate(datasets):
         sub = hist[hist["dataset"] == dataset]
-        m = int(sorted(sub["M"].unique())[len(sub["M"].unique()) // 2])
+        ms = sorted(sub["M"].unique())
+        m = int(ms[len(ms) // 2])
         for j, variant in enumerate(variants):
             ax = axes[i][j]
             v = sub[(sub["variant"] == variant) & (sub["M"] == m)]
             if v.empty:
-                ax.axis("off")
-                continue
-            g = v.groupby("epoch")[[hcol, pcol]].mean()
-            ax.plot(g.index, g[hcol], "o-", color="C0", label="global Hölder divergence")
-            ax.set_xlabel("epoch")
-            ax.set_ylabel("divergence (nats)", color="C0")
-            ax2 = ax.twinx()
-            ax2.plot(g.index, g[pcol], "s--", color="C3", label="proxy")
-            ax2.set_ylabel("proxy (nats)", color="C3")
-            rs = []
-            for _s, run in v.groupby("seed"):
-                if len(run) >= 3 and run[hcol].std() > 0 and run[pcol].std() > 0:
-                    rs.append(np.corrcoef(run[hcol], run[pcol])[0, 1])
-            r = float(np.mean(rs)) if rs else math.nan
-            ax.set_title(f"{dataset}, {variant_label(cfg, variant)}, M={m}: mean r = {r:.2f}")
-            if variant == variants[1]:
-                phrases.append(f"{dataset}: proxy {'tracks' if r > 0.5 else 'does not clearly track'} the "
-                               f"divergence under {variant_label(cfg, variant)} (r = {r:.2f})")
-            lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-            ax.legend(lines, [ln.get_label() for ln in lines], fontsize=7, loc="best")
-            ax.grid(alpha=0.3)
-    fig.suptitle("; ".join(phrases) + "\n(validation split, mean over seeds)")
-    fig.tight_layout()
-    save(fig, out_dir, "proxy_vs_divergence")
+                raise FigureInputError(f"{source} has no evaluation epochs of {variant} on {dataset} at M={m}")
+            g = v.groupby(xcol)[[hcol, pcol]].mean().sort_index()
+            for col, label, colour, marker, ls in quantities:
+                ax.plot(g.index, g[col] - g[col].iloc[0], color=colour, marker=marker, ls=ls, label=label)
+            ax.axhline(0.0, color="black", lw=0.6)
+            rs = [np.corrcoef(run[hcol], run[pcol])[0, 1] for _s, run in v.groupby("seed")
+                  if len(run) >= 3 and run[hcol].std() > 0 and run[pcol].std() > 0]
+            r_txt = f"mean r = {np.mean(rs):.2f}" if rs else "r: fewer than 3 evaluations"
+            ax.set_title(f"{dataset}, {variant_label(cfg, variant)}, M={m}\n{r_txt}")
+            ax.set_xlabel("optimizer step" if xcol == "step" else "epoch")
+            if j == 0:
+                ax.set_ylabel("change since first evaluation (nats)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    style.legend_below(fig, handles, labels)
+    fig.suptitle("Divergence and its proxy during training (validation split, mean over seeds)")
+    return style.save(fig, out_dir / "proxy_vs_divergence")
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _read(path: str | None, option: str) -> pd.DataFrame:
+    if not path:
+        raise FigureInputError(f"{option} is required for this figure")
+    if not Path(path).exists():
+        raise FigureInputError(f"{option}: missing {path}")
+    return read_csv_or_empty(path)
 
 
 def add_arguments(p) -> None:
     p.add_argument("--config", default=None, help="results/config.json")
-    p.add_argument("--summary", required=True)
-    p.add_argument("--history", default=None)
-    p.add_argument("--generation", default=None)
+    p.add_argument("--summary", default=None, help="results/summary.csv (M curves, alignment-uniformity)")
+    p.add_argument("--history", default=None, help="results/history.csv (proxy_vs_divergence)")
+    p.add_argument("--projection", nargs="*", default=[], metavar="VARIANT=RUN_DIR",
+                   help="the compared training runs of projection_pca")
+    p.add_argument("--samples", nargs="*", default=[], metavar="VARIANT=GENERATION_DIR",
+                   help="generate-step folders (samples.npz inside) of generated_samples")
     p.add_argument("--out-dir", default="figures")
     p.add_argument("--only", nargs="*", default=None, choices=FIGURES, help="draw only these figures")
 
 
 def main(args) -> int:
+    import logging
+
+    log = logging.getLogger(__name__)
     cfg = load_config(args.config)
     out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    summary, history, generation = read_csv_or_empty(args.summary), read_csv_or_empty(args.history), read_csv_or_empty(args.generation)
-    todo = set(args.only or FIGURES)
-    jobs = {
-        "conflicts_vs_m": lambda: lines_vs_m(summary, cfg, out, "conflicts_vs_m", ["zeta", "chi"], "zeta"),
-        "divergence_gap_vs_m": lambda: lines_vs_m(summary, cfg, out, "divergence_gap_vs_m", ["holder", "gap"], "holder"),
-        "retrieval_vs_m": lambda: lines_vs_m(summary, cfg, out, "retrieval_vs_m", ["R1"], "R1"),
-        "alignment_uniformity": lambda: alignment_uniformity(summary, cfg, out),
-        "projection_pca": lambda: projection(cfg, out),
-        "generated_samples": lambda: generated_samples(cfg, generation, out),
-        "proxy_vs_divergence": lambda: proxy_vs_divergence(history, cfg, out),
-    }
-    for name in FIGURES:
-        if name in todo:
-            jobs[name]()
+    todo = [f for f in FIGURES if f in set(args.only or FIGURES)]
+    try:
+        summary = _read(args.summary, "--summary") if set(todo) & {
+            "conflicts_vs_m", "divergence_gap_vs_m", "retrieval_vs_m", "alignment_uniformity"} else None
+        history = _read(args.history, "--history") if "proxy_vs_divergence" in todo else None
+        jobs = {
+            "conflicts_vs_m": lambda: lines_vs_m(summary, cfg, out, "conflicts_vs_m", ["zeta", "chi"],
+                                                 f"Gradient conflict {Z} and consensus {X} against M",
+                                                 args.summary),
+            "divergence_gap_vs_m": lambda: lines_vs_m(summary, cfg, out, "divergence_gap_vs_m", ["holder", "gap"],
+                                                      "Divergence and modality gap against M", args.summary),
+            "retrieval_vs_m": lambda: lines_vs_m(summary, cfg, out, "retrieval_vs_m", ["R1"],
+                                                 "Cross-modal retrieval against M", args.summary),
+            "alignment_uniformity": lambda: alignment_uniformity(summary, cfg, out, args.summary),
+            "projection_pca": lambda: projection(parse_labelled(args.projection, "--projection"), cfg, out),
+            "generated_samples": lambda: generated_samples(parse_labelled(args.samples, "--samples"), cfg, out),
+            "proxy_vs_divergence": lambda: proxy_vs_divergence(history, cfg, out, args.history),
+        }
+        for name in todo:
+            written = jobs[name]()
+            log.info("figures: wrote %s", ", ".join(str(p) for p in written))
+    except FigureInputError as exc:
+        import sys
+
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(f"figures: wrote {len(todo)} figures (PDF and PNG) to {out}")
     return 0

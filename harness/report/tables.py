@@ -25,17 +25,13 @@ from typing import Sequence
 
 import pandas as pd
 
+from harness.experiment import keys
+from harness.experiment.keys import metric_label
 from harness.files import atomic_write_text
-from harness.report import read_csv_or_empty
-from harness.report.aggregate import (
-    group_stats,
-    load_config,
-    metric_column,
-    metric_label,
-    t_interval,
-    to_csv_text,
-    variant_label,
-)
+from harness.report import TABLES, read_csv_or_empty
+from harness.report import statistics as st
+from harness.report.aggregate import group_stats, load_config, to_csv_text, variant_label
+from harness.report.statistics import t_interval
 
 NOT_COMPARABLE = (
     "Reported by the paper on other data (VAST-150K / MSR-VTT / DiDeMo / ActivityNet / MSCOCO / "
@@ -155,16 +151,28 @@ def order_variants(cfg: dict, names: Sequence[str], study_name: str | None = Non
 
 
 def columns_for(summary: pd.DataFrame, names: Sequence[str]) -> dict[str, str]:
-    out = {}
-    for name in names:
-        col = metric_column(summary.columns, name)
-        if col is not None:
-            out[name] = col
+    """Short metric name -> summary column (harness.experiment.keys); a missing column is an error
+    naming it (an empty frame has no columns to check and gives {})."""
+    if summary.empty:
+        return {}
+    return {name: keys.column(summary.columns, name) for name in names}
+
+
+def rules_of(rows: pd.DataFrame) -> dict[str, str]:
+    """variant -> the own retrieval rule its runs recorded (``meta/retrieval_rule``)."""
+    if rows.empty or keys.RETRIEVAL_RULE not in rows:
+        return {}
+    out: dict[str, str] = {}
+    for variant, sub in rows.groupby("variant"):
+        found = sorted({str(r) for r in sub[keys.RETRIEVAL_RULE].dropna()})
+        out[variant] = ", ".join(found)
     return out
 
 
-def pivot_by_m(stats: pd.DataFrame, cfg: dict, metric: str, study_name: str) -> pd.DataFrame:
-    """Rows: dataset, objective label; columns: M=..., cells mean ± sd."""
+def pivot_by_m(stats: pd.DataFrame, cfg: dict, metric: str, study_name: str,
+               rules: dict[str, str] | None = None) -> pd.DataFrame:
+    """Rows: dataset, objective label (and the scoring rule when ``rules`` is given); columns: M=...,
+    cells mean ± sd."""
     if stats.empty or f"{metric}_mean" not in stats:
         return pd.DataFrame()
     ms = sorted(stats["M"].unique())
@@ -174,6 +182,8 @@ def pivot_by_m(stats: pd.DataFrame, cfg: dict, metric: str, study_name: str) -> 
         for variant in order_variants(cfg, sub["variant"], study_name):
             vrow = sub[sub["variant"] == variant]
             row = {"dataset": dataset, "objective": variant_label(cfg, variant)}
+            if rules is not None:
+                row["rule"] = rules.get(variant, "–")
             for m in ms:
                 cell = vrow[vrow["M"] == m]
                 row[f"M={m}"] = fmt(cell[f"{metric}_mean"].iloc[0], cell[f"{metric}_sd"].iloc[0]) if len(cell) else "–"
@@ -221,16 +231,18 @@ def add_reference(writer: TableWriter, reference: pd.DataFrame | None, analogue:
 
 
 def paired_delta(df: pd.DataFrame, col: str, base: str, confidence: float) -> dict[tuple, dict]:
-    """(dataset, M, variant) -> {'Δ R@1 vs base': 'mean [lo, hi]'} paired over seeds."""
+    """(dataset, M, variant) -> {'Δ R@1 vs base': 'mean [lo, hi]'}: paired with the base's run of the
+    same (seed, split seed) (harness.report.statistics.paired_cells), t interval over those pairs."""
     out: dict[tuple, dict] = {}
     if df.empty or col not in df:
         return out
     for (dataset, m), sub in df.groupby(["dataset", "M"]):
-        b = sub[sub["variant"] == base].set_index("seed")[col]
-        for variant, vs in sub.groupby("variant"):
-            if variant == base or b.empty:
+        if not (sub["variant"] == base).any():
+            continue
+        for variant in sorted(sub["variant"].unique()):
+            if variant == base:
                 continue
-            d = (vs.set_index("seed")[col] - b).dropna()
+            d = st.paired_cells(sub, col, variant, base)["d"]
             mean, _sd, lo, hi, n = t_interval(d.tolist(), confidence)
             text = fmt(mean) + (f" [{fmt(lo)}, {fmt(hi)}]" if math.isfinite(lo) else "")
             out[(dataset, int(m), variant)] = {"Δ R@1 vs base [95% CI]": text}
@@ -251,14 +263,26 @@ def param_diff(cfg: dict, variant: str, base: str) -> str:
 
 
 def table1(summary, cfg, reference, out_dir, confidence):
-    names = ["R1", "R1_a2o", "R1_o2a", "R5", "R10", "MedR", "probe"]
+    names = ["R1", "R1_a2o", "R1_o2a", "R5", "R10", "MedR", "R1_own", "R1_own_a2t", "R1_own_t2a", "R1_own_rest",
+             "probe"]
     rows = study_rows(summary, cfg, "main")
     stats = group_stats(rows, ["dataset", "variant", "M"], columns_for(rows, names), confidence)
+    rules = rules_of(rows)
     w = TableWriter(out_dir, "table1_retrieval", "Table 1 analogue: retrieval per objective and number of modalities M")
-    w.note("Test split; mean ± sd over seeds; R@1 in percent, mean over every ordered modality pair.")
-    w.section("R@1 (mean over ordered pairs) vs M", pivot_by_m(stats, cfg, "R1", "main"))
-    w.section("R@1, anchor to others (text-to-video analogue) vs M", pivot_by_m(stats, cfg, "R1_a2o", "main"))
-    w.section("R@1, others to anchor (video-to-text analogue) vs M", pivot_by_m(stats, cfg, "R1_o2a", "main"))
+    w.note("Test split; mean ± sd over runs (seeds and split seeds); R@1 in percent. Pairwise sections score "
+           "every objective by the cosine between two modalities (rule pairwise_cosine). Own-rule sections score "
+           "each objective on tuple tasks by its own rule (column `rule`): "
+           + "; ".join(f"{k} = {v}" for k, v in keys.RULE_DESCRIPTIONS.items() if k != "pairwise_cosine")
+           + ". Tuple tasks: anchor -> tuple of the other modalities, tuple -> anchor, and the tuple of "
+           "the others -> each non-anchor modality.")
+    w.section("R@1 (pairwise cosine, mean over ordered pairs) vs M", pivot_by_m(stats, cfg, "R1", "main"))
+    w.section("R@1, anchor to others (pairwise cosine; text-to-video analogue) vs M",
+              pivot_by_m(stats, cfg, "R1_a2o", "main"))
+    w.section("R@1, others to anchor (pairwise cosine; video-to-text analogue) vs M",
+              pivot_by_m(stats, cfg, "R1_o2a", "main"))
+    w.section("R@1, own rule, mean over tuple tasks vs M", pivot_by_m(stats, cfg, "R1_own", "main", rules))
+    w.section("R@1, own rule, anchor to tuple vs M", pivot_by_m(stats, cfg, "R1_own_a2t", "main", rules))
+    w.section("R@1, own rule, tuple to anchor vs M", pivot_by_m(stats, cfg, "R1_own_t2a", "main", rules))
     w.section("Linear-probe accuracy vs M", pivot_by_m(stats, cfg, "probe", "main"))
     add_reference(w, reference, "table1_retrieval")
     w.write(_label(stats, cfg))
@@ -283,7 +307,7 @@ def generation_conditions(gen: pd.DataFrame) -> pd.DataFrame:
     """Per run: <condition>/<metric> averaged over the matching generation columns."""
     if gen.empty:
         return gen
-    out = gen[[c for c in ("dataset", "variant", "label", "objective", "M", "seed") if c in gen]].copy()
+    out = gen[[c for c in keys.ID_COLUMNS if c in gen]].copy()
     for cond, pattern in GEN_CONDITIONS.items():
         for metric in GEN_METRICS:
             cols = [c for c in gen.columns if re.match(pattern, c) and c.endswith(f"/{metric}")]
@@ -359,12 +383,17 @@ def table_conflicts(summary, cfg, reference, out_dir, confidence):
 
 
 def table_divergence_gap(summary, cfg, reference, out_dir, confidence):
-    names = ["holder", "proxy", "cs", "gap", "gap_rel", "alignment", "uniformity"]
+    names = ["holder_excess", "holder_fixed", "holder_null", "holder", "proxy", "cs", "gap", "gap_rel", "alignment",
+             "uniformity"]
     rows = study_rows(summary, cfg, "main")
     cols = columns_for(rows, names)
     stats = group_stats(rows, ["dataset", "variant", "M"], cols, confidence)
     w = TableWriter(out_dir, "table_divergence_gap", "Global Hölder divergence and modality gap vs M")
-    w.note("Test embeddings; divergences in nats (median bandwidth, resubstitution estimator); mean ± sd over seeds.")
+    w.note("Test embeddings; divergences in nats (resubstitution estimator); mean ± sd over runs. The first "
+           "section is the divergence at one fixed KDE bandwidth for every run minus the same estimator's "
+           "mean on M disjoint samples of one modality at that bandwidth (true divergence 0): a value at or "
+           "below 0 is no detectable divergence, not a negative divergence. The plug-in estimates themselves "
+           "(fixed and median bandwidth; the median bandwidth differs between runs) follow for reference.")
     for name in names:
         if name in cols:
             w.section(f"{metric_label(name)} vs M", pivot_by_m(stats, cfg, name, "main"))
@@ -396,14 +425,20 @@ def write_tables(summary: pd.DataFrame, generation: pd.DataFrame, cfg: dict, ref
                  out_dir: str | Path, confidence: float = 0.95) -> list[str]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    table1(summary, cfg, reference, out_dir, confidence)
-    table2(summary, cfg, reference, out_dir, confidence)
-    table3(generation, cfg, reference, out_dir, confidence)
-    table5(summary, cfg, reference, out_dir, confidence)
-    table_conflicts(summary, cfg, reference, out_dir, confidence)
-    table_divergence_gap(summary, cfg, reference, out_dir, confidence)
-    table_reference(reference, out_dir)
-    return sorted(str(p) for p in out_dir.glob("*.csv"))
+    builders = {
+        "table1_retrieval": lambda: table1(summary, cfg, reference, out_dir, confidence),
+        "table2_ablation": lambda: table2(summary, cfg, reference, out_dir, confidence),
+        "table3_generation": lambda: table3(generation, cfg, reference, out_dir, confidence),
+        "table5_sensitivity": lambda: table5(summary, cfg, reference, out_dir, confidence),
+        "table_conflicts": lambda: table_conflicts(summary, cfg, reference, out_dir, confidence),
+        "table_divergence_gap": lambda: table_divergence_gap(summary, cfg, reference, out_dir, confidence),
+        "paper_reference": lambda: table_reference(reference, out_dir),
+    }
+    if list(builders) != TABLES:
+        raise AssertionError(f"tables built {list(builders)} differ from harness.report.TABLES {TABLES}")
+    for build in builders.values():
+        build()
+    return sorted(str(out_dir / f"{name}.csv") for name in TABLES)
 
 
 def add_arguments(p) -> None:

@@ -8,6 +8,8 @@ Every objective and every divergence estimator calls these; nothing re-derives t
   over modalities (sums of pair dot products and of squared pair distances);
 - :mod:`objectives.kernels.lse`: the fused log-sum-exp kernels over similarity blocks (pair,
   group of pairs, total, self-similarity of every modality);
+- :mod:`objectives.kernels.volume`: Gram-determinant volumes of (anchor, tuple) pairs by the base
+  volume x height factorisation and GRAM's fused log-sum-exp over them;
 - :mod:`objectives.kernels.workspace`: reusable CPU scratch memory for those blocks.
 
 Bandwidth convention: ``bandwidth`` is the width ``s`` of ``k_s(u, v) = exp(-|u - v|^2 / (2 s^2))``.
@@ -19,6 +21,7 @@ from objectives.kernels.distances import (
     log_kernel_matrix,
     log_mean_kernel,
     median_bandwidth,
+    median_bandwidth_tensor,
     resolve_bandwidth,
     sq_dists,
 )
@@ -30,6 +33,7 @@ from objectives.kernels.lse import (
     sphere_self_log_mean_kernels,
     total_lse,
 )
+from objectives.kernels.volume import gram_volumes, volume_lse
 from objectives.kernels.workspace import WORKSPACE_MAX_BYTES, release_workspace
 
 __all__ = [
@@ -37,6 +41,7 @@ __all__ = [
     "log_kernel_matrix",
     "log_mean_kernel",
     "median_bandwidth",
+    "median_bandwidth_tensor",
     "resolve_bandwidth",
     "unit_rows",
     "modality_quadratic",
@@ -46,6 +51,8 @@ __all__ = [
     "total_lse",
     "sphere_log_mean_kernel",
     "sphere_self_log_mean_kernels",
+    "volume_lse",
+    "gram_volumes",
     "WORKSPACE_MAX_BYTES",
     "release_workspace",
 ]

@@ -1,11 +1,18 @@
-"""Fused normalisation and modality-level quadratic forms (one autograd node each)."""
+"""Fused normalisation and modality-level quadratic forms (one autograd node each).
+
+While ``torch.compile`` traces them they are written as plain tensor operations instead (the same
+values up to rounding), which the compiler fuses itself.
+"""
 
 from __future__ import annotations
 
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+from objectives.kernels.device import host_values
 
 
 def _refuse_double_backward() -> None:
@@ -50,6 +57,8 @@ class _UnitRows(torch.autograd.Function):
 
 def unit_rows(xs: Sequence[Tensor] | Tensor, eps: float = 1e-12) -> Tensor:
     """(M, B, d) with every row of every modality scaled to unit L2 norm (F.normalize semantics)."""
+    if torch.compiler.is_compiling():
+        return F.normalize(xs if isinstance(xs, Tensor) else torch.stack(list(xs)), dim=-1, eps=eps)
     if isinstance(xs, Tensor):
         return _UnitRows.apply(float(eps), xs)
     return _UnitRows.apply(float(eps), *xs)
@@ -80,8 +89,12 @@ def modality_quadratic(z: Tensor, weights: Sequence[Sequence[float]] | Tensor) -
     2 <u, v>) are both this form.
     """
     if not isinstance(weights, Tensor):
-        weights = torch.tensor(weights, dtype=z.dtype, device=z.device)
-    return _ModalityQuadratic.apply(z, weights.to(dtype=z.dtype, device=z.device))
+        weights = host_values(weights, z.dtype, z.device)
+    weights = weights.to(dtype=z.dtype, device=z.device)
+    if torch.compiler.is_compiling():
+        flat = z.reshape(z.shape[0], -1)
+        return (flat * (weights @ flat)).sum()
+    return _ModalityQuadratic.apply(z, weights)
 
 
 def pair_laplacian(n_modalities: int, pairs: Sequence[tuple[int, int]]) -> list[list[float]]:

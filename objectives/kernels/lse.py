@@ -8,6 +8,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from objectives.kernels.device import host_float
 from objectives.kernels.forms import _refuse_double_backward
 from objectives.kernels.workspace import _scratch
 
@@ -517,20 +518,34 @@ def total_lse(
 class _SelfLSE(torch.autograd.Function):
     """(M,) log sum_{i,j} exp(scale * z_i^m . z_j^m) of every modality's self-similarity block in
     one node: one batched GEMM forward and one backward for all modalities (the per-modality
-    ``total_lse`` calls cost ~15 operations each, which dominates small batches)."""
+    ``total_lse`` calls cost ~15 operations each, which dominates small batches).
+
+    ``scale`` is a Python float, or a 0-dim tensor for a value that stays on the device (a median
+    bandwidth on an accelerator or under ``torch.compile``): the unshifted path is then not taken,
+    since choosing it would read the value on the host. ``torch.compile`` traces this Function (no
+    scratch buffer and no host read while tracing; the saved gradient is a fresh tensor).
+    """
 
     @staticmethod
-    def forward(ctx, z, scale: float, exclude_diagonal: bool, row_norm):
+    def forward(ctx, z, scale, exclude_diagonal: bool, row_norm):
         M, B, d = z.shape
         work = _work_dtype(z.dtype)
         half = z.dtype != work
-        s = _scratch((M, B, B), work, z.device)
-        if half:
-            s.copy_(torch.bmm(z, z.transpose(1, 2))).mul_(scale)
+        traced = torch.compiler.is_compiling()
+        on_host = not isinstance(scale, Tensor)
+        if on_host and not traced:
+            s = _scratch((M, B, B), work, z.device)
+            if half:
+                s.copy_(torch.bmm(z, z.transpose(1, 2))).mul_(scale)
+            else:
+                torch.baddbmm(s, z, z.transpose(1, 2), beta=0.0, alpha=scale, out=s)
         else:
-            torch.baddbmm(s, z, z.transpose(1, 2), beta=0.0, alpha=scale, out=s)
-        bound = _exp_bound(z, z) if row_norm is None else row_norm * row_norm
-        if _unshifted_ok(scale * bound, B * B, work):
+            s = torch.mul(torch.bmm(z, z.transpose(1, 2)).to(work), scale)
+        unshifted = False
+        if on_host and (row_norm is not None or not traced):
+            bound = _exp_bound(z, z) if row_norm is None else row_norm * row_norm
+            unshifted = _unshifted_ok(scale * bound, B * B, work)
+        if unshifted:
             top = torch.zeros((M, 1, 1), dtype=work, device=z.device)
             s.exp_()
         else:  # one exact shift per modality (see _TotalLSE)
@@ -548,7 +563,9 @@ class _SelfLSE(torch.autograd.Function):
             if half:
                 dz = torch.bmm(s.mul_(factor).to(z.dtype), z)
             else:
-                dz = torch.bmm(s, z).mul_(factor)
+                # out of place: an in-place result would alias the product, which torch.compile
+                # cannot carry from the forward to the backward
+                dz = torch.bmm(s, z) * factor
             ctx.save_for_backward(dz)
         return total.to(z.dtype)
 
@@ -560,17 +577,20 @@ class _SelfLSE(torch.autograd.Function):
 
 
 def sphere_self_log_mean_kernels(
-    z: Tensor, bandwidth: float, exclude_diagonal: bool = False, row_norm: float | None = None
+    z: Tensor, bandwidth: float | Tensor, exclude_diagonal: bool = False, row_norm: float | None = None
 ) -> Tensor:
     """(M,) LMK_s(X_m, X_m) for unit-norm rows of every modality of z: (M, B, d), in one node.
 
-    ``row_norm``: an upper bound on every row norm when known (see :func:`group_lse`).
+    ``bandwidth``: a number, or a detached 0-dim tensor (e.g. ``median_bandwidth_tensor``), read on
+    the host only where that is free (a CPU tensor outside ``torch.compile``), else kept on the
+    device. ``row_norm``: an upper bound on every row norm when known (see :func:`group_lse`).
     """
     n = z.shape[1]
     if exclude_diagonal and n < 2:
         raise ValueError(f"exclude_diagonal needs at least 2 samples, got {n}")
     pairs = n * (n - 1) if exclude_diagonal else n * n
-    inv = 1.0 / float(bandwidth) ** 2
+    bandwidth = host_float(bandwidth)
+    inv = 1.0 / (bandwidth.detach().double() if isinstance(bandwidth, Tensor) else bandwidth) ** 2
     total = _SelfLSE.apply(z.contiguous(), inv, bool(exclude_diagonal), None if row_norm is None else float(row_norm))
     return total - (inv + math.log(pairs))
 

@@ -1,9 +1,10 @@
 """pytest-benchmark set-up for the loss kernels (kept out of the default run by --benchmark-skip).
 
-Run:   python -m pytest tests/benchmarks --benchmark-only
-Save:  python -m pytest tests/benchmarks --benchmark-only --benchmark-save=NAME      (.benchmarks/)
-       python -m pytest tests/benchmarks --benchmark-only --benchmark-json=bench.json
-Compare two saved runs:  pytest-benchmark compare 0001 0002 --group-by=group --columns=min,median,rounds
+Run:      python -m pytest tests/benchmarks --benchmark-only      (warm-up on: see pyproject.toml)
+Save:     python -m pytest tests/benchmarks --benchmark-only --benchmark-autosave      (.benchmarks/)
+Compare:  python -m pytest tests/benchmarks --benchmark-only --benchmark-compare=0001 --benchmark-compare-fail=min:25%
+Saved runs:  pytest-benchmark compare 0001 0002 --group-by=group --columns=min,median,rounds
+(docs/benchmarks.md; the `bench` extra installs the histogram dependency for --benchmark-histogram)
 
 Each benchmark times one forward + backward of a loss on raw (B, d) leaf tensors (float32, CPU),
 the same callable as ``python -m harness throughput`` (harness.bench.impls.fwd_bwd).

@@ -8,11 +8,16 @@
 # calls harness.cli.main with exactly the argv of `python -m harness ...` (set `in_process: false`
 # to start one process per command instead).  Each job writes one directory:
 #
-#   data/{dataset}/dataset.npz, dataset.json
-#   runs/{dataset}/{job}/{variant}/M{M}/seed{S}/        model.pt, history.csv, train.json (train)
-#   metrics/{dataset}/{job}/{variant}/M{M}_seed{S}.json                             (evaluate)
-#   generation/{dataset}/{job}/{variant}/M{M}_seed{S}/  generation.json, samples.png (generate)
-#   results/ tables, summary.csv, claims;  figures/ PDF and PNG;  logs/;  benchmarks/
+#   data/{dataset}/split{K}/dataset.npz, dataset.json          (one per split seed K)
+#   tuning/{dataset}/{variant}/runs|metrics/trial{T}...           (tune: validation split only)
+#   tuning/selected.json                                          (select_trials checkpoint)
+#   runs/{dataset}/{job}/{variant}/M{M}/seed{S}_split{K}/   model.pt, history.csv, train.json
+#   metrics/{dataset}/{job}/{variant}/M{M}_seed{S}_split{K}.json              (evaluate: test)
+#   generation/{dataset}/{job}/{variant}/M{M}_seed{S}_split{K}/   generation.json, samples.png
+#   results/ tables, summary.csv, tuning.csv, claims;  figures/;  logs/;  benchmarks/
+#
+# Every path above lies under `output_root` (default "."): config/tiny.yaml and config/paper.yaml
+# write under work/tiny and work/paper, so they never touch the committed default results.
 
 import json
 import shlex
@@ -27,9 +32,7 @@ validate(config, os.path.join(workflow.basedir, "workflow", "schemas", "config.s
 BASEDIR = os.path.abspath(workflow.basedir)
 # `python -m harness` must import the repository's packages from any working directory
 # (--directory, cluster nodes); the Snakefile is re-read in every remote job, so this travels.
-os.environ.update(
-    PYTHONPATH=os.pathsep.join(p for p in [BASEDIR, os.environ.get("PYTHONPATH", "")] if p)
-)
+os.environ.update(PYTHONPATH=os.pathsep.join(p for p in [BASEDIR, os.environ.get("PYTHONPATH", "")] if p))
 
 
 def _default_python():
@@ -46,6 +49,14 @@ PYTHON = config.get("python") or _default_python()
 UCI_MODALITIES = 6
 
 SEEDS = sorted(int(s) for s in config["seeds"])
+SPLIT_SEEDS = sorted(int(s) for s in config.get("split_seeds", [0]))
+OUTPUT_ROOT = os.path.normpath(str(config.get("output_root", ".")))
+if os.path.isabs(OUTPUT_ROOT) or OUTPUT_ROOT.split(os.sep)[0] == "..":
+    raise WorkflowError(
+        f"invalid configuration: output_root={OUTPUT_ROOT!r} must be a relative path inside the "
+        "working directory"
+    )
+TUNING = config.get("tuning", {}) or {}
 DATASETS = config["datasets"]
 VARIANTS = config["variants"]
 STUDIES = config["studies"]
@@ -58,6 +69,11 @@ RESOURCES = config.get("resources", {}) or {}
 
 def _fail(message):
     raise WorkflowError(f"invalid configuration: {message}")
+
+
+def out(path):
+    """`path` (relative to the output root) as the working-directory path Snakemake sees."""
+    return path if OUTPUT_ROOT == "." else f"{OUTPUT_ROOT}/{path}"
 
 
 # ----------------------------------------------------------------------------- cross-checks
@@ -80,6 +96,11 @@ if GENERATION.get("enabled", True):
     for _d in GENERATION.get("datasets", []):
         if _d not in DATASETS:
             _fail(f"generation.datasets names {_d!r}, which is not defined under datasets")
+for _name, _spec in DATASETS.items():
+    if _spec["source"] == "features" and not _spec.get("path"):
+        _fail(f"datasets.{_name}: source features needs `path` (the .npz file)")
+    if _spec["source"] != "features" and "path" in _spec:
+        _fail(f"datasets.{_name}.path is only read for source features (source is {_spec['source']!r})")
 for _key in ("baseline", "method", "method_tuple"):
     if _key in REPORT and REPORT[_key] not in VARIANTS:
         _fail(f"report.{_key} names {REPORT[_key]!r}, which is not defined under variants")
@@ -140,9 +161,30 @@ def _jobs():
 
 JOB_OF, JOBS = _jobs()
 GEN_JOBS = {}
-for (_d, _v) in GEN_CELLS:
+for _d, _v in GEN_CELLS:
     GEN_JOBS.setdefault((_d, JOB_OF[(_d, _v)]), []).append(_v)
 GEN_JOBS = {k: sorted(v) for k, v in sorted(GEN_JOBS.items())}
+
+
+def features_path(dataset):
+    """A `source: features` dataset's file; relative paths are relative to the working directory."""
+    return os.path.normpath(DATASETS[dataset]["path"])
+
+
+def _features_info(dataset):
+    """(number of modality arrays, has a `split` array) of a features file, read at plan time."""
+    import numpy as np
+
+    path = features_path(dataset)
+    if not os.path.exists(path):
+        _fail(f"datasets.{dataset}.path={path!r} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            files = set(npz.files)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is one configuration error
+        _fail(f"datasets.{dataset}.path={path!r} is not a readable .npz file ({type(exc).__name__}: {exc})")
+    n = sum(1 for k in files if k.startswith("modality_"))
+    return n, "split" in files
 
 
 def dataset_modalities(dataset):
@@ -152,6 +194,18 @@ def dataset_modalities(dataset):
         if needed > UCI_MODALITIES:
             _fail(f"dataset {dataset!r} (uci) has {UCI_MODALITIES} views but a study asks for M={needed}")
         return spec.get("n_modalities", UCI_MODALITIES)
+    if spec["source"] == "features":
+        available, has_split = _features_info(dataset)
+        if needed > available:
+            _fail(
+                f"dataset {dataset!r} ({features_path(dataset)}) has {available} modalities but a study asks for M={needed}"
+            )
+        if has_split and len(SPLIT_SEEDS) > 1:
+            _fail(
+                f"dataset {dataset!r} ({features_path(dataset)}) fixes its split (a `split` array), so "
+                f"split_seeds={SPLIT_SEEDS} would repeat one split; use split_seeds: [0]"
+            )
+        return spec.get("n_modalities", available)
     n = spec.get("n_modalities", needed)
     if n < needed:
         _fail(f"datasets.{dataset}.n_modalities={n} but a study asks for M={needed}")
@@ -190,37 +244,107 @@ def _param_args(params):
     return args
 
 
-def run_dir(dataset, variant, m, seed):
-    return f"runs/{dataset}/{JOB_OF[(dataset, variant)]}/{variant}/M{m}/seed{seed}"
+# optional training settings -> train flags (absent: the harness default)
+_OPTIONAL_TRAIN_FLAGS = {
+    "head": "--head",
+    "weight_decay_groups": "--weight-decay-groups",
+    "val_instruments": "--val-instruments",
+}
+
+
+def _train_argv(dataset, objective, params, m, seed, split, t, out_dir, val_instruments=None):
+    """One `harness train` command line: a budget of optimizer steps, validation every K steps."""
+    device = "cuda" if rule_resource("train", "gpu", 0) else "cpu"
+    argv = ["train", "--data", data_dir(dataset, split), "--objective", objective]
+    argv += _param_args(params)
+    argv += [
+        "--n-modalities",
+        m,
+        "--seed",
+        seed,
+        "--steps",
+        t["steps"],
+        "--eval-every-steps",
+        t["eval_every_steps"],
+        "--select",
+        t.get("select", "last"),
+        "--batch-size",
+        t["batch_size"],
+        "--dim",
+        t["dim"],
+        "--hidden",
+        t["hidden"],
+        "--depth",
+        t["depth"],
+        "--lr",
+        t["lr"],
+        "--weight-decay",
+        t["weight_decay"],
+    ]
+    if val_instruments:
+        t = dict(t, val_instruments=val_instruments)
+    for key, flag in _OPTIONAL_TRAIN_FLAGS.items():
+        if key in t:
+            argv += [flag, t[key]]
+    if device != "cpu":
+        argv += ["--device", device]
+    argv += ["--out", out_dir, "--quiet"]
+    return [str(a) for a in argv]
+
+
+def data_dir(dataset, split):
+    return out(f"data/{dataset}/split{split}")
+
+
+def run_name(m, seed, split):
+    return f"M{m}_seed{seed}_split{split}"
+
+
+def run_dir(dataset, variant, m, seed, split):
+    return out(f"runs/{dataset}/{JOB_OF[(dataset, variant)]}/{variant}/M{m}/seed{seed}_split{split}")
+
+
+def _units():
+    return [(seed, split) for split in SPLIT_SEEDS for seed in SEEDS]
 
 
 def train_commands(dataset, job):
-    device = "cuda" if rule_resource("train", "gpu", 0) else "cpu"
     cmds = []
     for variant in JOBS[(dataset, job)]:
         spec = VARIANTS[variant]
+        params = variant_params(dataset, variant)
         t = training_settings(dataset, variant)
         for m in CELLS[(dataset, variant)]:
-            for seed in SEEDS:
-                argv = ["train", "--data", f"data/{dataset}", "--objective", spec["objective"]]
-                argv += _param_args(spec.get("params", {}) or {})
-                argv += ["--n-modalities", m, "--seed", seed, "--epochs", t["epochs"],
-                         "--batch-size", t["batch_size"], "--dim", t["dim"], "--hidden", t["hidden"],
-                         "--depth", t["depth"], "--lr", t["lr"], "--weight-decay", t["weight_decay"]]
-                if "eval_every" in t:
-                    argv += ["--eval-every", t["eval_every"]]
-                if device != "cpu":
-                    argv += ["--device", device]
-                argv += ["--out", run_dir(dataset, variant, m, seed), "--quiet"]
-                cmds.append([str(a) for a in argv])
+            for seed, split in _units():
+                cmds.append(
+                    _train_argv(
+                        dataset,
+                        spec["objective"],
+                        params,
+                        m,
+                        seed,
+                        split,
+                        t,
+                        run_dir(dataset, variant, m, seed, split),
+                    )
+                )
     return cmds
 
 
 def evaluate_commands(dataset, job):
     return [
-        ["evaluate", "--run", run_dir(dataset, variant, m, seed),
-         "--out", f"metrics/{dataset}/{job}/{variant}/M{m}_seed{seed}.json"]
-        for variant in JOBS[(dataset, job)] for m in CELLS[(dataset, variant)] for seed in SEEDS
+        [
+            "evaluate",
+            "--run",
+            run_dir(dataset, variant, m, seed, split),
+            "--split",
+            "test",
+            "--out",
+            out(f"metrics/{dataset}/{job}/{variant}/{run_name(m, seed, split)}.json"),
+        ]
+        for variant in JOBS[(dataset, job)]
+        for m in CELLS[(dataset, variant)]
+        for seed, split in _units()
     ]
 
 
@@ -229,10 +353,138 @@ def generate_commands(dataset, job):
     if "decoder_epochs" in GENERATION:
         extra = ["--decoder-epochs", str(GENERATION["decoder_epochs"])]
     return [
-        ["generate", "--run", run_dir(dataset, variant, m, seed),
-         "--out", f"generation/{dataset}/{job}/{variant}/M{m}_seed{seed}", *extra]
-        for variant in GEN_JOBS[(dataset, job)] for m in GEN_CELLS[(dataset, variant)] for seed in SEEDS
+        [
+            "generate",
+            "--run",
+            run_dir(dataset, variant, m, seed, split),
+            "--out",
+            out(f"generation/{dataset}/{job}/{variant}/{run_name(m, seed, split)}"),
+            *extra,
+        ]
+        for variant in GEN_JOBS[(dataset, job)]
+        for m in GEN_CELLS[(dataset, variant)]
+        for seed, split in _units()
     ]
+
+
+# ----------------------------------------------------------------------------- tuning
+# Equal-budget random search on the validation split (workflow/rules/tuning.smk): every variant
+# marked `tune: true` gets `tuning.trials` trials per dataset, drawn from `tuning.search[objective]`
+# (the same draws on every dataset), trained at M = tuning.m with the final runs' budget and
+# evaluated with `--split val`; the select_trials checkpoint keeps the best validation metric.
+TUNED = sorted(v for v, spec in VARIANTS.items() if spec.get("tune", False))
+TUNING_ENABLED = bool(TUNING.get("enabled", True)) and bool(TUNED)
+
+
+def _tuned_cells():
+    return sorted({(d, v) for (d, v) in CELLS if v in TUNED})
+
+
+def _check_tuning():
+    if not TUNED:
+        return
+    search = TUNING.get("search", {})
+    for v in TUNED:
+        objective = VARIANTS[v]["objective"]
+        if objective not in search:
+            _fail(f"variants.{v} has tune: true but tuning.search has no entry for objective {objective!r}")
+    for d, v in _tuned_cells():
+        if int(TUNING.get("m", 3)) > dataset_modalities(d):
+            _fail(f"tuning.m={TUNING.get('m')} exceeds the modalities of dataset {d!r}")
+
+
+def _round(value):
+    return float(f"{value:.3g}")
+
+
+def trial_params(variant):
+    """The `tuning.trials` parameter sets of a tuned variant: its own params updated by the draws.
+
+    Deterministic: numpy's PCG64 seeded by (tuning.seed, crc32 of the variant name); a list is a
+    uniform choice, {low, high, log} a (log-)uniform draw rounded to 3 significant digits.
+    """
+    import zlib
+
+    import numpy as np
+
+    space = TUNING["search"][VARIANTS[variant]["objective"]]
+    rng = np.random.default_rng([int(TUNING.get("seed", 0)), zlib.crc32(variant.encode())])
+    trials = []
+    for _ in range(int(TUNING.get("trials", 4))):
+        params = dict(VARIANTS[variant].get("params", {}) or {})
+        for key in sorted(space):
+            dist = space[key]
+            if isinstance(dist, list):
+                params[key] = dist[int(rng.integers(len(dist)))]
+            elif dist.get("log", False):
+                params[key] = _round(float(np.exp(rng.uniform(np.log(dist["low"]), np.log(dist["high"])))))
+            else:
+                params[key] = _round(float(rng.uniform(dist["low"], dist["high"])))
+        trials.append(params)
+    return trials
+
+
+def tuning_dir(dataset, variant):
+    return out(f"tuning/{dataset}/{variant}")
+
+
+def tune_commands(dataset, variant):
+    m, seed, split = (
+        int(TUNING.get("m", 3)),
+        int(TUNING.get("seed", 0)),
+        int(TUNING.get("split_seed", SPLIT_SEEDS[0])),
+    )
+    t = training_settings(dataset, variant)
+    cmds = []
+    for i, params in enumerate(trial_params(variant)):
+        run = f"{tuning_dir(dataset, variant)}/runs/trial{i}"
+        # the trials train exactly like the final runs; only R@1 (what selection reads) and the
+        # cheap core instruments are computed at the validation points
+        cmds.append(
+            _train_argv(
+                dataset,
+                VARIANTS[variant]["objective"],
+                params,
+                m,
+                seed,
+                split,
+                t,
+                run,
+                val_instruments="core",
+            )
+        )
+        cmds.append(
+            [
+                "evaluate",
+                "--run",
+                run,
+                "--split",
+                "val",
+                "--out",
+                f"{tuning_dir(dataset, variant)}/metrics/trial{i}.json",
+            ]
+        )
+    return cmds
+
+
+SELECTION = out("tuning/selected.json")
+
+
+def selection_input(wildcards):
+    """The selection file, for jobs that hold a tuned variant (waits for the checkpoint)."""
+    if not TUNING_ENABLED or not any(v in TUNED for v in JOBS[(wildcards.dataset, wildcards.job)]):
+        return []
+    return [checkpoints.select_trials.get().output.selected]
+
+
+def variant_params(dataset, variant):
+    """A variant's objective params; a tuned variant's come from the selection file."""
+    params = dict(VARIANTS[variant].get("params", {}) or {})
+    if TUNING_ENABLED and variant in TUNED:
+        path = checkpoints.select_trials.get().output.selected
+        with open(path) as fh:
+            params = json.load(fh)[dataset][variant]["params"]
+    return params
 
 
 def batch_shell(commands):
@@ -254,8 +506,8 @@ def rule_resource(rule_name, key, default):
 def n_runs(wildcards, rule_name="train"):
     key = (wildcards.dataset, wildcards.job)
     if rule_name == "generate":
-        return sum(len(GEN_CELLS[(key[0], v)]) for v in GEN_JOBS[key]) * len(SEEDS)
-    return sum(len(CELLS[(key[0], v)]) for v in JOBS[key]) * len(SEEDS)
+        return sum(len(GEN_CELLS[(key[0], v)]) for v in GEN_JOBS[key]) * len(_units())
+    return sum(len(CELLS[(key[0], v)]) for v in JOBS[key]) * len(_units())
 
 
 def scaled_runtime(rule_name, per_run_minutes):
@@ -269,14 +521,26 @@ def scaled_runtime(rule_name, per_run_minutes):
 
 
 def final_targets():
-    targets = ["results/summary.csv", "results/benchmarks.csv", "results/claims.md", "results/claims.csv"]
-    targets += expand("results/tables/{table}.{ext}", table=TABLES, ext=("csv", "md", "tex"))
-    targets += expand("figures/{figure}.{ext}", figure=FIGURES, ext=("pdf", "png"))
+    targets = [
+        out(p)
+        for p in ("results/summary.csv", "results/benchmarks.csv", "results/claims.md", "results/claims.csv")
+    ]
+    targets += expand(out("results/tables/{table}.{ext}"), table=TABLES, ext=("csv", "md", "tex"))
+    targets += expand(out("figures/{figure}.{ext}"), figure=FIGURES, ext=("pdf", "png"))
+    if TUNING_ENABLED:
+        targets += [out("results/tuning.csv"), out("results/tables/tuning.md")]
     if VALIDATION.get("enabled", True):
-        targets += ["results/estimator_validation.csv", "figures/estimator_validation.png",
-                    "figures/estimator_validation.pdf"]
+        targets += [
+            out("results/estimator_validation.csv"),
+            out("figures/estimator_validation.png"),
+            out("figures/estimator_validation.pdf"),
+        ]
     if THROUGHPUT.get("enabled", False):
-        targets += ["results/throughput.csv", "figures/throughput.png", "figures/throughput.pdf"]
+        targets += [
+            out("results/throughput.csv"),
+            out("figures/throughput.png"),
+            out("figures/throughput.pdf"),
+        ]
     return targets
 
 
@@ -286,68 +550,109 @@ def paper_reference():
     return [os.path.normpath(path)] if os.path.exists(path) else []
 
 
-TABLES = [
-    "table1_retrieval",
-    "table2_ablation",
-    "table3_generation",
-    "table5_sensitivity",
-    "table_conflicts",
-    "table_divergence_gap",
-    "paper_reference",
-]
-FIGURES = [
-    "conflicts_vs_m",
-    "divergence_gap_vs_m",
-    "retrieval_vs_m",
-    "alignment_uniformity",
-    "projection_pca",
-    "generated_samples",
-    "proxy_vs_divergence",
-]
+# the one list of tables and figures (harness/report/__init__.py; pandas-free import)
+sys.path.insert(0, BASEDIR)
+from harness.report import FIGURES, TABLES  # noqa: E402
 
 
 def data_args(wildcards):
+    """`harness data` for one (dataset, split seed K): data seed = datasets.<name>.seed + K.
+
+    For uci and features K draws the train/val/test split; for synthetic it also draws a fresh
+    sample from the generator (one seed drives both), so split seeds are data replicates.
+    """
     spec = DATASETS[wildcards.dataset]
-    argv = ["data", "--dataset", spec["source"], "--out", f"data/{wildcards.dataset}",
-            "--seed", spec.get("seed", 0), "--n-modalities", dataset_modalities(wildcards.dataset)]
+    split = int(wildcards.split)
+    argv = [
+        "data",
+        "--dataset",
+        spec["source"],
+        "--out",
+        data_dir(wildcards.dataset, split),
+        "--seed",
+        int(spec.get("seed", 0)) + split,
+        "--n-modalities",
+        dataset_modalities(wildcards.dataset),
+    ]
     if spec["source"] == "synthetic":
-        for key, flag in (("n_samples", "--n-samples"), ("n_classes", "--n-classes"),
-                          ("latent_dim", "--latent-dim"), ("noise", "--noise"),
-                          ("imbalance", "--imbalance")):
+        for key, flag in (
+            ("n_samples", "--n-samples"),
+            ("n_classes", "--n-classes"),
+            ("latent_dim", "--latent-dim"),
+            ("noise", "--noise"),
+            ("imbalance", "--imbalance"),
+        ):
             if key in spec:
                 argv += [flag, spec[key]]
+    elif spec["source"] == "features":
+        argv += ["--features", features_path(wildcards.dataset)]
     else:
         argv += ["--cache-dir", spec.get("cache_dir", "resources")]
     return [[str(a) for a in argv]]
 
 
+def data_inputs(wildcards):
+    spec = DATASETS[wildcards.dataset]
+    return [features_path(wildcards.dataset)] if spec["source"] == "features" else []
+
+
+def dataset_files(wildcards):
+    return [
+        f"{data_dir(wildcards.dataset, k)}/{name}"
+        for k in SPLIT_SEEDS
+        for name in ("dataset.npz", "dataset.json")
+    ]
+
+
 def _cell_dirs(prefix, jobs):
-    return [f"{prefix}/{d}/{job}" for (d, job) in jobs]
+    return [out(f"{prefix}/{d}/{job}") for (d, job) in jobs]
 
 
 def _upstream_benchmarks():
-    out = [f"benchmarks/data/{d}.tsv" for d in USED_DATASETS]
-    out += [f"benchmarks/{stage}/{d}/{job}.tsv" for stage in ("train", "evaluate") for (d, job) in JOBS]
-    out += [f"benchmarks/generate/{d}/{job}.tsv" for (d, job) in GEN_JOBS]
+    outs = [f"benchmarks/data/{d}/split{k}.tsv" for d in USED_DATASETS for k in SPLIT_SEEDS]
+    outs += [f"benchmarks/{stage}/{d}/{job}.tsv" for stage in ("train", "evaluate") for (d, job) in JOBS]
+    outs += [f"benchmarks/generate/{d}/{job}.tsv" for (d, job) in GEN_JOBS]
+    if TUNING_ENABLED:
+        outs += [f"benchmarks/tune/{d}/{v}.tsv" for (d, v) in _tuned_cells()]
     if VALIDATION.get("enabled", True):
-        out.append("benchmarks/validate_estimators.tsv")
-    return out
+        outs.append("benchmarks/validate_estimators.tsv")
+    return [out(p) for p in outs]
 
 
 def _projection_inputs(wildcards):
     proj = REPORT.get("projection", {})
     d = proj.get("dataset")
-    out = []
+    outs = []
     for key in ("baseline", "method"):
         v = REPORT.get(key)
         if d and v and (d, v) in CELLS:
-            out.append(f"runs/{d}/{JOB_OF[(d, v)]}")
-    out = sorted(set(out))
+            outs.append(out(f"runs/{d}/{JOB_OF[(d, v)]}"))
+    outs = sorted(set(outs))
     if d in USED_DATASETS:
-        out.append(f"data/{d}/dataset.npz")
-    return out
+        outs += [f"{data_dir(d, k)}/dataset.npz" for k in SPLIT_SEEDS]
+    return outs
+
+
+def _figure_runs(kind):
+    """--projection / --samples arguments of the figures rule: VARIANT=FOLDER of the compared runs."""
+    pair = [REPORT.get(k) for k in ("baseline", "method") if REPORT.get(k)]
+    if kind == "projection":
+        proj = REPORT.get("projection", {})
+        d = proj.get("dataset")
+        m, seed, split = proj.get("m"), proj.get("seed", SEEDS[0]), proj.get("split_seed", SPLIT_SEEDS[0])
+        return [f"{v}={run_dir(d, v, m, seed, split)}" for v in pair if (d, v) in CELLS]
+    return [
+        f"{v}={out(f'generation/{d}/{JOB_OF[(d, v)]}/{v}/{run_name(ms[0], SEEDS[0], SPLIT_SEEDS[0])}')}"
+        for (d, v), ms in sorted(GEN_CELLS.items())
+        if v in pair and ms
+    ]
 
 
 wildcard_constraints:
     dataset="[A-Za-z0-9][A-Za-z0-9_.-]*",
     job="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    variant="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    split="[0-9]+",
+
+
+_check_tuning()

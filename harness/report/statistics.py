@@ -1,0 +1,244 @@
+"""The statistics behind the claim verdicts and the tables' intervals.
+
+Design
+------
+* **Unit.** One (training seed, data-split seed) pair of a dataset (:data:`harness.experiment.keys.UNIT_KEYS`).
+  Runs at different M of one unit share their data split and test rows, so they are not independent:
+  a unit contributes one number, the mean over the M at which it was measured (or, for a trend in
+  M, its own least-squares slope).
+* **Pairing.** A method's run is paired with the baseline's run of the same (dataset, M, seed,
+  split seed) (:data:`~harness.experiment.keys.PAIR_KEYS`), by key, never by row position; cells
+  present for one side only are dropped.
+* **Interval.** Student t over units with ``n - 1`` degrees of freedom, standard error
+  ``sqrt(s^2 / n + sum_k (n_k / n)^2 e_k^2)``: ``s`` the sd of the unit values (training seed and
+  split-to-split variation) and ``e_k`` the measurement error of split k shared by its ``n_k`` units
+  (the test rows, or the estimator's noise floor), where a metric has one: ``e`` of one paired
+  difference is ``sqrt(se_method^2 + se_baseline^2)`` (an upper bound when the two share test rows,
+  since their errors then correlate positively), ``e`` of a unit the mean over its M and ``e_k`` the
+  mean over the split's units (upper bounds on the sd of a mean of correlated errors, by Minkowski's
+  inequality). So the interval covers the test-set sampling error of one shared split instead of
+  ignoring it, conservatively.
+* **Test and multiplicity.** The two-sided p value of the same t statistic; within the rows behind one
+  verdict (the declared primary comparison of a claim over its datasets and sub-claims), Holm's
+  step-down adjustment (:func:`holm`).
+* **Verdict** (:func:`verdict`, the one implementation of :data:`RULE`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from harness.experiment import keys
+
+#: at least this many units for a verdict (a t interval needs a standard deviation)
+MIN_UNITS = 2
+
+RULE = (
+    "Verdict rule (harness.report.statistics.verdict): a row is supported when its Holm-adjusted p value "
+    "(two-sided t test over units) is below 1 - confidence and the estimate lies on the claimed side, "
+    "contradicted when it is below and the estimate lies on the opposite side, otherwise inconclusive "
+    "(also with fewer than 2 units or an undefined interval). A claim's overall verdict uses its "
+    "primary rows only: supported if >= 1 is supported and none contradicted; contradicted if >= 1 is "
+    "contradicted and none supported; mixed if both; else inconclusive. Secondary rows and sanity "
+    "checks are reported beside it and do not enter it."
+)
+
+
+# ----------------------------------------------------------------------------- elementary
+
+
+def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float, float, int]:
+    """(mean, sd, low, high, n) with a Student t interval over ``values`` (finite ones); NaN bounds when n < 2."""
+    from scipy import stats
+
+    x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    n = int(x.size)
+    if n == 0:
+        return (math.nan, math.nan, math.nan, math.nan, 0)
+    mean = float(x.mean())
+    if n < 2:
+        return (mean, math.nan, math.nan, math.nan, n)
+    sd = float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+    return (mean, sd, mean - half, mean + half, n)
+
+
+def t_test(estimate: float, se: float, df: int, confidence: float = 0.95) -> tuple[float, float, float]:
+    """(low, high, two-sided p) of ``estimate`` with standard error ``se`` and ``df`` degrees of freedom."""
+    from scipy import stats
+
+    if df < 1 or not (math.isfinite(estimate) and math.isfinite(se)):
+        return (math.nan, math.nan, math.nan)
+    if se == 0:
+        return (estimate, estimate, 1.0 if estimate == 0 else 0.0)
+    half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
+    p = float(2 * stats.t.sf(abs(estimate) / se, df))
+    return (estimate - half, estimate + half, p)
+
+
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p values (NaN stays NaN and does not count towards the family size):
+    sorted ascending, ``p_(i) * (k - i)`` (i from 0), made non-decreasing, capped at 1."""
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    k = ok.size
+    if k == 0:
+        return out
+    order = ok[np.argsort(p[ok], kind="mergesort")]
+    adj = np.minimum(1.0, np.maximum.accumulate(p[order] * (k - np.arange(k))))
+    out[order] = adj
+    return out
+
+
+def verdict(estimate: float, p_adjusted: float, direction: int, n: int, confidence: float = 0.95) -> str:
+    """The verdict rule (:data:`RULE`); ``direction`` is +1 (claimed increase) or -1 (claimed decrease)."""
+    if n < MIN_UNITS or not (math.isfinite(estimate) and math.isfinite(p_adjusted)):
+        return "inconclusive"
+    if p_adjusted >= 1.0 - confidence or estimate == 0:
+        return "inconclusive"
+    return "supported" if estimate * direction > 0 else "contradicted"
+
+
+def overall(verdicts: Sequence[str]) -> str:
+    """A claim's verdict from its primary rows' verdicts (:data:`RULE`)."""
+    s = sum(v == "supported" for v in verdicts)
+    c = sum(v == "contradicted" for v in verdicts)
+    if s and c:
+        return "mixed"
+    if s:
+        return "supported"
+    if c:
+        return "contradicted"
+    return "inconclusive"
+
+
+# ----------------------------------------------------------------------------- units
+
+
+def with_split_seed(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with a ``split_seed`` column (0 where a run records none)."""
+    if "split_seed" in df.columns:
+        df = df.copy()
+        df["split_seed"] = pd.to_numeric(df["split_seed"], errors="coerce").fillna(0).astype(int)
+        return df
+    return df.assign(split_seed=0)
+
+
+def paired_cells(df: pd.DataFrame, col: str, method: str, baseline: str, se_col: str | None = None,
+                 transform=None) -> pd.DataFrame:
+    """One row per (dataset, M, seed, split_seed) present for both variants: ``d = method - baseline``
+    of ``col`` (after ``transform``) and ``e``, the measurement standard error of ``d`` from ``se_col``
+    (NaN without one). Matched by key; a key repeated within one variant is an error."""
+    cols = keys.PAIR_KEYS + ["d", "e"]
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    df = with_split_seed(df)
+    keys.require(df.columns, col)
+    if se_col is not None:
+        keys.require(df.columns, se_col)
+
+    def side(variant: str) -> pd.DataFrame:
+        sub = df[df["variant"] == variant]
+        dup = sub.duplicated(keys.PAIR_KEYS, keep=False)
+        if dup.any():
+            first = sub[dup].iloc[0]
+            raise ValueError(f"variant {variant!r} has more than one run for "
+                             f"{ {k: first[k] for k in keys.PAIR_KEYS} }")
+        v = pd.to_numeric(sub[col], errors="coerce")
+        out = sub[keys.PAIR_KEYS].assign(v=transform(v) if transform is not None else v)
+        out["se"] = pd.to_numeric(sub[se_col], errors="coerce") if se_col is not None else np.nan
+        return out
+
+    m = side(method).merge(side(baseline), on=keys.PAIR_KEYS, suffixes=("_m", "_b"), how="inner")
+    m["d"] = m["v_m"] - m["v_b"]
+    m["e"] = np.sqrt(m["se_m"] ** 2 + m["se_b"] ** 2)
+    m = m[np.isfinite(m["d"])]
+    return m[cols].sort_values(keys.PAIR_KEYS, kind="mergesort").reset_index(drop=True)
+
+
+def unit_values(cells: pd.DataFrame, value: str = "d", se: str | None = "e") -> pd.DataFrame:
+    """Per unit (dataset, seed, split_seed): ``value`` averaged over its M, ``e`` the mean of ``se``
+    over its M (NaN when none), ``n_m`` the number of M."""
+    ukeys = keys.UNIT_KEYS
+    if cells.empty:
+        return pd.DataFrame(columns=ukeys + ["value", "e", "n_m"])
+    g = cells.groupby(ukeys, sort=True)
+    out = g[value].mean().rename("value").to_frame()
+    out["e"] = g[se].mean() if se is not None and se in cells else np.nan
+    out["n_m"] = g[value].size()
+    return out.reset_index()
+
+
+def unit_interval(units: pd.DataFrame, confidence: float = 0.95) -> dict:
+    """Mean over units with the module's t interval (training spread plus shared measurement error).
+
+    ``units``: one row per unit with ``value``, ``e`` (NaN: no measurement error known) and
+    ``split_seed``. Returns ``estimate, low, high, p, se, n, df``.
+    """
+    v = units["value"].to_numpy(dtype=float) if len(units) else np.array([])
+    ok = np.isfinite(v)
+    units, v = units[ok], v[ok]
+    n = int(v.size)
+    res = {"estimate": float(v.mean()) if n else math.nan, "low": math.nan, "high": math.nan, "p": math.nan,
+           "se": math.nan, "n": n, "df": n - 1}
+    if n < MIN_UNITS:
+        return res
+    var = float(v.var(ddof=1)) / n
+    e = units["e"].to_numpy(dtype=float)
+    if np.isfinite(e).any():
+        e = np.where(np.isfinite(e), e, 0.0)
+        for _, idx in pd.Series(range(n)).groupby(units["split_seed"].to_numpy()):
+            var += (len(idx) / n) ** 2 * float(e[idx.to_numpy()].mean()) ** 2
+    se = math.sqrt(var)
+    lo, hi, p = t_test(res["estimate"], se, n - 1, confidence)
+    res.update(low=lo, high=hi, p=p, se=se)
+    return res
+
+
+def paired_effect(df: pd.DataFrame, col: str, method: str, baseline: str, se_col: str | None = None,
+                  transform=None, confidence: float = 0.95) -> dict:
+    """Mean paired difference method - baseline over units (:func:`paired_cells`, :func:`unit_values`,
+    :func:`unit_interval`); also ``n_cells`` and ``ms`` (the M that entered)."""
+    cells = paired_cells(df, col, method, baseline, se_col, transform)
+    res = unit_interval(unit_values(cells), confidence)
+    res["n_cells"] = int(len(cells))
+    res["ms"] = sorted(int(m) for m in cells["M"].unique()) if len(cells) else []
+    return res
+
+
+def slope_units(df: pd.DataFrame, col: str) -> pd.DataFrame:
+    """Per unit: the least-squares slope of ``col`` against M over the unit's runs (units with fewer
+    than two distinct M are dropped); columns of :func:`unit_values` (``e`` NaN)."""
+    from scipy import stats
+
+    df = with_split_seed(df)
+    keys.require(df.columns, col)
+    rows = []
+    for key, sub in df.groupby(keys.UNIT_KEYS, sort=True):
+        x = pd.to_numeric(sub["M"], errors="coerce").to_numpy(dtype=float)
+        y = pd.to_numeric(sub[col], errors="coerce").to_numpy(dtype=float)
+        ok = np.isfinite(x) & np.isfinite(y)
+        if np.unique(x[ok]).size < 2:
+            continue
+        rows.append({**dict(zip(keys.UNIT_KEYS, key)), "value": float(stats.linregress(x[ok], y[ok]).slope),
+                     "e": np.nan, "n_m": int(ok.sum())})
+    return pd.DataFrame(rows, columns=keys.UNIT_KEYS + ["value", "e", "n_m"])
+
+
+def fisher_units(rs: pd.DataFrame) -> pd.DataFrame:
+    """Per-run correlations (column ``r``, with unit keys) -> per-unit mean Fisher z (``value``)."""
+    rs = rs.assign(z=np.arctanh(np.clip(rs["r"].to_numpy(dtype=float), -0.999999, 0.999999)))
+    return unit_values(rs, value="z", se=None)
+
+
+def fisher_interval(units: pd.DataFrame, confidence: float = 0.95) -> dict:
+    """:func:`unit_interval` on Fisher z values, bounds and estimate mapped back with tanh."""
+    res = unit_interval(units, confidence)
+    for k in ("estimate", "low", "high"):
+        res[k] = float(np.tanh(res[k])) if math.isfinite(res[k]) else math.nan
+    return res

@@ -1,0 +1,55 @@
+# Equal-budget tuning on the validation split: tune -> select_trials (checkpoint) -> final runs.
+# Every variant with `tune: true` gets the same number of trials (`tuning.trials`) on each dataset,
+# each trained with the final runs' budget at M = tuning.m, seed tuning.seed, split seed
+# tuning.split_seed, and evaluated with `--split val` only: the test split is read once, by the
+# final runs.  The trials' parameter sets are drawn in common.smk (trial_params).
+
+
+rule tune:
+    input:
+        data=dataset_files,
+    output:
+        runs=directory(out("tuning/{dataset}/{variant}/runs")),
+        metrics=directory(out("tuning/{dataset}/{variant}/metrics")),
+    params:
+        cmd=lambda wildcards: batch_shell(tune_commands(wildcards.dataset, wildcards.variant)),
+    threads: rule_resource("train", "threads", 1)
+    resources:
+        mem_mb=rule_resource("train", "mem_mb", 3000),
+        runtime=lambda wildcards, attempt: max(5, int(1.5 * TUNING.get("trials", 4) + 2)) * attempt,
+        gpu=rule_resource("train", "gpu", 0),
+    conda:
+        "../envs/harness.yaml"
+    log:
+        out("logs/tune/{dataset}/{variant}.log"),
+    benchmark:
+        out("benchmarks/tune/{dataset}/{variant}.tsv")
+    shell:
+        "export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; {params.cmd} > {log} 2>&1"
+
+
+checkpoint select_trials:
+    input:
+        metrics=[out(f"tuning/{d}/{v}/metrics") for (d, v) in _tuned_cells()],
+    output:
+        selected=out("tuning/selected.json"),
+        csv=out("results/tuning.csv"),
+        md=report(out("results/tables/tuning.md"), caption="../report/tuning.rst", category="Tables"),
+    params:
+        python=PYTHON,
+        metric=TUNING.get("metric", "retrieval/R1/mean"),
+        cells=" ".join(f"{d}:{v}" for (d, v) in _tuned_cells()),
+    threads: 1
+    resources:
+        mem_mb=rule_resource("report", "mem_mb", 2000),
+        runtime=rule_resource("report", "runtime", 10),
+    conda:
+        "../envs/harness.yaml"
+    log:
+        out("logs/select_trials.log"),
+    benchmark:
+        out("benchmarks/report/select_trials.tsv")
+    shell:
+        "{params.python} -m workflow.scripts.select_trials --metric {params.metric:q}"
+        " --cells {params.cells} --metrics {input.metrics:q} --out-json {output.selected:q}"
+        " --out-csv {output.csv:q} --out-md {output.md:q} > {log} 2>&1"

@@ -18,6 +18,8 @@ min_version("9.0")
 
 
 configfile: os.path.join(workflow.basedir, "config", "config.yaml")
+
+
 report: "workflow/report/workflow.rst"
 
 

@@ -5,6 +5,10 @@
     >>> out = loss_fn([torch.randn(16, 8) for _ in range(3)])
     >>> out.loss.shape, sorted(out.roles.values())
     (torch.Size([]), ['alignment', 'uniformity'])
+
+Modalities may also be positional (``loss_fn(img, txt, audio)``); objectives with a temperature take
+CLIP's ``logit_scale`` tensor per call, and every objective runs under ``torch.autocast`` and
+``torch.compile(..., fullgraph=True)`` (docs/drop-in.md).
 """
 
 from __future__ import annotations

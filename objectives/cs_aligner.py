@@ -10,6 +10,10 @@ Reference: W. Yin et al., "Distributional Vision-Language Alignment by Cauchy-Sc
 arXiv 2502.17028 (2025) (lam = 1 there, two modalities); generalised to M through anchor pairs
 (``pairs="anchor"``, default) or all pairs.
 
+Temperature parameters as for ``infonce`` (``temperature_clamp``: see ``objectives.Temperature``);
+a call may pass ``logit_scale=`` (1 / temperature) instead. ``bandwidth="median"`` is computed on
+the device (no host-device synchronisation on an accelerator).
+
 Example:
     >>> import torch, objectives
     >>> out = objectives.build("cs_aligner", bandwidth=0.5)([torch.randn(8, 4) for _ in range(3)])
@@ -61,11 +65,15 @@ class CSAligner(Objective):
         scale = self.temperature.scale(z.dtype, z.device)
         align, unif = contrastive_parts(z, rows, pairs, scale, False, self.chunk_size)
         # the median stays on the device unless reading it is free (see kernels.device)
-        width = host_float(median_bandwidth_tensor(*z)) if self.bandwidth == "median" else float(self.bandwidth)
+        if self.bandwidth == "median":
+            width = host_float(median_bandwidth_tensor(*z))
+        else:
+            width = float(self.bandwidth)
         zs = z.unbind(0)  # one backward node (a select per use would zero-fill (M, B, d) each)
         lmk = self_lmks(z, rows, width, False, self.chunk_size)  # (M,) every modality is in a pair
         degree = [sum(m in pair for pair in pairs) for m in range(z.shape[0])]
-        cs_self = (lmk * host_values(degree, lmk.dtype, lmk.device)).sum() / len(pairs)  # mean over pairs of U_m + U_n
+        # mean over pairs of U_m + U_n
+        cs_self = (lmk * host_values(degree, lmk.dtype, lmk.device)).sum() / len(pairs)
         cs_cross = torch.stack([cross_lmk(zs[m], zs[n], rows, width, self.chunk_size) for m, n in pairs]).mean()
         return {
             "alignment": align,

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import torch
 from torch import Tensor
 
 from objectives._base import UNIT_ROW_NORM_BOUND, Objective, Role, Temperature, check_chunk, check_index
@@ -62,17 +61,15 @@ class GRAM(Objective):
         total = z.shape[1]
         scale = self.temperature.scale(z.dtype, z.device)
         a = self.anchor
-        others = torch.cat([z[:a], z[a + 1 :]], dim=0)
         ls = self.label_smoothing
         # rows are unit vectors up to Objective.prepare's tolerance
         common = dict(eps=self.vol_eps, chunk_size=self.chunk_size, row_norm=UNIT_ROW_NORM_BOUND)
         if not self.is_distributed():
-            pos, lse = volume_lse(z[a], others, scale, 0.5, 0.5, -ls / total, **common)
+            pos, lse = volume_lse(z, a, scale, 0.5, 0.5, -ls / total, **common)
         else:
             # anchors of this rank against every tuple, and every anchor against this rank's tuples
-            pos, lse = volume_lse(z[a, rows], others, scale, 0.5, 0.0, -0.5 * ls / total, offset=rows.start,
-                                  **common)
-            lse = lse + volume_lse(z[a], others[:, rows], scale, 0.0, 0.5, -0.5 * ls / total, positives=False,
+            pos, lse = volume_lse(z, a, scale, 0.5, 0.0, -0.5 * ls / total, rows=rows, **common)
+            lse = lse + volume_lse(z, a, scale, 0.0, 0.5, -0.5 * ls / total, cols=rows, positives=False,
                                    **common)[1]
         weight = (1.0 - ls) * scale
         return {

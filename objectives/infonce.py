@@ -11,20 +11,47 @@ Example:
     >>> out = objectives.build("infonce", temperature=0.07)(zs)
     >>> sorted(out.terms), out.roles["alignment"]
     (['alignment', 'uniformity'], 'alignment')
+
+Drop-in for open_clip's ``ClipLoss`` (same value and gradients for two modalities): modalities as
+positional tensors and CLIP's exponentiated logit scale, which receives its gradient
+(docs/drop-in.md):
+
+    >>> img, txt = torch.randn(8, 16), torch.randn(8, 16)
+    >>> logit_scale = torch.tensor(1 / 0.07, requires_grad=True)
+    >>> out = objectives.build("infonce")(img, txt, logit_scale)
+    >>> out.backward(); logit_scale.grad is not None
+    True
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
+import torch
 from torch import Tensor
 
 from objectives._base import Objective, Role, Temperature, check_choice, check_chunk, check_index
 from objectives._base import check_nonnegative
 from objectives._contrastive import contrastive_parts, pair_list
+from objectives.kernels.lse import small_contrastive, small_contrastive_fits
 
 
 class _PairwiseContrastive(Objective):
+    """Shared constructor of the InfoNCE family.
+
+    Args:
+        temperature: tau > 0 (default 0.07, CLIP's initial value).
+        learnable_temperature: learn ``log(1 / tau)`` (``objectives.Temperature``).
+        min_temperature: the floor of a learnable tau (CLIP: 0.01).
+        temperature_clamp: ``"forward"`` (default: clamp inside the forward), ``"after_step"``
+            (CLIP: call ``objective.temperature.clamp_()`` after each optimizer step) or ``"none"``.
+        pairs: ``"all"`` modality pairs or ``"anchor"`` pairs (a, n).
+        anchor: the anchor modality for ``pairs="anchor"``.
+        uniformity_weight: weight w of the log-sum-exp part.
+        chunk_size: rows per block (bounded memory), or None.
+        normalize: L2-normalise rows inside (else they must already be unit rows).
+    """
+
     roles: ClassVar[dict[str, Role]] = {"alignment": "alignment", "uniformity": "uniformity"}
     min_batch: ClassVar[int] = 1
     exclude_positive: ClassVar[bool] = False
@@ -52,6 +79,22 @@ class _PairwiseContrastive(Objective):
     def symmetric_in_modalities(self) -> bool:  # type: ignore[override]
         return self.pairs == "all"
 
+    def fused_terms(self, embeddings) -> dict[str, Tensor] | None:
+        """Small batches in one process (B <= kernels.lse.SMALL_MAX_BATCH, fixed temperature, rows
+        normalised inside): normalisation and every pair in one node (kernels.lse.small_contrastive)."""
+        if (self.exclude_positive or not self.normalize or self.chunk_size is not None or self.temperature.learnable
+                or self.is_distributed()):
+            return None
+        scale = self.temperature.scale(torch.float32, None)
+        if not small_contrastive_fits(embeddings, scale):
+            return None  # the regular path (and its input checks)
+        n_mod = embeddings.shape[0] if isinstance(embeddings, Tensor) else len(embeddings)
+        if self.anchor >= n_mod:
+            return None
+        align, unif = small_contrastive(embeddings, pair_list(n_mod, self.pairs, self.anchor), scale)
+        weight = self.uniformity_weight
+        return {"alignment": align, "uniformity": unif if weight == 1.0 else weight * unif}
+
     def compute(self, z: Tensor, rows: slice) -> dict[str, Tensor]:
         pairs = pair_list(z.shape[0], self.pairs, self.anchor)
         scale = self.temperature.scale(z.dtype, z.device)
@@ -76,8 +119,8 @@ class InfoNCE(_PairwiseContrastive):
     def __init__(self, temperature: float = 0.07, learnable_temperature: bool = False,
                  min_temperature: float = 0.01, chunk_size: int | None = None, normalize: bool = True,
                  temperature_clamp: str = "forward"):
-        super().__init__(temperature, learnable_temperature, min_temperature, "all", 0, 1.0, chunk_size, normalize,
-                         temperature_clamp)
+        super().__init__(temperature, learnable_temperature, min_temperature, "all", 0, 1.0, chunk_size,
+                         normalize, temperature_clamp)
 
 
 class InfoNCEAnchor(_PairwiseContrastive):

@@ -12,6 +12,12 @@ candidates built from the other modalities; ``loss = mean_m CE(logits_m / tau, p
 
 Terms: ``alignment = -mean_{m,i} MIP(positive) / tau`` and ``uniformity`` (the log-sum-exp part).
 
+The package's call ``Symile()(representations, logit_scale)`` works as it is (``logit_scale``: the
+tensor ``exp(parameter)``, which receives its gradient), and the package's own learnable scale,
+``exp(parameter)`` never clamped, is ``learnable_temperature=True, temperature_clamp="none"``.
+With ``normalize=False`` rows of any norm are scored as given (the original's encoders end in
+LayerNorm without L2 normalisation); the other objectives require unit rows there.
+
 Reference: A. Saporta, A. Puli, M. Goldstein, R. Ranganath, "Contrasting with Symile: Simple
 Model-Agnostic Representation Learning for Unlimited Modalities", NeurIPS 2024; PyPI ``symile``.
 
@@ -56,6 +62,9 @@ class Symile(Objective):
     name = "symile"
     symmetric_in_modalities = True
     roles: ClassVar[dict[str, Role]] = {"alignment": "alignment", "uniformity": "uniformity"}
+    # the multilinear product and log-sum-exp take rows of any norm: with normalize=False the rows
+    # are used as given, as the original does with its LayerNorm encoder outputs
+    unit_rows_required = False
 
     def __init__(self, temperature: float = 0.07, learnable_temperature: bool = False,
                  min_temperature: float = 0.01, negatives: str = "n", chunk_size: int | None = None,

@@ -4,7 +4,6 @@ Temperature switches (CLIP, Symile, default), the documented training loop, and 
 
 from __future__ import annotations
 
-import copy
 import math
 import re
 from pathlib import Path
@@ -12,15 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from reference_losses import REFERENCES, make_zs
 
 import objectives
 from objectives import Temperature
-from reference_losses import REFERENCES, make_zs
 
 ALL = objectives.available()
 TEMP = [n for n in ALL if "temperature" in objectives.parameters(n)]
 NO_TEMP = [n for n in ALL if n not in TEMP]
 F64 = dict(rtol=1e-10, atol=1e-12)
+CPU = torch.device("cpu")
 
 
 def _call(fn, *args, seed=3, **kwargs):
@@ -38,7 +38,8 @@ def _leaves(zs):
 
 
 def test_every_objective_is_classified():
-    assert set(TEMP) == {"infonce", "infonce_anchor", "infonce_reweighted", "dcl", "cs_aligner", "gram", "symile"}
+    assert set(TEMP) == {"infonce", "infonce_anchor", "infonce_reweighted", "dcl", "cs_aligner", "gram",
+                         "symile"}
     assert set(NO_TEMP) == {"align_uniform", "unialign"}
 
 
@@ -101,9 +102,23 @@ def test_infonce_is_open_clip_clip_loss(positional):
     torch.testing.assert_close(objectives.build("infonce", temperature=0.07)(img, txt).loss, ref, **F64)
 
 
-LOGIT_CASES = [("infonce", {}), ("infonce_anchor", {"anchor": 1}), ("infonce_reweighted", {"uniformity_weight": 0.3}),
-               ("dcl", {"pairs": "anchor"}), ("cs_aligner", {"bandwidth": 0.5}), ("gram", {}),
-               ("symile", {"negatives": "n_squared"})]
+@pytest.mark.parametrize("negatives", ["n", "n_squared"])
+def test_symile_takes_the_symile_packages_call(negatives):
+    """``fn(representations, logit_scale)`` is the PyPI symile package's call: same value and
+    gradient for the learnable scale (the package does not normalise: it gets unit rows)."""
+    symile = pytest.importorskip("symile")
+    zs = [torch.nn.functional.normalize(z, dim=-1) for z in make_zs(3, 8, 6, seed=21)]
+    scale = torch.tensor(1 / 0.1, dtype=torch.float64, requires_grad=True)
+    peer_scale = scale.detach().clone().requires_grad_(True)
+    ours = _call(objectives.build("symile", negatives=negatives, normalize=False), zs, scale).loss
+    peer = _call(symile.Symile(negatives), zs, peer_scale)
+    torch.testing.assert_close(ours, peer, **F64)
+    torch.testing.assert_close(_grads(ours, [scale])[0], _grads(peer, [peer_scale])[0], **F64)
+
+
+LOGIT_CASES = [("infonce", {}), ("infonce_anchor", {"anchor": 1}),
+               ("infonce_reweighted", {"uniformity_weight": 0.3}), ("dcl", {"pairs": "anchor"}),
+               ("cs_aligner", {"bandwidth": 0.5}), ("gram", {}), ("symile", {"negatives": "n_squared"})]
 
 
 @pytest.mark.parametrize("name,params", LOGIT_CASES, ids=[c[0] for c in LOGIT_CASES])
@@ -162,7 +177,8 @@ def test_logit_scale_refused_without_a_temperature(name):
 
 def test_logit_scale_refused_with_a_learnable_temperature():
     with pytest.raises(ValueError, match="learnable_temperature=True"):
-        objectives.build("infonce", learnable_temperature=True)(make_zs(2, 4, 5), logit_scale=torch.tensor(10.0))
+        objectives.build("infonce", learnable_temperature=True)(make_zs(2, 4, 5),
+                                                                logit_scale=torch.tensor(10.0))
 
 
 @pytest.mark.parametrize("value", [0.0, -3.0, float("nan"), float("inf")])
@@ -235,7 +251,7 @@ def test_forward_clamp_bounds_the_scale_and_leaves_the_parameter():
     t = Temperature(0.07, learnable=True)
     with torch.no_grad():
         t.log_scale.fill_(6.0)
-    assert float(t.scale(torch.float64, torch.device("cpu")).detach()) == pytest.approx(100.0, rel=1e-12)
+    assert float(t.scale(torch.float64, CPU).detach()) == pytest.approx(100.0, rel=1e-12)
     t.clamp_()
     assert float(t.log_scale.detach()) == 6.0
 
@@ -243,40 +259,42 @@ def test_forward_clamp_bounds_the_scale_and_leaves_the_parameter():
 def test_after_step_clamp_is_clips():
     """Forward unclamped; clamp_() moves the parameter into [0, ln 100], as CLIP's step does."""
     t = Temperature(0.07, learnable=True, clamp="after_step")
-    assert float(t.log_scale) == pytest.approx(math.log(1 / 0.07), rel=1e-15)
+    assert float(t.log_scale.detach()) == pytest.approx(math.log(1 / 0.07), rel=1e-15)
     with torch.no_grad():
         t.log_scale.fill_(6.0)
-    assert float(t.scale(torch.float64, torch.device("cpu")).detach()) == pytest.approx(math.exp(6.0), rel=1e-12)
+    assert float(t.scale(torch.float64, CPU).detach()) == pytest.approx(math.exp(6.0), rel=1e-12)
     t.clamp_()
-    assert float(t.log_scale) == pytest.approx(math.log(100), rel=1e-15)
+    assert float(t.log_scale.detach()) == pytest.approx(math.log(100), rel=1e-15)
     with torch.no_grad():
         t.log_scale.fill_(-1.0)
     t.clamp_()
-    assert float(t.log_scale) == 0.0
+    assert float(t.log_scale.detach()) == 0.0
 
 
 def test_none_is_symiles_unclamped_scale():
     """exp(parameter), never clamped, any initial temperature (also below min_temperature)."""
     t = Temperature(0.001, learnable=True, clamp="none")
-    assert float(t.scale(torch.float64, torch.device("cpu")).detach()) == pytest.approx(1000.0, rel=1e-12)
+    assert float(t.scale(torch.float64, CPU).detach()) == pytest.approx(1000.0, rel=1e-12)
     t2 = Temperature(5.0, learnable=True, clamp="none")
     with torch.no_grad():
         t2.log_scale.fill_(-2.0)
     t2.clamp_()
-    assert float(t2.log_scale) == -2.0
-    assert float(t2.scale(torch.float64, torch.device("cpu")).detach()) == pytest.approx(math.exp(-2.0), rel=1e-12)
+    assert float(t2.log_scale.detach()) == -2.0
+    assert float(t2.scale(torch.float64, CPU).detach()) == pytest.approx(math.exp(-2.0), rel=1e-12)
 
 
 def test_fixed_temperature_ignores_clamp_():
     t = Temperature(0.005)
     t.clamp_()
-    assert t.scale(torch.float64, torch.device("cpu")) == 1 / 0.005
+    assert t.scale(torch.float64, CPU) == 1 / 0.005
 
 
 @pytest.mark.parametrize("kwargs,fragment", [
     ({"temperature_clamp": "step"}, "temperature_clamp"),
-    ({"temperature_clamp": "after_step", "learnable_temperature": True, "temperature": 2.0}, "max_temperature"),
-    ({"temperature_clamp": "forward", "learnable_temperature": True, "temperature": 0.001}, "min_temperature"),
+    ({"temperature_clamp": "after_step", "learnable_temperature": True, "temperature": 2.0},
+     "max_temperature"),
+    ({"temperature_clamp": "forward", "learnable_temperature": True, "temperature": 0.001},
+     "min_temperature"),
 ])
 def test_bad_temperature_settings(kwargs, fragment):
     with pytest.raises(ValueError, match=fragment):
@@ -337,10 +355,11 @@ def test_documented_open_clip_loop_trains_the_logit_scale(capsys):
     ns: dict = {"__name__": "__docs__"}
     exec(compile(_doc_block("logit_scale.clamp_(0, math.log(100))"), "docs/drop-in.md", "exec"), ns)
     logit_scale, optimizer = ns["logit_scale"], ns["optimizer"]
-    assert abs(float(logit_scale) - math.log(1 / 0.07)) > 1e-3  # its gradient reached it
+    assert abs(logit_scale.item() - math.log(1 / 0.07)) > 1e-3  # its gradient reached it
     no_decay = [g for g in optimizer.param_groups if g["weight_decay"] == 0.0]
     assert any(p is logit_scale for g in no_decay for p in g["params"])
-    assert all(p is not logit_scale for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"])
+    decayed = [p for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]]
+    assert all(p is not logit_scale for p in decayed)
     history = ns["history"]
     assert sum(history[-10:]) < sum(history[:10])
 

@@ -26,7 +26,7 @@ GRAD_CONFIGS = [
     ("cs_aligner", {"temperature": 0.07, "bandwidth": 0.5, "pairs": "anchor"}),
     ("cs_aligner", {"temperature": 0.07, "bandwidth": 0.5, "pairs": "all"}),
     ("gram", {"temperature": 0.07, "anchor": 0}),
-    ("gram", {"temperature": 0.005, "anchor": 2, "label_smoothing": 0.1}),  # shifted log-sum-exp path
+    ("gram", {"temperature": 0.05, "anchor": 2, "label_smoothing": 0.1}),
     ("symile", {"temperature": 0.07, "negatives": "n_squared"}),
     ("unialign", {"bandwidth": 0.5, "centroid_bandwidth": 0.5}),
     ("unialign", {"uniformity": "union", "alignment": "centroid", "tuple": "both", "bandwidth": 0.5,

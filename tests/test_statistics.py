@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from harness.experiment import keys
-from harness.report import statistics as st
+from harness.report import stats as st
 
 
 def test_holm_by_hand():

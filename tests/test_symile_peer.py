@@ -130,3 +130,26 @@ def test_peer_n_squared_column_count():
     zs = _normalise(make_zs(4, 3, 5))
     logits = symile.Symile("n_squared").compute_logits_n_squared(zs[0], zs[1:])
     assert logits.shape == (3, 27)
+
+
+@pytest.mark.parametrize("negatives,M", [("n", 2), ("n", 4), ("n_squared", 3)])
+def test_raw_rows_match_the_peer_with_normalize_false(negatives, M):
+    """The original feeds LayerNorm outputs without L2 normalisation: with normalize=False ours
+    scores rows of any norm as given, like the peer (values and gradients)."""
+    zs = [(3.0 * z).requires_grad_(True) for z in make_zs(M, 6, 5, seed=11)]
+    ours = objectives.build("symile", temperature=0.2, negatives=negatives, normalize=False)
+    torch.manual_seed(5)
+    got = ours(zs).loss
+    g_ours = torch.autograd.grad(got, zs)
+    want = _peer(zs, 0.2, negatives, seed=5)
+    g_peer = torch.autograd.grad(want, zs)
+    assert abs(_f(zs[0].norm(dim=1).mean()) - 1.0) > 0.5  # really not unit rows
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    for a, b in zip(g_ours, g_peer):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_other_objectives_still_require_unit_rows_with_normalize_false():
+    zs = [3.0 * z for z in make_zs(3, 6, 5, seed=1)]
+    with pytest.raises(ValueError, match="unit L2 norm"):
+        objectives.build("infonce", normalize=False)(zs)

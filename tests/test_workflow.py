@@ -297,6 +297,9 @@ def test_report_is_built(tiny_run):
         ({"variants": {"dcl": {"tune": True}}, "studies": {"main": {"variants": ["infonce", "dcl"]}}}, "dcl"),
         ({"tuning": {"search": {"infonce": {"temperature": {"low": "cold"}}}}}, "cold"),
         ({"tuning": {"trial": 3}}, "trial"),
+        ({"tuning": {"search": {"infonce": {"temprature": [0.1]}}}}, "temprature"),
+        ({"tuning": {"search": {"infonce": {"temperature": {"low": 0.5, "high": 0.1}}}}}, "low < high"),
+        ({"tuning": {"split_seed": 7}}, "split_seed=7"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path, data, needle):
@@ -357,7 +360,8 @@ def test_features_file_with_fixed_split_refuses_several_split_seeds(tmp_path):
     data = {"split_seeds": [0, 1], "datasets": {"fixed": {"source": "features", "path": "fixed.npz"}},
             "studies": {"main": {"datasets": ["fixed"], "ms": [2]}, "ablation": {"datasets": ["fixed"], "ms": [2]},
                         "sensitivity": {"datasets": ["fixed"], "ms": [2]}},
-            "generation": {"enabled": False}, "report": {"projection": {"dataset": "fixed", "m": 2}}}
+            "generation": {"enabled": False}, "tuning": {"m": 2},
+            "report": {"projection": {"dataset": "fixed", "m": 2}}}
     proc = snakemake("-n", "--configfile", str(TINY), str(overlay(tmp_path, "fixed", data)), cwd=tmp_path)
     assert proc.returncode != 0 and "split_seeds" in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]
     data["split_seeds"] = [0]

@@ -143,7 +143,8 @@ def evaluate_run(run_dir, split: str = "test", temperature: float = 0.07, max_ro
         "meta/params": json.dumps(cfg["params"], sort_keys=True),
         "meta/data_sha256": ds.meta.get("sha256"),
         "meta/conflict_temperature": temperature,
-        "meta/epochs": cfg["epochs"],
+        "meta/epochs": cfg.get("epochs"),
+        "meta/steps": cfg.get("steps"),
     })
     out.update(run_meta(cfg))  # weight and data hashes, provenance
     for k, v in cfg["params"].items():

@@ -44,7 +44,7 @@ import pandas as pd
 
 from harness.experiment import keys
 from harness.files import atomic_write_text
-from harness.report.statistics import t_interval
+from harness.report.stats import t_interval
 
 ID_COLUMNS = keys.ID_COLUMNS
 FLOAT_FORMAT = "%.6g"

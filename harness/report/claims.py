@@ -28,7 +28,7 @@ rules or bandwidths) and **sanity** checks are reported beside it and never ente
    quantities that merely both fall during training correlate in level, not necessarily in change.
    Per-unit mean Fisher z, t interval, back-transformed; claimed positive. Secondary: the levels.
 
-Units, pairing, intervals, Holm's correction and the verdict rule: :mod:`harness.report.statistics`.
+Units, pairing, intervals, Holm's correction and the verdict rule: :mod:`harness.report.stats`.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ import pandas as pd
 from harness.experiment import keys
 from harness.files import atomic_write_text
 from harness.report import main_study_rows, read_csv_or_empty
-from harness.report import statistics as st
+from harness.report import stats as st
 from harness.report.aggregate import load_config, to_csv_text, variant_label
 
 #: claim 7 needs at least this many validation points per run
@@ -250,7 +250,7 @@ def _num(x: float) -> str:
 
 
 DESIGN = (
-    "Statistical design (harness/report/statistics.py). The unit is one (training seed, data-split seed) "
+    "Statistical design (harness/report/stats.py). The unit is one (training seed, data-split seed) "
     "pair of a dataset: runs at different M of one unit share their split and test rows, so a unit "
     "contributes one value, its mean paired difference over M (claim 1: its own slope vs M; claim 7: its "
     "mean Fisher z over M). Method and baseline runs are paired by (dataset, M, seed, split seed). "

@@ -29,9 +29,9 @@ from harness.experiment import keys
 from harness.experiment.keys import metric_label
 from harness.files import atomic_write_text
 from harness.report import TABLES, read_csv_or_empty
-from harness.report import statistics as st
+from harness.report import stats as st
 from harness.report.aggregate import group_stats, load_config, to_csv_text, variant_label
-from harness.report.statistics import t_interval
+from harness.report.stats import t_interval
 
 NOT_COMPARABLE = (
     "Reported by the paper on other data (VAST-150K / MSR-VTT / DiDeMo / ActivityNet / MSCOCO / "
@@ -232,7 +232,7 @@ def add_reference(writer: TableWriter, reference: pd.DataFrame | None, analogue:
 
 def paired_delta(df: pd.DataFrame, col: str, base: str, confidence: float) -> dict[tuple, dict]:
     """(dataset, M, variant) -> {'Δ R@1 vs base': 'mean [lo, hi]'}: paired with the base's run of the
-    same (seed, split seed) (harness.report.statistics.paired_cells), t interval over those pairs."""
+    same (seed, split seed) (harness.report.stats.paired_cells), t interval over those pairs."""
     out: dict[tuple, dict] = {}
     if df.empty or col not in df:
         return out

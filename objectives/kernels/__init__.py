@@ -10,7 +10,10 @@ Every objective and every divergence estimator calls these; nothing re-derives t
   group of pairs, total, self-similarity of every modality);
 - :mod:`objectives.kernels.volume`: Gram-determinant volumes of (anchor, tuple) pairs by the base
   volume x height factorisation and GRAM's fused log-sum-exp over them;
-- :mod:`objectives.kernels.workspace`: reusable CPU scratch memory for those blocks.
+- :mod:`objectives.kernels.workspace`: reusable CPU scratch memory for those blocks;
+- :mod:`objectives.kernels.plain`: the same sums as plain log-sum-exp blocks, used while
+  ``torch.compile`` traces (no host reads, no scratch memory);
+- :mod:`objectives.kernels.device`: small values between host and device without synchronising.
 
 Bandwidth convention: ``bandwidth`` is the width ``s`` of ``k_s(u, v) = exp(-|u - v|^2 / (2 s^2))``.
 A Gaussian KDE with bandwidth ``h`` has cross terms of width ``s = sqrt(2) h`` (see

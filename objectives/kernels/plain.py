@@ -49,8 +49,8 @@ def total_lse(x: Tensor, y: Tensor | None, scale: float | Tensor, exclude_diagon
     return torch.logsumexp(s.reshape(-1), dim=0).to(x.dtype)
 
 
-def volume_lse(a: Tensor, others: Tensor, scale: float | Tensor, w_row: float, w_col: float, w_mean: float = 0.0,
-               eps: float = 1e-6, offset: int = 0) -> tuple[Tensor, Tensor]:
+def volume_lse(a: Tensor, others: Tensor, scale: float | Tensor, w_row: float, w_col: float,
+               w_mean: float = 0.0, eps: float = 1e-6, offset: int = 0) -> tuple[Tensor, Tensor]:
     """The two sums of :func:`objectives.kernels.volume_lse` from the direct Gram determinants
     (:func:`objectives.kernels.volume.gram_volumes`): ``sum_i V[i, i + offset]`` and
     ``w_row sum_i lse_j L_ij + w_col sum_j lse_i L_ij + w_mean sum_ij L_ij`` with ``L = -scale V``."""

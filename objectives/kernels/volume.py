@@ -60,8 +60,8 @@ from objectives.kernels.lse import _EXP_LIMIT, _work_dtype
 from objectives.kernels.workspace import _scratch
 
 # rows per elementwise step inside a block: about this many entries of Q (the (rows, K, N) GEMM
-# output) per step, so that one step's values stay in cache between its passes
-_SLAB_ENTRIES = 2**18
+# output) per step (2^18..2^22 measured alike on one CPU thread; fewer steps, fewer operations)
+_SLAB_ENTRIES = 2**20
 
 
 @dataclass
@@ -72,12 +72,13 @@ class _Frames:
     inputs, else float32), the GEMM operand in the input dtype.
     """
 
-    u: Tensor  # (N, K, K) eigenvectors (columns)
+    x: Tensor  # (N, K, d) the tuples' rows x_jk
+    u: Tensor  # (N, K, K) eigenvectors of C_j (columns)
     s: Tensor  # (N, K) eigenvalues, clamped at 0
-    det: Tensor  # (N,) det C_j
     lam: Tensor  # (N, K) eigenvalues of adj(C_j): prod_{l != k} s_l
-    rot: Tensor  # (N, K, d) rotated tuple rows f_jk
-    rows: Tensor  # (K N, d) g_jk = sqrt(lam_jk) f_jk in the input dtype, k-major (row k N + j)
+    det: Tensor  # (N,) det C_j
+    g: Tensor | None = None  # (N, K, d) g_jk = sqrt(lam_jk) f_jk, f_jk = (U_j^T X_j)_k
+    rows: Tensor | None = None  # (K N, d) g in the input dtype, k-major (row k N + j)
 
 
 def _exclusive_products(s: Tensor) -> Tensor:
@@ -96,25 +97,52 @@ def _pair_exclusive_products(s: Tensor) -> Tensor:
     return torch.where(keep, s.view(-1, 1, 1, k), torch.ones((), dtype=s.dtype, device=s.device)).prod(-1)
 
 
-def _frames(others: Tensor) -> _Frames:
-    n_other, n, d = others.shape
+def _tuple_rows(others: Tensor) -> Tensor:
+    """(N, K, d) tuple rows in the frame dtype (a view for float32 / float64 inputs)."""
     fdt = torch.float64 if others.dtype == torch.float64 else torch.float32
-    x = others.transpose(0, 1).to(fdt)  # (N, K, d)
-    s, u = torch.linalg.eigh((x @ x.transpose(1, 2)).double())
+    return others.transpose(0, 1).to(fdt)
+
+
+def _eigh(c: Tensor) -> tuple[Tensor, Tensor]:
+    """Eigenvalues and eigenvectors of symmetric (N, K, K) float64 matrices; K = 1, 2 in closed
+    form (a batched LAPACK call costs more than the arithmetic there)."""
+    k = c.shape[-1]
+    if k == 1:
+        return c[:, 0], torch.ones_like(c)
+    if k == 2:
+        p, q, r = c[:, 0, 0], c[:, 0, 1], c[:, 1, 1]
+        mid, rad = 0.5 * (p + r), torch.hypot(0.5 * (p - r), q)
+        theta = 0.5 * torch.atan2(2.0 * q, p - r)  # the larger eigenvalue's direction
+        cos, sin = torch.cos(theta), torch.sin(theta)
+        u = torch.stack([torch.stack([-sin, cos], dim=1), torch.stack([cos, sin], dim=1)], dim=2)
+        return torch.stack([mid - rad, mid + rad], dim=1), u
+    return torch.linalg.eigh(c)
+
+
+def _frames(x: Tensor, with_rows: bool = True, dtype: torch.dtype | None = None) -> _Frames:
+    s, u = _eigh((x @ x.transpose(1, 2)).double())
     s = s.clamp_min(0.0)
     lam = _exclusive_products(s)
-    s, u, lam = s.to(fdt), u.to(fdt), lam.to(fdt)
-    rot = u.transpose(1, 2) @ x  # (N, K, d)
-    rows = (rot * lam.sqrt().unsqueeze(2)).transpose(0, 1).reshape(n_other * n, d)
-    return _Frames(u=u, s=s, det=s.prod(dim=1), lam=lam, rot=rot, rows=rows.to(others.dtype))
+    s, u, lam = s.to(x.dtype), u.to(x.dtype), lam.to(x.dtype)
+    fr = _Frames(x=x, u=u, s=s, lam=lam, det=s.prod(dim=1))
+    if with_rows:
+        n, n_other, d = x.shape
+        fr.g = (u * lam.sqrt().unsqueeze(1)).transpose(1, 2) @ x  # rows sqrt(lam_k) u_k^T X_j
+        fr.rows = fr.g.transpose(0, 1).reshape(n_other * n, d).to(dtype)
+    return fr
 
 
 def _tuple_grad(w: Tensor, h: Tensor, fr: _Frames) -> Tensor:
-    """dL/dX (N, K, d) from W_jk = sum_i H_ij Q_ijk a_i (N, K, d) and h_j = sum_i H_ij |a_i|^2."""
+    """dL/dX (N, K, d) from W_jk = sum_i H_ij Q_ijk a_i (N, K, d) and h_j = sum_i H_ij |a_i|^2.
+
+    With Y_jk = W_jk / sqrt(lam_jk) (0 where lam_jk = 0) and F_j = U_j^T X_j:
+    S'_j = Y_j F_j^T = diag(1 / sqrt(lam)) (W_j X_j^T) U_j and
+    dL/dX_j = 2 U_j (dC'_j F_j - diag(lam) Y_j) = 2 (U dC' U^T)_j X_j - 2 (U diag(sqrt(lam)))_j W_j.
+    """
     k = fr.s.shape[1]
-    root = fr.lam.sqrt().unsqueeze(2)
-    y = torch.where(root > 0, w / root, torch.zeros((), dtype=w.dtype, device=w.device))  # Y_jk
-    sp = y @ fr.rot.transpose(1, 2)  # S'_j = Y_j F_j^T
+    root = fr.lam.sqrt()
+    inv = torch.where(root > 0, root.reciprocal(), torch.zeros((), dtype=root.dtype, device=root.device))
+    sp = inv.unsqueeze(2) * ((w @ fr.x.transpose(1, 2)) @ fr.u)
     sp = 0.5 * (sp + sp.transpose(1, 2))
     pi = _pair_exclusive_products(fr.s)
     eye = torch.eye(k, dtype=torch.bool, device=w.device)
@@ -122,27 +150,83 @@ def _tuple_grad(w: Tensor, h: Tensor, fr: _Frames) -> Tensor:
     gamma_diag = (pi.masked_fill(eye, 0.0) * diag_s.unsqueeze(2)).sum(dim=1)  # sum_{k != m} pi_km S'_kk
     gamma = torch.diag_embed(gamma_diag) - (pi * sp).masked_fill(eye, 0.0)
     dc = torch.diag_embed(h.unsqueeze(1) * fr.lam) - gamma  # dL/dC_j in the eigenbasis
-    return 2.0 * (fr.u @ torch.baddbmm(w * root, dc, fr.rot, alpha=1.0, beta=-1.0))
+    outer = 2.0 * (fr.u @ dc @ fr.u.transpose(1, 2))
+    return torch.baddbmm(outer @ fr.x, fr.u * root.unsqueeze(1), w, alpha=-2.0)
 
 
-def _volume_bound(a: Tensor, others: Tensor, eps: float, row_norm: float | None) -> float:
-    """vmax >= V_ij for every pair: prod_m max|z^m|^2 bounds det G (Hadamard's inequality)."""
+def _volume_bound(z: Tensor, eps: float, row_norm: float | None) -> float:
+    """vmax >= V_ij for every pair: prod_m max|z^m|^2 bounds det G (Hadamard's inequality); one
+    synchronising read unless the caller knows a bound on the row norms."""
     if row_norm is not None:
-        return math.sqrt(float(row_norm) ** (2 * (others.shape[0] + 1)) + eps)
-    work = _work_dtype(a.dtype)
-    norms = torch.cat([torch.linalg.vector_norm(a, dim=-1, dtype=work).amax().view(1),
-                       torch.linalg.vector_norm(others, dim=-1, dtype=work).amax(dim=1)])
+        return math.sqrt(float(row_norm) ** (2 * z.shape[0]) + eps)
+    norms = torch.linalg.vector_norm(z, dim=-1, dtype=_work_dtype(z.dtype)).amax(dim=1)
     return math.sqrt(float(norms.double().square().prod()) + eps)
+
+
+class _Diagonal:
+    """The pairs (i, i + diag) of one chunk of rows (chunk rows lo .. hi - 1), recomputed from the
+    operands in the frame dtype (O(r K d), no GEMM).
+
+    These are the positives: aligned, near-degenerate tuples whose small determinant the GEMM's
+    rounding would swamp (in half precision a GEMM output carries ~3 significant digits, and
+    D = |a|^2 det C - sum_k Q_k^2 cancels to ~1e-3 and below). The block's diagonal is replaced by
+    these values and leaves the block's gradient GEMMs: the gradient through them is formed from
+    the pieces kept here (``q``, ``pull``), with any weights, in the backward.
+    """
+
+    def __init__(self, a_c: Tensor, n_c: Tensor, fr: _Frames, s0: int, offset: int, eps: float) -> None:
+        c, n = a_c.shape[0], fr.s.shape[0]
+        self.lo = min(c, max(0, -offset - s0))
+        self.hi = max(self.lo, min(c, n - offset - s0))
+        self.diag = s0 + offset  # entry (i, i + diag) of the chunk's (c, N) block
+        cols = slice(self.lo + self.diag, self.hi + self.diag)
+        g = fr.g[cols]  # (r, K, d)
+        a = a_c[self.lo : self.hi].to(g.dtype)
+        self.q = (g * a.unsqueeze(1)).sum(dim=2)  # (r, K)
+        self.pull = (self.q.unsqueeze(2) * g).sum(dim=1)  # sum_k Q_k g_k, (r, d)
+        self.v = (n_c[self.lo : self.hi].to(g.dtype) * fr.det[cols] - self.q.square().sum(dim=1)).clamp_min(0.0)
+        self.v = self.v.add_(eps).sqrt_()
+
+    def _entries(self, x: Tensor, row0: int, lo: int, hi: int) -> Tensor:
+        """View of the entries (i, i + diag) for rows lo .. hi - 1 of ``x``, whose first row is row0."""
+        off = self.diag + row0  # x's own diagonal offset; its diagonal view starts at row max(0, -off)
+        return torch.diagonal(x, offset=off).narrow(0, lo - row0 - max(0, -off), hi - lo)
+
+    def overwrite(self, v: Tensor, sl: slice) -> None:
+        """Write the recomputed V into the slab ``v`` = rows ``sl`` of the chunk's block."""
+        lo, hi = max(sl.start, self.lo), min(sl.stop, self.hi)
+        if hi > lo:
+            self._entries(v, sl.start, lo, hi).copy_(self.v[lo - self.lo : hi - self.lo])
+
+    def take(self, e: Tensor) -> Tensor:
+        """The block's entries (i, i + diag) of ``e`` (c, N), replaced by 0; returns them."""
+        if self.hi <= self.lo:
+            return self.v.new_zeros(0)
+        view = self._entries(e, 0, self.lo, self.hi)
+        out = view.to(self.v.dtype, copy=True)
+        view.zero_()
+        return out
+
+
+def _diagonal_grads(weight: Tensor, q: Tensor, pull: Tensor, a: Tensor, n: Tensor, det: Tensor,
+                    da: Tensor, w: Tensor, h: Tensor) -> None:
+    """Add the gradient pieces of sum_i weight_i D[i, i + offset] into da (r, d), w (r, K, d), h (r,):
+    dD/da_i = 2 det C_j a_i - 2 sum_k Q_ijk g_jk; W_jk = Q_ijk a_i; h_j = |a_i|^2 (j = i + offset)."""
+    da.add_((2.0 * weight).unsqueeze(1) * (det.unsqueeze(1) * a - pull))
+    w.addcmul_((weight.unsqueeze(1) * q).unsqueeze(2), a.unsqueeze(1))
+    h.addcmul_(weight, n)
 
 
 class _Block:
     """The volumes of one chunk of anchor rows against every tuple, in scratch memory.
 
     ``q`` (c, K, N): Q_ijk = a_i . g_jk (one GEMM); ``v`` (c, N): V_ij, filled slab by slab by
-    :meth:`volumes` so that a slab's passes run in cache; ``e`` (c, N) for the caller.
+    :meth:`volumes` so that a slab's passes run in cache; ``e`` (c, N) for the caller;
+    ``diag``: the pairs (i, i + offset), recomputed accurately.
     """
 
-    def __init__(self, a_c: Tensor, n_c: Tensor, fr: _Frames, det_w: Tensor, eps: float, work: torch.dtype):
+    def __init__(self, a_c: Tensor, n_c: Tensor, fr: _Frames, det_w: Tensor, eps: float, work: torch.dtype,
+                 s0: int, offset: int) -> None:
         c, (n, n_other) = a_c.shape[0], fr.s.shape
         buf = _scratch((c * (n_other + 2) * n,), work, a_c.device)
         q = buf[: c * n_other * n].view(c, n_other * n)
@@ -152,50 +236,67 @@ class _Block:
             q.copy_(a_c @ fr.rows.T)
         self.q = q.view(c, n_other, n)
         self.v, self.e = buf[c * n_other * n :].view(2, c, n).unbind(0)
-        self.n_c, self.det_w = n_c, det_w
-        self.eps = torch.full((), eps, dtype=work, device=a_c.device)
+        self.n_c, self.det_w, self.eps = n_c, det_w, eps
         self.step = max(1, _SLAB_ENTRIES // max(n * n_other, 1))
+        self.diag = _Diagonal(a_c, n_c, fr, s0, offset, eps)
 
     def slabs(self) -> list[slice]:
         return [slice(r0, r0 + self.step) for r0 in range(0, self.v.shape[0], self.step)]
 
     def volumes(self, sl: slice) -> Tensor:
-        """V = sqrt(max(|a|^2 det C - sum_k Q_k^2 + eps, eps)) of the slab's rows (in ``v``)."""
+        """V = sqrt(max(|a|^2 det C - sum_k Q_k^2, 0) + eps) of the slab's rows (in ``v``)."""
         q, v = self.q[sl], self.v[sl]
-        torch.addr(self.eps, self.n_c[sl], self.det_w, out=v)
+        torch.mul(self.n_c[sl].unsqueeze(1), self.det_w, out=v)
         for k in range(q.shape[1]):
             v.addcmul_(q[:, k], q[:, k], value=-1.0)
-        return v.clamp_min_(self.eps).sqrt_()
+        v.clamp_min_(0.0).add_(self.eps).sqrt_()
+        self.diag.overwrite(v, sl)
+        return v
+
+
+def _others(z: Tensor, anchor: int) -> Tensor:
+    """(K, B, d): every modality but the anchor (a view unless the anchor sits in the middle)."""
+    if anchor == 0:
+        return z[1:]
+    if anchor == z.shape[0] - 1:
+        return z[:-1]
+    return torch.cat([z[:anchor], z[anchor + 1 :]])
 
 
 class _VolumeLSE(torch.autograd.Function):
     """(sum_i V[i, i + offset], w_row sum_i lse_j L_ij + w_col sum_j lse_i L_ij + w_mean sum_ij L_ij)
-    with L = -scale V, V the (R, N) volumes of ``a`` (R, d) against the tuples of ``others`` (K, N, d).
+    with L = -scale V, V the (R, N) volumes of the anchors a = z[anchor, rows] against the tuples
+    z[n, cols], n != anchor; offset = rows.start - cols.start (a pair of one sample is positive).
 
-    Both outputs carry their own gradients (GRAM's alignment and uniformity terms): the (B, d)-sized
-    pieces of each are kept, and the per-tuple chain through C_j runs once, in the backward, on
-    their weighted sum. Column log-sum-exps need every anchor row (``a`` holds all of them);
-    chunked, they take a first pass over the row chunks. ``scale_t``: the learnable scale tensor
-    or None (``scale`` its value).
+    Both outputs carry their own gradients (GRAM's alignment and uniformity terms). The forward
+    keeps the (B, d)-sized pieces: the log-sum-exp's GEMM gradients (da, W, h) and, for the
+    positive pairs, their recomputed Q and pull with the weights of both outputs; the backward
+    combines them with the incoming gradients and runs the per-tuple chain through C_j once.
+    Column log-sum-exps need every anchor row; chunked, they take a first pass over the row
+    chunks. ``scale_t``: the learnable scale tensor or None (``scale`` its value).
     """
 
     @staticmethod
-    def forward(ctx, a, others, scale_t, scale: float, w_row: float, w_col: float, w_mean: float, eps: float,
-                offset: int, chunk, vmax: float, want_pos: bool):
+    def forward(ctx, z, scale_t, anchor: int, rows: tuple[int, int], cols: tuple[int, int], scale: float,
+                w_row: float, w_col: float, w_mean: float, eps: float, chunk, vmax: float, want_pos: bool):
+        a = z[anchor, rows[0] : rows[1]]
+        others = _others(z, anchor)[:, cols[0] : cols[1]]
+        offset = rows[0] - cols[0]
         n_other, n, d = others.shape
         R = a.shape[0]
         work = _work_dtype(a.dtype)
-        fr = _frames(others)
+        fr = _frames(_tuple_rows(others), dtype=a.dtype)
+        fdt = fr.x.dtype
         det_w = fr.det.to(work)
         n_all = torch.linalg.vector_norm(a, dim=-1, dtype=work).square()
         step = R if chunk is None else max(1, min(int(chunk), R))
         # no shift while every exp(L) = exp(-scale V) >= exp(-scale vmax) stays a normal number
         unshifted = scale * vmax <= _EXP_LIMIT.get(work, -math.inf)
         need = ctx.needs_input_grad
-        grads = need[0] or need[1] or need[2]
+        grads = need[0] or need[1]
 
         def block(s0: int) -> _Block:
-            return _Block(a[s0 : s0 + step], n_all[s0 : s0 + step], fr, det_w, eps, work)
+            return _Block(a[s0 : s0 + step], n_all[s0 : s0 + step], fr, det_w, eps, work, s0, offset)
 
         # column statistics over all rows first when the rows come in several chunks
         col = None  # unshifted: column sums of E = exp(L); shifted: column log-sum-exps
@@ -215,20 +316,16 @@ class _VolumeLSE(torch.autograd.Function):
             col = csum if unshifted else csum.log() + cmax
 
         total = torch.zeros((), dtype=torch.float64, device=a.device)
-        pos = torch.zeros((), dtype=torch.float64, device=a.device)
         if grads:
             da = torch.empty((R, d), dtype=work, device=a.device)
             w = torch.empty((n_other * n, d), dtype=work, device=a.device)
             h = torch.empty(n, dtype=work, device=a.device)
-        gscale = torch.zeros((), dtype=torch.float64, device=a.device) if need[2] else None
-        if want_pos:
-            da_pos = torch.zeros((R, d), dtype=work, device=a.device)
-            w_pos = torch.zeros((n, n_other, d), dtype=work, device=a.device)
-            h_pos = torch.zeros(n, dtype=work, device=a.device)
+        gscale = torch.zeros((), dtype=torch.float64, device=a.device) if need[1] else None
+        diags = []  # (chunk start, _Diagonal, dlse/dD of its entries)
         for s0 in range(0, R, step):
             a_c = a[s0 : s0 + step]
             blk = block(s0)
-            v, e = blk.v, blk.e
+            v, e, diag = blk.v, blk.e, blk.diag
             c = v.shape[0]
             own_col = w_col != 0.0 and col is None  # every row is in this block
             if own_col:
@@ -245,14 +342,6 @@ class _VolumeLSE(torch.autograd.Function):
                     col += es.sum(dim=0)
                 if grads and gscale is None:
                     es.div_(vs)  # E / V
-            if want_pos:  # the positives (i, i + s0 + offset) where that tuple exists: no GEMM
-                first = s0 + offset
-                k_pos = max(0, min(c, n - first))
-                if k_pos:
-                    _positive_grads(a_c[:k_pos], n_all[s0 : s0 + k_pos], fr, first, blk,
-                                    da_pos[s0 : s0 + k_pos], w_pos[first : first + k_pos],
-                                    h_pos[first : first + k_pos])
-                    pos += torch.diagonal(v, offset=first).sum(dtype=torch.float64)
             if w_mean != 0.0:
                 total += (-scale * w_mean) * v.sum(dtype=torch.float64)
             if not unshifted:  # exact shifts: e holds the logits
@@ -262,6 +351,7 @@ class _VolumeLSE(torch.autograd.Function):
             if w_row != 0.0:
                 total += w_row * (rowsum.log() if unshifted else rowsum).sum(dtype=torch.float64)
             if not grads:
+                diags.append((s0, diag, None))
                 continue
             for sl in blk.slabs():  # H' = G / V with G = dlse/dL (dlse/dD = -scale H' / 2), T' = H' Q
                 es, vs = e[sl], v[sl]
@@ -285,8 +375,10 @@ class _VolumeLSE(torch.autograd.Function):
                         gscale -= torch.linalg.vecdot(es.reshape(-1), vs.reshape(-1)).double()
                     es.div_(vs)
                 elif w_mean != 0.0:
-                    es.addcdiv_(blk.eps.new_ones(()), vs, value=w_mean)
-                blk.q[sl].mul_(es.unsqueeze(1))
+                    es.addcdiv_(torch.ones((), dtype=work, device=a.device), vs, value=w_mean)
+            # the diagonal leaves the GEMMs: its gradient is formed from the recomputed values
+            diags.append((s0, diag, (-0.5 * scale) * diag.take(e)))
+            blk.q.mul_(e.unsqueeze(1))  # T' = H' Q
             # d lse/d a_c = -scale ((H' @ det) a_c - T' @ g); W = T'^T a; h = H'^T |a|^2
             t = blk.q.view(c, n_other * n)
             da_c = da[s0 : s0 + c]
@@ -298,103 +390,115 @@ class _VolumeLSE(torch.autograd.Function):
                     torch.mm(t.T, a_c, out=w)
                 else:
                     w.addmm_(t.T, a_c)
-            else:  # half: T' spans many decades (H' up to 1 / sqrt(eps)); cast it normalised
-                top = t.abs().amax().clamp_min(torch.finfo(work).tiny)
-                t_low = t.div(top).to(a.dtype)
-                da_c.sub_((t_low @ fr.rows).to(work).mul_(top))
-                part = (t_low.T @ a_c).to(work).mul_(top)
+            else:  # half precision: bfloat16 GEMMs; float16 cannot hold T' (H' spans ~1 / sqrt(eps)
+                # decades beyond its narrow exponent range), so its two gradient GEMMs run in float32
+                low = a.dtype if a.dtype == torch.bfloat16 else work
+                t_low = t.to(low)
+                da_c.sub_(t_low @ fr.rows.to(low))
+                part = t_low.T @ a_c.to(low)
                 w.copy_(part) if first else w.add_(part)
             torch.mv(e.T, n_all[s0 : s0 + c], out=h) if first else h.addmv_(e.T, n_all[s0 : s0 + c])
         if w_col != 0.0:
             total += w_col * (col.log() if unshifted else col).sum(dtype=torch.float64)
+        # the positives: one contiguous run of anchors (lo .. hi) over all chunks
+        lo = min(R, max(0, -offset))
+        hi = max(lo, min(R, n - offset))
+        pv = torch.cat([dg.v for _, dg, _ in diags])
+        pos = pv.sum(dtype=torch.float64)
         if grads:
-            factor = -scale  # the 2 of dD/da and dD/dX folded in with dlse/dD = -scale H' / 2
-            da.mul_(factor)
-            fdt = fr.rot.dtype
-            w = w.view(n_other, n, d).transpose(0, 1).to(fdt).mul_(0.5 * factor)
-            h = h.to(fdt).mul_(0.5 * factor)
-            saved = [da.to(a.dtype), w, h]
-            saved += [da_pos.to(a.dtype), w_pos.to(fdt), h_pos.to(fdt)] if want_pos else [None, None, None]
-            saved += [fr.u, fr.s, fr.lam, fr.rot, None if gscale is None else gscale.to(a.dtype)]
-            ctx.save_for_backward(*saved)
+            # the 2 of dD/da and dD/dX folded in with dlse/dD = -scale H' / 2
+            da = da.to(fdt).mul_(-scale)
+            w = w.view(n_other, n, d).transpose(0, 1).to(fdt).mul(-0.5 * scale)
+            h = h.to(fdt).mul_(-0.5 * scale)
+            q = torch.cat([dg.q for _, dg, _ in diags])
+            pull = torch.cat([dg.pull for _, dg, _ in diags])
+            weights = torch.stack([torch.cat([wt for _, _, wt in diags]), 0.5 / pv if want_pos else torch.zeros_like(pv)])
+            ctx.diag = (lo, hi, offset)
+            ctx.layout = (anchor, rows, cols)
+            ctx.save_for_backward(z, da, w, h, fr.u, fr.s, fr.lam, q, pull, weights,
+                                  None if gscale is None else gscale.to(a.dtype))
         return pos.to(a.dtype), total.to(a.dtype)
 
     @staticmethod
     def backward(ctx, g_pos, g_lse):
         _refuse_double_backward()
-        da, w, h, da_pos, w_pos, h_pos, u, s, lam, rot, gscale = ctx.saved_tensors
-        grad_a = grad_x = grad_s = None
+        z, da, w, h, u, s, lam, q, pull, weights, gscale = ctx.saved_tensors
+        grad_z = grad_s = None
         if ctx.needs_input_grad[0]:
-            grad_a = g_lse * da if da_pos is None else g_lse * da + g_pos * da_pos
+            anchor, (r0, r1), (c0, c1) = ctx.layout
+            lo, hi, offset = ctx.diag
+            M, B = z.shape[0], z.shape[1]
+            fdt = w.dtype
+            gl, gp = g_lse.to(fdt), g_pos.to(fdt)
+            da, w, h = da * gl, w * gl, h * gl
+            # the positive pairs (i, i + offset), i = lo .. hi - 1 of the anchors, both outputs
+            a = z[anchor, r0 + lo : r0 + hi].to(fdt)
+            x = _tuple_rows(_others(z, anchor)[:, c0:c1])
+            cols = slice(lo + offset, hi + offset)
+            _diagonal_grads(weights[0] * gl + weights[1] * gp, q, pull, a, a.square().sum(dim=1), s[cols].prod(dim=1),
+                            da[lo:hi], w[cols], h[cols])
+            fr = _Frames(x=x, u=u, s=s, lam=lam, det=s.prod(dim=1))
+            dx = _tuple_grad(w, h, fr)  # (N, K, d)
+            full = (r0, r1) == (c0, c1) == (0, B)
+            grad_z = z.new_empty(z.shape) if full else z.new_zeros(z.shape)
+            grad_z[anchor, r0:r1] = da
+            for k, m in enumerate(n for n in range(M) if n != anchor):
+                grad_z[m, c0:c1] = dx[:, k]
         if ctx.needs_input_grad[1]:
-            if w_pos is not None:
-                gp = g_pos.to(w.dtype)
-                w, h = torch.add(w_pos * gp, w, alpha=g_lse.to(w.dtype)), torch.add(h_pos * gp, h, alpha=g_lse.to(w.dtype))
-            else:
-                w, h = w * g_lse.to(w.dtype), h * g_lse.to(w.dtype)
-            fr = _Frames(u=u, s=s, det=s.prod(dim=1), lam=lam, rot=rot, rows=rot)
-            grad_x = _tuple_grad(w, h, fr).transpose(0, 1).to(g_lse.dtype)
-        if ctx.needs_input_grad[2]:
             grad_s = g_lse * gscale
-        return grad_a, grad_x, grad_s, None, None, None, None, None, None, None, None, None
+        return (grad_z, grad_s) + (None,) * 11
 
 
-def _positive_grads(a_p: Tensor, n_p: Tensor, fr: _Frames, first: int, blk: _Block, da: Tensor, w: Tensor,
-                    h: Tensor) -> None:
-    """The gradient pieces of V[i, i + first] for the rows a_p (written into da, w, h): no GEMM.
-
-    dV/dD = 1 / (2 V); dD/da_i = 2 det C_j a_i - 2 sum_k Q_ijk g_jk; W_jk = Q_ijk a_i / (2 V) and
-    h_j = |a_i|^2 / (2 V) for j = i + first.
-    """
-    r = a_p.shape[0]
-    q = torch.diagonal(blk.q, offset=first, dim1=0, dim2=2).T  # (r, K)
-    hh = 0.5 / torch.diagonal(blk.v, offset=first)  # (r,)
-    cols = slice(first, first + r)
-    g = fr.rows.view(fr.s.shape[1], -1, a_p.shape[1])[:, cols].transpose(0, 1)  # (r, K, d)
-    a_w = a_p.to(da.dtype)
-    pull = torch.bmm(q.unsqueeze(1), g.to(q.dtype)).squeeze(1)  # sum_k Q_k g_k
-    da.copy_((2.0 * hh).unsqueeze(1) * (fr.det[cols].to(da.dtype).unsqueeze(1) * a_w - pull))
-    w.copy_((hh.unsqueeze(1) * q).unsqueeze(2) * a_w.unsqueeze(1))
-    h.copy_(hh * n_p)
+def _span(part: slice | None, size: int) -> tuple[int, int]:
+    start, stop, stride = (slice(None) if part is None else part).indices(size)
+    if stride != 1 or stop <= start:
+        raise ValueError(f"rows and cols must be non-empty contiguous slices, got {part!r}")
+    return start, stop
 
 
 def volume_lse(
-    a: Tensor,
-    others: Tensor,
+    z: Tensor,
+    anchor: int,
     scale: float | Tensor,
     w_row: float,
     w_col: float,
     w_mean: float = 0.0,
     eps: float = 1e-6,
-    offset: int = 0,
+    rows: slice | None = None,
+    cols: slice | None = None,
     chunk_size: int | None = None,
     row_norm: float | None = None,
     positives: bool = True,
 ) -> tuple[Tensor, Tensor]:
-    """(sum_i V[i, i + offset], w_row sum_i lse_j L_ij + w_col sum_j lse_i L_ij + w_mean sum_ij L_ij).
+    """GRAM's two sums over the volumes of anchors against tuples, in one autograd node.
 
-    ``V[i, j] = sqrt(max(det Gram(a_i, others[:, j]), 0) + eps)`` for anchors ``a`` (R, d) and the
-    tuples of ``others`` (K, N, d); ``L = -scale V``. ``scale`` may be a learnable 0-dim tensor.
-    One autograd node, gradients formed in the forward pass; ``chunk_size`` bounds the live block
-    to about ``chunk_size x N x (K + 3)`` entries. ``row_norm``: an upper bound on every row's L2
-    norm when the caller knows one (unit rows); it must hold, since it decides how exp is kept in
-    range. ``positives=False`` skips the first output's gradient (it is then 0).
+    ``z`` (M, B, d): anchors a_i = z[anchor, i] for i in ``rows``, tuples j = (z[n, j] for n !=
+    anchor) for j in ``cols`` (default: all rows); ``V[i, j] = sqrt(max(det Gram(a_i, tuple j), 0)
+    + eps)`` and ``L = -scale V``. Returns ``(sum_i V[i, i], w_row sum_i lse_j L_ij + w_col sum_j
+    lse_i L_ij + w_mean sum_ij L_ij)``, where (i, i) is the positive pair of one sample (only those
+    in both ``rows`` and ``cols``). ``scale`` may be a learnable 0-dim tensor. Gradients are formed
+    in the forward pass; ``chunk_size`` bounds the live block to about ``chunk_size x N x (M + 1)``
+    entries. ``row_norm``: an upper bound on every row's L2 norm when the caller knows one (unit
+    rows); it must hold, since it decides how exp is kept in range. ``positives=False`` skips the
+    first output's gradient (it is then 0). Column log-sum-exps need every anchor (``rows`` all).
     """
-    if others.dim() != 3 or a.dim() != 2 or others.shape[2] != a.shape[1]:
-        raise ValueError(f"volume_lse needs a: (R, d) and others: (K, N, d), got {tuple(a.shape)} and "
-                         f"{tuple(others.shape)}")
-    if w_col != 0.0 and a.shape[0] < others.shape[1]:
+    if z.dim() != 3 or z.shape[0] < 2:
+        raise ValueError(f"volume_lse needs z: (M, B, d) with M >= 2, got {tuple(z.shape)}")
+    if not 0 <= anchor < z.shape[0]:
+        raise ValueError(f"anchor={anchor} is out of range for M={z.shape[0]} modalities")
+    r, c = _span(rows, z.shape[1]), _span(cols, z.shape[1])
+    if w_col != 0.0 and r != (0, z.shape[1]):
         raise ValueError("column log-sum-exps need every anchor row")
     if torch.compiler.is_compiling():  # no host reads in a compiled graph: the direct formulation
         from objectives.kernels import plain
 
-        return plain.volume_lse(a, others, scale, w_row, w_col, w_mean, eps, offset)
+        return plain.volume_lse(z[anchor, r[0] : r[1]], _others(z, anchor)[:, c[0] : c[1]], scale, w_row, w_col,
+                                w_mean, eps, r[0] - c[0])
     learnable = isinstance(scale, Tensor)
     value = float(scale.detach()) if learnable else float(scale)
-    vmax = _volume_bound(a.detach(), others.detach(), float(eps), row_norm)
-    return _VolumeLSE.apply(a.contiguous(), others.contiguous(), scale if learnable else None, value,
-                            float(w_row), float(w_col), float(w_mean), float(eps), int(offset), chunk_size,
-                            vmax, bool(positives))
+    vmax = _volume_bound(z.detach(), float(eps), row_norm)
+    return _VolumeLSE.apply(z.contiguous(), scale if learnable else None, int(anchor), r, c, value, float(w_row),
+                            float(w_col), float(w_mean), float(eps), chunk_size, vmax, bool(positives))
 
 
 def gram_volumes(anchor_rows: Tensor, others: Tensor, eps: float, chunk_size: int | None = None) -> Tensor:

@@ -47,7 +47,8 @@ done
 
 need_root() { [ "$(id -u)" = 0 ] || die "run as root"; }
 
-alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
+# running, and not a zombie waiting to be reaped
+alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null && ! ps -o stat= -p "$1" | grep -q '^Z'; }
 
 pid_of() { [ -f "$DIR/pids" ] && awk -v n="$1" '$1 == n {print $2}' "$DIR/pids" | tail -1 || true; }
 
@@ -112,6 +113,8 @@ JobAcctGatherType=jobacct_gather/none"
 # written by tools/slurm/cluster.sh: single node, loopback only, no cgroups
 ClusterName=$CLUSTER
 SlurmctldHost=$HOST(127.0.0.1)
+# bind to the node's own address (127.0.0.1 below) instead of every interface
+CommunicationParameters=NoCtldInAddrAny,NoInAddrAny
 SlurmctldPort=$PORT
 SlurmdPort=$((PORT + 1))
 SlurmUser=root
@@ -207,7 +210,7 @@ EOF
 start_cluster() {
     need_root
     for bin in munged mungekey slurmctld slurmd sinfo squeue sbatch; do
-        command -v "$bin" >/dev/null || die "$bin not found: run '$0 install${accounting:+ }$([ "$accounting" = 1 ] && echo --accounting)' first"
+        command -v "$bin" >/dev/null || die "$bin not found: run '$0 install' first"
     done
     if [ "$accounting" = 1 ]; then
         for bin in slurmdbd sacctmgr mariadbd mariadb-install-db; do
@@ -219,8 +222,13 @@ start_cluster() {
             alive "$pid" && die "$name (pid $pid) from an earlier start is still running: '$0 stop' first"
         done <"$DIR/pids"
     fi
+    # the folder is reused only if it is one of ours (never wipe a folder given by mistake)
+    if [ -d "$DIR" ] && [ -n "$(ls -A "$DIR")" ] && [ ! -f "$DIR/.unialign-slurm" ]; then
+        die "$DIR exists and was not made by this script: choose another UNIALIGN_SLURM_DIR"
+    fi
     rm -rf "$DIR"
     mkdir -p "$DIR"/{state,spool,run,log,munge}
+    : >"$DIR/.unialign-slurm"
     chmod 700 "$DIR" "$DIR/munge"
     : >"$DIR/pids"
     echo "$accounting" >"$DIR/accounting"

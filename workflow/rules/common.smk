@@ -190,15 +190,21 @@ def _features_info(dataset):
 def dataset_modalities(dataset):
     spec = DATASETS[dataset]
     needed = max(m for (d, _), ms in CELLS.items() if d == dataset for m in ms)
+    if TUNING.get("enabled", True) and any(
+        VARIANTS[v].get("tune", False) for (d, v) in CELLS if d == dataset
+    ):
+        needed = max(needed, int(TUNING.get("m", 3)))  # the tuning trials' M
     if spec["source"] == "uci":
         if needed > UCI_MODALITIES:
-            _fail(f"dataset {dataset!r} (uci) has {UCI_MODALITIES} views but a study asks for M={needed}")
+            _fail(
+                f"dataset {dataset!r} (uci) has {UCI_MODALITIES} views but the studies or tuning.m ask for M={needed}"
+            )
         return spec.get("n_modalities", UCI_MODALITIES)
     if spec["source"] == "features":
         available, has_split = _features_info(dataset)
         if needed > available:
             _fail(
-                f"dataset {dataset!r} ({features_path(dataset)}) has {available} modalities but a study asks for M={needed}"
+                f"dataset {dataset!r} ({features_path(dataset)}) has {available} modalities but the studies or tuning.m ask for M={needed}"
             )
         if has_split and len(SPLIT_SEEDS) > 1:
             _fail(
@@ -208,7 +214,7 @@ def dataset_modalities(dataset):
         return spec.get("n_modalities", available)
     n = spec.get("n_modalities", needed)
     if n < needed:
-        _fail(f"datasets.{dataset}.n_modalities={n} but a study asks for M={needed}")
+        _fail(f"datasets.{dataset}.n_modalities={n} but the studies or tuning.m ask for M={needed}")
     return n
 
 
@@ -383,14 +389,30 @@ def _tuned_cells():
 def _check_tuning():
     if not TUNED:
         return
+    import yaml
+
+    with open(os.path.join(BASEDIR, "workflow", "schemas", "config.schema.yaml")) as fh:
+        defs = yaml.safe_load(fh)["$defs"]
     search = TUNING.get("search", {})
-    for v in TUNED:
+    for v in sorted({v for (_, v) in _tuned_cells()}):
         objective = VARIANTS[v]["objective"]
         if objective not in search:
             _fail(f"variants.{v} has tune: true but tuning.search has no entry for objective {objective!r}")
-    for d, v in _tuned_cells():
-        if int(TUNING.get("m", 3)) > dataset_modalities(d):
-            _fail(f"tuning.m={TUNING.get('m')} exceeds the modalities of dataset {d!r}")
+    if int(TUNING.get("split_seed", SPLIT_SEEDS[0])) not in SPLIT_SEEDS:
+        _fail(f"tuning.split_seed={TUNING['split_seed']} is not one of split_seeds={SPLIT_SEEDS}")
+    for objective, space in search.items():
+        known = defs[f"params_{objective}"]["properties"]
+        for key, dist in space.items():
+            if isinstance(dist, dict) and not (
+                dist["low"] < dist["high"] and (dist["low"] > 0 or not dist.get("log"))
+            ):
+                _fail(
+                    f"tuning.search.{objective}.{key}: needs low < high (and low > 0 with log: true), got {dist}"
+                )
+            if key not in known:
+                _fail(
+                    f"tuning.search.{objective}.{key} is not a parameter of {objective} ({', '.join(sorted(known))})"
+                )
 
 
 def _round(value):

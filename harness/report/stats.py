@@ -38,7 +38,7 @@ from harness.experiment import keys
 MIN_UNITS = 2
 
 RULE = (
-    "Verdict rule (harness.report.statistics.verdict): a row is supported when its Holm-adjusted p value "
+    "Verdict rule (harness.report.stats.verdict): a row is supported when its Holm-adjusted p value "
     "(two-sided t test over units) is below 1 - confidence and the estimate lies on the claimed side, "
     "contradicted when it is below and the estimate lies on the opposite side, otherwise inconclusive "
     "(also with fewer than 2 units or an undefined interval). A claim's overall verdict uses its "

@@ -1,0 +1,1082 @@
+"""Bugs that change a published number while every older test still passed, each pinned here by an
+independent expectation (a hand computation, a closed form, or an uninterrupted reference run).
+
+Each test names the one-line bug it was written against (docs/mutation.md lists them with the mutation
+scores of the modules they live in):
+
+* claim 7's interval computed on raw correlations instead of Fisher z;
+* method and baseline rows paired by row position instead of by (dataset, M, seed, split seed);
+* the proxy bound's uniformity term computed with the wrong kernel width;
+* retrieval query and gallery swapped;
+* ``chi_net`` averaged over the wrong axis;
+* the gap metrics' ``*_anchor`` keys ignoring the anchor;
+* torch's global generator not restored on resume (symile with ``negatives="n"`` draws from it);
+* the data split ignoring its seed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from harness.experiment import metrics as hm
+from harness.instruments import conflicts, gap
+from harness.instruments.divergence import proxy_bound
+from harness.report import stats as st
+
+F64 = torch.float64
+SQ2 = math.sqrt(2.0)
+
+
+def basis(d: int, *idx: int) -> torch.Tensor:
+    """Rows e_idx[0], e_idx[1], ... of the standard basis of R^d (float64)."""
+    return torch.eye(d, dtype=F64)[list(idx)]
+
+
+def at_angles(*degrees: float) -> torch.Tensor:
+    """Unit vectors of R^2 at the given angles (float64)."""
+    r = torch.deg2rad(torch.tensor(degrees, dtype=F64))
+    return torch.stack([r.cos(), r.sin()], dim=1)
+
+
+# ----------------------------------------------------------------------------- gap: every key, non-trivial anchor
+
+
+# Three modalities of B = 4 orthonormal basis rows. True-pair cosines per row (1 where the rows agree):
+#   (0, 1): 1 1 0 0 -> 1/2     (0, 2): 0 1 1 1 -> 3/4     (1, 2): 0 1 0 0 -> 1/4
+# so every pair statistic differs between all pairs, anchor 0 and anchor 1.
+Z_GAP = [basis(8, 0, 1, 2, 3), basis(8, 0, 1, 4, 5), basis(8, 6, 1, 2, 3)]
+COS = {(0, 1): 0.5, (0, 2): 0.75, (1, 2): 0.25}
+# mean_i |z_i^m - z_i^n| with |z - z'| = sqrt(2) for orthogonal rows, 0 for equal ones
+DIST = {(0, 1): SQ2 / 2, (0, 2): SQ2 / 4, (1, 2): 3 * SQ2 / 4}
+# centroids c_m = (sum of the four rows) / 4: |c0 - c1| = |e2 + e3 - e4 - e5| / 4, etc.
+CENT = {(0, 1): 0.5, (0, 2): SQ2 / 4, (1, 2): math.sqrt(6) / 4}
+# every modality: |c|^2 = 1/4, mean |z_i - c|^2 = 1 - 2/4 + 1/4 = 3/4, so r = sqrt(3)/2
+SPREAD = math.sqrt(3) / 2
+
+
+def _pairs_and_anchor(table: dict, anchor: int) -> tuple[float, float]:
+    pairs = float(np.mean(list(table.values())))
+    with_anchor = float(np.mean([v for (m, n), v in table.items() if anchor in (m, n)]))
+    return pairs, with_anchor
+
+
+@pytest.mark.parametrize("anchor", [1, 2])
+def test_gap_pair_metrics_by_hand_with_a_non_zero_anchor(anchor):
+    out = gap.modality_gap(Z_GAP, anchor=anchor)
+    expected = {
+        "true_pair_cosine": COS,
+        "alignment": {k: 2.0 - 2.0 * c for k, c in COS.items()},  # |a - b|^2 = 2 - 2 cos for unit rows
+        "mean_paired_distance": DIST,
+        "centroid_distance": CENT,
+        "relative_gap": {k: v / SPREAD for k, v in CENT.items()},
+    }
+    for name, table in expected.items():
+        pairs, with_anchor = _pairs_and_anchor(table, anchor)
+        assert out[f"{name}_pairs"] == pytest.approx(pairs, abs=1e-12), name
+        assert out[f"{name}_anchor"] == pytest.approx(with_anchor, abs=1e-12), name
+        # the case is built so that the anchor's value differs from the all-pairs and anchor-0 values
+        _, with_zero = _pairs_and_anchor(table, 0)
+        assert abs(with_anchor - pairs) > 0.05 or abs(with_anchor - with_zero) > 0.05, name
+        # the single metric functions agree with the dict
+        fn = getattr(gap, name)
+        assert fn(Z_GAP, anchor=anchor) == pytest.approx(with_anchor, abs=1e-12), name
+        assert fn(Z_GAP) == pytest.approx(pairs, abs=1e-12), name
+
+
+def test_gap_anchor_keys_differ_from_pair_keys_for_anchor_1():
+    out = gap.modality_gap(Z_GAP, anchor=1)
+    # anchor 1: pairs (1, 0), (1, 2); cosine (1/2 + 1/4)/2 = 3/8 against 1/2 over all pairs and 5/8 for anchor 0
+    assert out["true_pair_cosine_anchor"] == pytest.approx(0.375)
+    assert out["true_pair_cosine_pairs"] == pytest.approx(0.5)
+    assert out["alignment_anchor"] == pytest.approx(1.25)
+    assert out["mean_paired_distance_anchor"] == pytest.approx(5 * SQ2 / 8)
+    assert out["centroid_distance_anchor"] == pytest.approx((0.5 + math.sqrt(6) / 4) / 2)
+
+
+# Per-modality statistics in closed form (t = 2, so the kernel of the uniformity is exp(-2 |zi - zj|^2)
+# and orthogonal rows contribute exp(-4), equal rows exp(0)):
+#   [e0 e1 e2 e3]: singular values 1, 1, 1, 1 -> effective rank 4; uniformity log exp(-4) = -4
+#   [e0 e0 e1 e1]: singular values sqrt2, sqrt2 -> rank 2; 4 of 12 ordered pairs equal -> log((1 + 2e^-4)/3)
+#   [e0 e0 e0 e1]: singular values sqrt3, 1 -> rank exp(H(p)), p = (sqrt3, 1)/(sqrt3 + 1);
+#                  6 of 12 ordered pairs equal -> log((1 + e^-4)/2)
+Z_RANK = [basis(4, 0, 1, 2, 3), basis(4, 0, 0, 1, 1), basis(4, 0, 0, 0, 1)]
+
+
+def _entropy_rank(sv):
+    p = np.asarray(sv, dtype=float) / np.sum(sv)
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def test_gap_per_modality_uniformity_and_effective_rank_in_closed_form():
+    e4 = math.exp(-4.0)
+    unif = [-4.0, math.log((1 + 2 * e4) / 3), math.log((1 + e4) / 2)]
+    rank = [4.0, 2.0, _entropy_rank([math.sqrt(3), 1.0])]
+    out = gap.modality_gap(Z_RANK, anchor=2)
+    for m in range(3):
+        assert out[f"uniformity_m{m}"] == pytest.approx(unif[m], abs=1e-9), m
+        assert out[f"effective_rank_m{m}"] == pytest.approx(rank[m], abs=1e-9), m
+        assert gap.uniformity(Z_RANK[m]) == pytest.approx(unif[m], abs=1e-9)
+        assert gap.effective_rank(Z_RANK[m]) == pytest.approx(rank[m], abs=1e-9)
+    assert out["uniformity_mean"] == pytest.approx(np.mean(unif), abs=1e-9)
+    assert out["effective_rank_mean"] == pytest.approx(np.mean(rank), abs=1e-9)
+    assert out["separability_chance"] == pytest.approx(1 / 3)
+    # uniformity with another t: orthonormal rows give -2t
+    assert gap.uniformity(Z_RANK[0], t=0.5) == pytest.approx(-1.0, abs=1e-9)
+    # centred effective rank: [e0 e1 e2 e3] minus its centroid has 3 equal singular values
+    assert gap.effective_rank(basis(6, 0, 1, 2, 3), center=True) == pytest.approx(3.0, abs=1e-9)
+
+
+def test_gap_linear_separability_at_its_two_ends():
+    gen = torch.Generator().manual_seed(3)
+    base = torch.randn(60, 6, generator=gen, dtype=F64)
+    # identical modalities: every held-out row is predicted as one modality for all M copies -> 1/M
+    same = gap.modality_gap([base, base.clone(), base.clone()], anchor=1)
+    assert same["linear_separability"] == pytest.approx(1 / 3)
+    # modalities in disjoint cones around orthogonal directions: perfectly separable
+    far = [F.normalize(basis(6, m).expand(60, 6) * 5.0 + 0.3 * torch.randn(60, 6, generator=gen, dtype=F64), dim=-1)
+           for m in range(3)]
+    assert gap.modality_gap(far, anchor=2)["linear_separability"] == pytest.approx(1.0)
+
+
+def test_gap_reports_every_documented_key():
+    out = gap.modality_gap(Z_GAP, anchor=1)
+    pair = ["centroid_distance", "mean_paired_distance", "relative_gap", "true_pair_cosine", "alignment"]
+    expected = {f"{k}_{t}" for k in pair for t in ("pairs", "anchor")}
+    expected |= {"linear_separability", "separability_chance", "uniformity_mean", "effective_rank_mean"}
+    expected |= {f"{k}_m{m}" for k in ("uniformity", "effective_rank") for m in range(3)}
+    assert set(out) == expected
+
+
+def test_gap_unpaired_modalities_give_nan_pair_metrics_and_finite_centroid_metrics():
+    zs = [basis(8, 0, 1, 2), basis(8, 0, 1, 4, 5)]
+    out = gap.modality_gap(zs, anchor=1)
+    for k in ("mean_paired_distance", "true_pair_cosine", "alignment"):
+        assert math.isnan(out[f"{k}_pairs"]) and math.isnan(out[f"{k}_anchor"])
+    # c0 = (e0 + e1 + e2)/3, c1 = (e0 + e1 + e4 + e5)/4
+    c0 = (basis(8, 0) + basis(8, 1) + basis(8, 2)) / 3
+    c1 = (basis(8, 0) + basis(8, 1) + basis(8, 4) + basis(8, 5)) / 4
+    assert out["centroid_distance_anchor"] == pytest.approx(float((c0 - c1).norm()), abs=1e-12)
+
+
+def _ref_gap(zs: list[np.ndarray], anchor: int | None, t: float = 2.0) -> dict[str, float]:
+    """numpy float64 reference of every modality_gap key but the separability, on the rows as given."""
+    M = len(zs)
+    pairs = [(m, n) for m in range(M) for n in range(m + 1, M)] if anchor is None else \
+        [(anchor, n) for n in range(M) if n != anchor]
+    c = [z.mean(0) for z in zs]
+    r = [math.sqrt(((z - z.mean(0)) ** 2).sum(1).mean()) for z in zs]
+    cos = lambda x, y: float(((x * y).sum(1) / np.linalg.norm(x, axis=1) / np.linalg.norm(y, axis=1)).mean())
+    fns = {
+        "centroid_distance": lambda m, n: float(np.linalg.norm(c[m] - c[n])),
+        "relative_gap": lambda m, n: float(np.linalg.norm(c[m] - c[n])) / ((r[m] + r[n]) / 2),
+        "mean_paired_distance": lambda m, n: float(np.linalg.norm(zs[m] - zs[n], axis=1).mean()),
+        "true_pair_cosine": lambda m, n: cos(zs[m], zs[n]),
+        "alignment": lambda m, n: float(((zs[m] - zs[n]) ** 2).sum(1).mean()),
+    }
+    return {k: float(np.mean([f(m, n) for m, n in pairs])) for k, f in fns.items()}
+
+
+def _ref_uniformity(z: np.ndarray, t: float = 2.0) -> float:
+    d2 = ((z[:, None] - z[None]) ** 2).sum(-1)
+    off = ~np.eye(len(z), dtype=bool)
+    return float(np.log(np.exp(-t * d2[off]).mean()))
+
+
+def _ref_rank(z: np.ndarray) -> float:
+    return _entropy_rank(np.linalg.svd(z, compute_uv=False))
+
+
+def _rows_of_unequal_norm(seed=4, M=3, B=6, d=5):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(B, d, generator=gen, dtype=F64) * torch.linspace(0.3, 3.0, B, dtype=F64)[:, None]
+            for _ in range(M)]
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_gap_normalisation_switch_on_rows_of_unequal_norm(normalize):
+    zs = _rows_of_unequal_norm()
+    seen = [F.normalize(z, dim=-1) if normalize else z for z in zs]
+    arrays = [z.numpy() for z in seen]
+    out = gap.modality_gap(zs, anchor=2, normalize=normalize)
+    for tag, a in (("pairs", None), ("anchor", 2)):
+        for k, v in _ref_gap(arrays, a).items():
+            assert out[f"{k}_{tag}"] == pytest.approx(v, rel=1e-9), (k, tag)
+    for m in range(3):
+        assert out[f"uniformity_m{m}"] == pytest.approx(_ref_uniformity(arrays[m]), rel=1e-9)
+        assert out[f"effective_rank_m{m}"] == pytest.approx(_ref_rank(arrays[m]), rel=1e-9)
+    # the single functions: their default is normalize=True
+    for name in ("centroid_distance", "mean_paired_distance", "relative_gap", "alignment"):
+        fn = getattr(gap, name)
+        ref = _ref_gap(arrays, 1)[name]
+        assert fn(zs, anchor=1, normalize=normalize) == pytest.approx(ref, rel=1e-9), name
+        if normalize:
+            assert fn(zs, anchor=1) == pytest.approx(ref, rel=1e-9), name
+    assert gap.true_pair_cosine(zs, anchor=1) == pytest.approx(_ref_gap(arrays, 1)["true_pair_cosine"], rel=1e-9)
+    assert gap.uniformity(zs[0], normalize=normalize) == pytest.approx(_ref_uniformity(arrays[0]), rel=1e-9)
+    assert gap.uniformity(zs[0], t=0.7, normalize=normalize) == pytest.approx(_ref_uniformity(arrays[0], 0.7),
+                                                                               rel=1e-9)
+    assert gap.effective_rank(zs[0], normalize=normalize) == pytest.approx(_ref_rank(arrays[0]), rel=1e-9)
+    if normalize:
+        assert gap.uniformity(zs[0]) == pytest.approx(_ref_uniformity(arrays[0]), rel=1e-9)
+        assert gap.effective_rank(zs[0]) == pytest.approx(_ref_rank(arrays[0]), rel=1e-9)
+        assert gap.modality_gap(zs, anchor=2) == pytest.approx(out, rel=1e-12)
+
+
+def test_gap_default_anchor_is_zero_and_bad_anchors_are_refused():
+    out = gap.modality_gap(Z_GAP)
+    assert out["true_pair_cosine_anchor"] == pytest.approx(0.625)  # (1/2 + 3/4) / 2
+    for bad in (3, -1):
+        with pytest.raises(ValueError, match="anchor must be an int"):
+            gap.modality_gap(Z_GAP, anchor=bad)
+
+
+def test_gap_paired_metrics_refuse_unequal_batch_sizes():
+    zs = [basis(8, 0, 1, 2), basis(8, 0, 1, 4, 5)]
+    for fn in (gap.mean_paired_distance, gap.true_pair_cosine, gap.alignment):
+        with pytest.raises(ValueError, match="paired metrics need equal B"):
+            fn(zs)
+
+
+def test_gap_argument_errors_name_the_argument():
+    with pytest.raises(ValueError, match=r"t must be > 0, got 0"):
+        gap.uniformity(Z_RANK[0], t=0.0)
+    with pytest.raises(ValueError, match=r"z must have shape \(B, d\), got \(1, 4, 4\)"):
+        gap.uniformity(Z_RANK[0][None])
+    with pytest.raises(ValueError, match=r"z must have shape \(B, d\), got \(1, 4, 4\)"):
+        gap.effective_rank(Z_RANK[0][None])
+    for bad in (0.0, 1.0, -0.2, 1.5):
+        with pytest.raises(ValueError, match=r"test_fraction must be in \(0, 1\), got"):
+            gap.linear_separability(Z_GAP, test_fraction=bad)
+    with pytest.raises(ValueError, match=r"test_fraction=0.9 leaves no training sample in zs\[0\]"):
+        gap.linear_separability([basis(4, 0, 1), basis(4, 2, 3)], test_fraction=0.9)
+
+
+def test_effective_rank_of_zero_and_of_small_rows():
+    zero = torch.zeros(3, 4, dtype=F64)
+    assert gap.effective_rank(zero) == 0.0 and gap.effective_rank(zero, normalize=False) == 0.0
+    # singular values 0.1, 0.1 (sum 0.2 < 1): still rank 2
+    assert gap.effective_rank(0.1 * basis(4, 0, 1), normalize=False) == pytest.approx(2.0)
+    # centring a 4 x 6 matrix of four basis rows leaves three equal singular values
+    assert gap.effective_rank(basis(6, 0, 1, 2, 3), center=True) == pytest.approx(3.0, abs=1e-9)
+
+
+def _spy_logistic(monkeypatch):
+    import sklearn.linear_model as sk
+
+    real = sk.LogisticRegression
+    calls = []
+
+    def factory(**kw):
+        clf = real(**kw)
+        rec = {"kw": kw}
+        fit, predict = clf.fit, clf.predict
+
+        def spy_fit(x, y):
+            rec["train"] = (np.array(x), np.array(y))
+            return fit(x, y)
+
+        def spy_predict(x):
+            rec["test"] = np.array(x)
+            return predict(x)
+
+        clf.fit, clf.predict = spy_fit, spy_predict
+        calls.append(rec)
+        return clf
+
+    monkeypatch.setattr(sk, "LogisticRegression", factory)
+    return calls
+
+
+def test_linear_separability_protocol(monkeypatch):
+    calls = _spy_logistic(monkeypatch)
+    gen = torch.Generator().manual_seed(8)
+    zs = [F.normalize(torch.randn(20, 4, generator=gen, dtype=F64), dim=-1) for _ in range(3)]
+    gap.linear_separability(zs, seed=5)
+    (rec,) = calls
+    assert rec["kw"].get("C", 1.0) == 1.0 and rec["kw"]["max_iter"] == 1000
+    # paired: the same 30 % of sample indices (6 of 20) are held out in every modality
+    perm = np.random.default_rng(5).permutation(20)
+    test, keep = np.sort(perm[:6]), np.sort(perm[6:])
+    assert np.allclose(rec["test"], np.concatenate([z.numpy()[test] for z in zs]))
+    assert np.allclose(rec["train"][0], np.concatenate([z.numpy()[keep] for z in zs]))
+    assert rec["train"][1].tolist() == [0] * 14 + [1] * 14 + [2] * 14
+    # the default seed is 0; too small a fraction still holds out one tuple
+    calls.clear()
+    gap.linear_separability(zs, test_fraction=0.01, max_iter=50)
+    (rec,) = calls
+    assert rec["kw"]["max_iter"] == 50
+    first = np.random.default_rng(0).permutation(20)[:1]
+    assert np.allclose(rec["test"], np.concatenate([z.numpy()[first] for z in zs]))
+    # unpaired: each modality draws its own held-out rows, in modality order, from one generator
+    calls.clear()
+    gap.linear_separability([zs[0][:10], zs[1]], seed=2)
+    (rec,) = calls
+    rng = np.random.default_rng(2)
+    t0, t1 = np.sort(rng.permutation(10)[:3]), np.sort(rng.permutation(20)[:6])
+    assert np.allclose(rec["test"], np.concatenate([zs[0].numpy()[t0], zs[1].numpy()[t1]]))
+    # a fraction that rounds to zero rows still holds out one row per modality
+    calls.clear()
+    gap.linear_separability([zs[0][:4], zs[1][:6]], test_fraction=0.05, seed=2)
+    assert calls[0]["test"].shape[0] == 2
+
+
+def test_modality_gap_separability_uses_its_seed():
+    gen = torch.Generator().manual_seed(0)
+    base = torch.randn(40, 5, generator=gen, dtype=F64)
+    zs = [base + 0.8 * torch.randn(40, 5, generator=gen, dtype=F64) + 0.3 * m for m in range(3)]
+    acc = [gap.linear_separability(zs, seed=s) for s in range(3)]
+    assert len(set(acc)) == 3  # the split matters for these data
+    assert gap.linear_separability(zs) == acc[0]
+    assert gap.modality_gap(zs)["linear_separability"] == acc[0]
+    assert gap.modality_gap(zs, seed=2)["linear_separability"] == acc[2]
+    assert gap.modality_gap(zs, normalize=False, seed=1)["linear_separability"] == \
+        gap.linear_separability(zs, seed=1, normalize=False)
+
+
+# ----------------------------------------------------------------------------- conflicts: chi_net per sample
+
+
+def _chi_net_reference(zs: list[np.ndarray], a: int, tau: float) -> np.ndarray:
+    """1 - |mean_{n != a} u_n| per sample, u_n = normalise(z_i^n - sum_j softmax_j(<z_i^a, z_j^n>/tau) z_j^n)."""
+    units = []
+    for n in range(len(zs)):
+        if n == a:
+            continue
+        logits = zs[a] @ zs[n].T / tau
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        net = zs[n] - p @ zs[n]
+        units.append(net / np.linalg.norm(net, axis=1, keepdims=True))
+    return 1.0 - np.linalg.norm(np.mean(units, axis=0), axis=1)
+
+
+@pytest.mark.parametrize("anchor", [0, 2, None])
+def test_chi_net_is_one_value_per_sample_averaged_over_modalities(anchor):
+    gen = torch.Generator().manual_seed(11)
+    M, B, d, tau = 4, 7, 5, 0.3
+    zs = [F.normalize(torch.randn(B, d, generator=gen, dtype=F64), dim=-1) for _ in range(M)]
+    out = conflicts.infonce_conflicts(zs, temperature=tau, anchor=anchor)
+    arrays = [z.numpy() for z in zs]
+    if anchor is None:
+        ref = np.stack([_chi_net_reference(arrays, a, tau) for a in range(M)])
+    else:
+        ref = _chi_net_reference(arrays, anchor, tau)
+    assert tuple(out["chi_net"].shape) == ref.shape
+    assert np.allclose(out["chi_net"].numpy(), ref, atol=1e-10)
+    assert out["summary"]["chi_net"]["mean"] == pytest.approx(float(ref.mean()), abs=1e-10)
+    assert out["summary"]["chi_net"]["n"] == ref.size
+
+
+def test_chi_and_chi_net_for_two_modalities_are_zero_per_sample():
+    # M = 2: one pull has no competitor, so both are exactly 0 for every sample (B != M - 1 on purpose)
+    gen = torch.Generator().manual_seed(2)
+    zs = [F.normalize(torch.randn(5, 3, generator=gen, dtype=F64), dim=-1) for _ in range(2)]
+    out = conflicts.infonce_conflicts(zs, temperature=0.5, anchor=1)
+    for k in ("chi", "chi_net"):
+        assert tuple(out[k].shape) == (5,)
+        assert torch.allclose(out[k], torch.zeros(5, dtype=F64), atol=1e-12)
+
+
+class _PairObjective(torch.nn.Module):
+    """A hand-made objective with closed-form gradients: alignment ``sum_{n != 0} |z^0 - z^n|^2`` (summed
+    over rows), uniformity ``<w, sum_i z_i^0>`` (uses modality 0 only, so the other gradients are unused)."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.w = w
+
+    def forward(self, zs):
+        from types import SimpleNamespace
+
+        align = sum(((zs[0] - z) ** 2).sum() for z in zs[1:])
+        unif = (zs[0] @ self.w).sum()
+        return SimpleNamespace(loss=align + unif, terms={"align": align, "unif": unif},
+                               roles={"align": "alignment", "unif": "uniformity"})
+
+
+def _cos_np(a, b):
+    return (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+
+
+def test_gradient_conflicts_in_closed_form_without_tangent_projection():
+    gen = torch.Generator().manual_seed(6)
+    M, B, d = 3, 4, 5
+    zs = [torch.randn(B, d, generator=gen, dtype=F64) * 2.0 for _ in range(M)]  # rows of any norm
+    w = torch.randn(d, dtype=F64, generator=gen)
+    obj = _PairObjective(w)
+    z = [x.numpy() for x in zs]
+    ga = np.stack([2 * (z[0] - z[1]) + 2 * (z[0] - z[2]), -2 * (z[0] - z[1]), -2 * (z[0] - z[2])])
+    gu = np.stack([np.broadcast_to(w.numpy(), (B, d)), np.zeros((B, d)), np.zeros((B, d))])
+    rg = conflicts.role_gradients(obj, zs, tangent=False)
+    assert np.allclose(np.stack([g.numpy() for g in rg["alignment"]]), ga)
+    assert np.allclose(np.stack([g.numpy() for g in rg["uniformity"]]), gu)
+
+    r = conflicts.gradient_conflicts(obj, zs, anchor=0, tangent=False)
+    assert r["anchor"] == 0 and r["M"] == M and r["B"] == B and r["missing_roles"] == []
+    assert np.allclose(r["grad_norm_alignment"].numpy(), np.linalg.norm(ga, axis=-1))
+    assert np.allclose(r["grad_norm_uniformity"].numpy(), np.linalg.norm(gu, axis=-1))
+    cos0 = _cos_np(ga[0], gu[0])
+    assert np.allclose(r["cos_align_unif"][0].numpy(), cos0)
+    assert torch.isnan(r["cos_align_unif"][1:]).all()  # zero uniformity gradient: undefined
+    assert np.allclose(r["angle_align_unif_deg"][0].numpy(), np.degrees(np.arccos(cos0)))
+    # pulls: replacing z^n by z^0 removes exactly the pair's term, pull_n = 2 (z^0 - z^n)
+    pulls = np.stack([2 * (z[0] - z[1]), 2 * (z[0] - z[2])])
+    assert r["pull_modalities"] == [1, 2] and r["pull_pairs"] == [(1, 2)]
+    assert np.allclose(r["pulls"].numpy(), pulls)
+    pc = _cos_np(pulls[0], pulls[1])
+    assert np.allclose(r["pull_cos"].numpy(), pc[None])
+    assert np.allclose(r["pull_angle_deg"].numpy(), np.degrees(np.arccos(pc))[None])
+    units = pulls / np.linalg.norm(pulls, axis=-1, keepdims=True)
+    assert np.allclose(r["chi_grad"].numpy(), 1 - np.linalg.norm(units.mean(0), axis=-1))
+    assert np.allclose(r["pull_additivity_residual"].numpy(), 0.0, atol=1e-12)
+    summ = r["summary"]
+    assert set(summ) == {"cos_align_unif_anchor", "angle_align_unif_deg_anchor", "cos_align_unif_all",
+                         "pull_cos", "chi_grad", "pull_additivity_residual"}
+    assert summ["cos_align_unif_anchor"]["mean"] == pytest.approx(cos0.mean())
+    assert summ["angle_align_unif_deg_anchor"]["mean"] == pytest.approx(np.degrees(np.arccos(cos0)).mean())
+    assert summ["cos_align_unif_all"]["n"] == B  # the NaN of modalities 1, 2 are dropped
+    assert summ["pull_cos"]["mean"] == pytest.approx(pc.mean())
+    assert summ["chi_grad"]["mean"] == pytest.approx(float(r["chi_grad"].mean()))
+    assert summ["pull_additivity_residual"]["mean"] == pytest.approx(0.0, abs=1e-12)
+    # anchor 2: one alignment term holds it, the other does not: pull of 1 is zero, of 0 is 2 (z^2 - z^0)
+    r2 = conflicts.gradient_conflicts(obj, zs, anchor=2, tangent=False)
+    assert r2["anchor"] == 2 and r2["pull_modalities"] == [0, 1]
+    assert np.allclose(r2["pulls"][0].numpy(), -2 * (z[0] - z[2]))
+    assert np.allclose(r2["pulls"][1].numpy(), 0.0)
+
+
+def test_gradient_conflicts_tangent_projection_is_the_default():
+    gen = torch.Generator().manual_seed(7)
+    zs = [F.normalize(torch.randn(4, 3, generator=gen, dtype=F64), dim=-1) for _ in range(3)]
+    obj = _PairObjective(torch.tensor([1.0, -2.0, 0.5], dtype=F64))
+    z = [x.numpy() for x in zs]
+
+    def tangent(g, x):
+        return g - (g * x).sum(-1, keepdims=True) * x
+
+    rg = conflicts.role_gradients(obj, zs)
+    ga0 = 2 * (z[0] - z[1]) + 2 * (z[0] - z[2])
+    assert np.allclose(rg["alignment"][0].numpy(), tangent(ga0, z[0]))
+    r = conflicts.gradient_conflicts(obj, zs)
+    assert r["anchor"] == 0
+    # with tangent projection the pull of n is the projected gradient difference
+    pulls = [tangent(2 * (z[0] - z[n]), z[0]) for n in (1, 2)]
+    assert np.allclose(r["pulls"].numpy(), np.stack(pulls))
+    gu = np.broadcast_to(np.array([1.0, -2.0, 0.5]), (4, 3))
+    assert np.allclose(r["grad_norm_uniformity"][0].numpy(), np.linalg.norm(tangent(gu, z[0]), axis=-1))
+    assert np.allclose(r["grad_norm_alignment"][0].numpy(), np.linalg.norm(tangent(ga0, z[0]), axis=-1))
+
+
+def test_gradient_conflicts_parameter_cosine_by_hand():
+    gen = torch.Generator().manual_seed(9)
+    B, d = 5, 3
+    xs = [torch.randn(B, d, generator=gen, dtype=F64) for _ in range(3)]
+    weight = torch.nn.Parameter(torch.eye(d, dtype=F64) + 0.1 * torch.randn(d, d, generator=gen, dtype=F64))
+    w = torch.randn(d, generator=gen, dtype=F64)
+    zs = [x @ weight for x in xs]
+    obj = _PairObjective(w)
+    r = conflicts.gradient_conflicts(obj, zs, params=[weight])
+    # independent autograd on the two parts
+    out = obj([x @ weight for x in xs])
+    ga = torch.autograd.grad(out.terms["align"], weight, retain_graph=True)[0].reshape(-1)
+    gu = torch.autograd.grad(out.terms["unif"], weight)[0].reshape(-1)
+    cos = float((ga @ gu) / (ga.norm() * gu.norm()))
+    assert r["param_cos_align_unif"] == pytest.approx(cos)
+    assert r["param_angle_align_unif_deg"] == pytest.approx(math.degrees(math.acos(cos)))
+    assert r["param_grad_norm_alignment"] == pytest.approx(float(ga.norm()))
+    assert r["param_grad_norm_uniformity"] == pytest.approx(float(gu.norm()))
+    with pytest.raises(ValueError, match="params is empty"):
+        conflicts.gradient_conflicts(obj, zs, params=[])
+
+
+def test_conflict_inputs_are_checked():
+    gen = torch.Generator().manual_seed(1)
+    zs = [F.normalize(torch.randn(4, 3, generator=gen, dtype=F64), dim=-1) for _ in range(3)]
+    obj = _PairObjective(torch.ones(3, dtype=F64))
+    with pytest.raises(ValueError, match="anchor must be an int"):
+        conflicts.gradient_conflicts(obj, zs, anchor=None)
+    with pytest.raises(ValueError, match="paired metrics need equal B"):
+        conflicts.infonce_conflicts([zs[0], zs[1][:3]], temperature=0.1)
+    with pytest.raises(ValueError, match="paired metrics need equal B"):
+        conflicts.gradient_conflicts(obj, [zs[0], zs[1][:3], zs[2]])
+    # one sample is enough
+    one = conflicts.infonce_conflicts([z[:1] for z in zs], temperature=0.1)
+    assert one["B"] == 1 and one["M"] == 3 and tuple(one["zeta"].shape) == (1,)
+
+
+def test_infonce_conflicts_normalise_rows_first_unless_told_not_to():
+    gen = torch.Generator().manual_seed(12)
+    raw = [torch.randn(5, 4, generator=gen, dtype=F64) * torch.linspace(0.5, 3, 5, dtype=F64)[:, None]
+           for _ in range(3)]
+    unit = [F.normalize(z, dim=-1) for z in raw]
+    a = conflicts.infonce_conflicts(raw, temperature=0.2, anchor=1)
+    b = conflicts.infonce_conflicts(unit, temperature=0.2, anchor=1, normalize=False)
+    c = conflicts.infonce_conflicts(raw, temperature=0.2, anchor=1, normalize=False)
+    for k in ("zeta", "projection_ratio", "chi", "chi_net"):
+        assert torch.allclose(a[k], b[k]), k
+    assert not torch.allclose(a["projection_ratio"], c["projection_ratio"])
+    assert a["anchor"] == 1 and a["temperature"] == 0.2 and a["M"] == 3 and a["B"] == 5
+    # role gradients and gradient conflicts never normalise: the objective sees the rows as given
+    obj = _PairObjective(torch.ones(4, dtype=F64))
+    rg = conflicts.role_gradients(obj, raw, tangent=False)
+    assert torch.allclose(rg["alignment"][1], -2 * (raw[0] - raw[1]))
+    r = conflicts.gradient_conflicts(obj, raw, tangent=False)
+    assert torch.allclose(r["pulls"][0], 2 * (raw[0] - raw[1]))
+
+
+def test_infonce_conflicts_row_chunks_give_the_same_values(monkeypatch):
+    gen = torch.Generator().manual_seed(13)
+    zs = [F.normalize(torch.randn(9, 3, generator=gen, dtype=F64), dim=-1) for _ in range(3)]
+    whole = conflicts.infonce_conflicts(zs, temperature=0.3, anchor=None)
+    monkeypatch.setattr(conflicts, "_ROW_BLOCK_ELEMS", 18)  # 2 rows per chunk, B = 9 > d = 3
+    chunked = conflicts.infonce_conflicts(zs, temperature=0.3, anchor=None)
+    for k in ("zeta", "projection_ratio", "chi", "chi_net"):
+        assert chunked[k].shape == (3, 9) and torch.allclose(chunked[k], whole[k]), k
+
+
+def test_summarize_keys_single_values_and_missing_values():
+    s1 = conflicts.summarize([3.0])
+    assert s1 == {"mean": 3.0, "std": 0.0, "median": 3.0, "q05": 3.0, "q25": 3.0, "q75": 3.0, "q95": 3.0, "n": 1}
+    s2 = conflicts.summarize([1.0, 3.0])
+    assert s2["std"] == pytest.approx(SQ2) and s2["n"] == 2
+    s3 = conflicts.summarize([1.0, None, 3.0, float("inf")])
+    assert s3["n"] == 2 and s3["mean"] == 2.0
+    q = conflicts.summarize(np.arange(101.0))
+    assert (q["q05"], q["q25"], q["median"], q["q75"], q["q95"]) == (5.0, 25.0, 50.0, 75.0, 95.0)
+    empty = conflicts.summarize([float("nan")])
+    assert empty["n"] == 0 and set(empty) == set(s1) and all(math.isnan(empty[k]) for k in s1 if k != "n")
+
+
+def test_cosine_helper_clamps_and_marks_zero_rows_undefined():
+    u = torch.tensor([[0.7589, -1.2934, 0.4212, 2.0, 0.3]], dtype=F64)
+    for k in range(2000):  # a row whose cosine with a multiple of itself rounds above 1
+        u = torch.randn(1, 5, generator=torch.Generator().manual_seed(k), dtype=F64) * 10
+        raw = float((u * 3 * u).sum() / (u.norm() * (3 * u).norm()))
+        if raw > 1.0:
+            break
+    assert raw > 1.0
+    assert float(conflicts._cos(u, 3 * u)) == 1.0 and float(conflicts._cos(u, -3 * u)) == -1.0
+    assert not torch.isnan(conflicts._deg(conflicts._cos(u, 3 * u))).any()
+    tiny = torch.tensor([[1e-12, 0.0]], dtype=F64)
+    one = torch.tensor([[1.0, 0.0]], dtype=F64)
+    assert torch.isnan(conflicts._cos(tiny, one)).all() and torch.isnan(conflicts._cos(one, tiny)).all()
+    assert torch.isnan(conflicts._cos(torch.zeros(1, 2, dtype=F64), one)).all()
+
+
+# ----------------------------------------------------------------------------- proxy bound: every reported term
+
+
+def test_proxy_bound_terms_in_closed_form_for_orthonormal_rows():
+    # M = 3 modalities of B = 4 orthonormal rows; modality 1 equals modality 0, modality 2 is orthogonal
+    # to both row by row, so |z_i^0 - z_i^1|^2 = 0 and |z_i^0 - z_i^2|^2 = 2.
+    # L_align(anchor 0) = (0 + 2)/2 = 1; L_align(anchor 2) = (2 + 2)/2 = 2.
+    # Uniformity with LMK width s = sqrt(2) h (diagonal included): kernel exp(-|zi - zj|^2 / (2 s^2))
+    # = exp(-|zi - zj|^2 / (4 h^2)), for orthonormal rows mean_ij = (1 + 3 exp(-1/(2 h^2))) / 4.
+    z0 = basis(8, 0, 1, 2, 3)
+    xs = [z0, z0.clone(), basis(8, 4, 5, 6, 7)]
+    M, B = 3, 4
+    for h in (0.5, 1.0):
+        u = math.log((1 + 3 * math.exp(-1 / (2 * h * h))) / 4)
+        for anchor, l_align in ((0, 1.0), (2, 2.0)):
+            r = proxy_bound(xs, h, anchor=anchor, estimator="exact")
+            assert r["h"] == h and r["M"] == M and r["B"] == B
+            assert r["estimator"] == "exact" and r["guaranteed"] is True
+            assert r["constant"] == pytest.approx(2 * math.log(4), abs=1e-12)
+            assert r["L_align_anchor"] == pytest.approx(l_align, abs=1e-12)
+            assert r["alignment"] == pytest.approx((M - 1) / (2 * h * h) * l_align, abs=1e-12)
+            assert r["uniformity"] == pytest.approx(u, abs=1e-12)
+            assert r["bound"] == pytest.approx(r["constant"] + r["alignment"] + u, abs=1e-12)
+            assert r["slack"] == pytest.approx(r["bound"] - r["divergence"], abs=1e-12)
+            assert r["divergence"] <= r["bound"] + 1e-12
+    # width h instead of sqrt(2) h would give log((1 + 3 exp(-1/h^2)) / 4): a different number
+    assert abs(math.log((1 + 3 * math.exp(-1.0)) / 4) - math.log((1 + 3 * math.exp(-0.5)) / 4)) > 0.1
+
+
+def test_proxy_bound_median_bandwidth_is_median_distance_over_sqrt2():
+    # orthonormal rows of all modalities pooled: distances 0 (equal rows) and sqrt(2); with most pairs at
+    # sqrt(2) the median distance is sqrt(2), so h = 1
+    z0 = basis(8, 0, 1, 2, 3)
+    r = proxy_bound([z0, basis(8, 4, 5, 6, 7)], "median", estimator="exact")
+    assert r["h"] == pytest.approx(1.0, abs=1e-12)
+    assert r["uniformity"] == pytest.approx(math.log((1 + 3 * math.exp(-0.5)) / 4), abs=1e-12)
+    assert r["estimator"] == "exact"
+
+
+# ----------------------------------------------------------------------------- retrieval: direction matters
+
+
+# Queries at 0, 12, 180 degrees, gallery at 5, 82, 180 degrees (cosine scores). Query 1's partner (82)
+# loses to gallery item 0 (5 degrees): ranks query -> gallery 1, 2, 1. Every gallery item's own query is
+# its best: ranks gallery -> query 1, 1, 1.
+Q = at_angles(0.0, 12.0, 180.0)
+G = at_angles(5.0, 82.0, 180.0)
+
+
+def test_retrieval_ranks_are_asymmetric_by_hand():
+    assert hm.retrieval_ranks(Q, G).tolist() == [1, 2, 1]
+    assert hm.retrieval_ranks(G, Q).tolist() == [1, 1, 1]
+    # scores[i, j]: query i against gallery item j
+    s = torch.tensor([[3.0, 1.0, 0.0], [2.0, 1.0, 0.0], [0.0, 5.0, 4.0]])
+    assert hm.ranks_from_scores(s).tolist() == [1, 2, 2]
+    assert hm.ranks_from_scores(s.T).tolist() == [1, 2, 1]
+    # ties count in favour of the true match
+    assert hm.ranks_from_scores(torch.tensor([[1.0, 1.0], [2.0, 2.0]])).tolist() == [1, 1]
+
+
+def test_retrieval_metrics_keep_query_and_gallery_apart():
+    out = hm.retrieval_metrics([Q, G], ks=(1, 2), anchor=0)
+    assert out["R1/0->1"] == pytest.approx(200 / 3)
+    assert out["R1/1->0"] == pytest.approx(100.0)
+    assert out["R2/0->1"] == pytest.approx(100.0)
+    assert out["MedR/0->1"] == 1.0 and out["MedR/1->0"] == 1.0
+    assert out["R1/anchor->others"] == pytest.approx(200 / 3)
+    assert out["R1/others->anchor"] == pytest.approx(100.0)
+    assert out["R1/mean"] == pytest.approx((200 / 3 + 100) / 2)
+    # anchor 1 swaps the two directional keys
+    out1 = hm.retrieval_metrics([Q, G], ks=(1,), anchor=1)
+    assert out1["R1/anchor->others"] == pytest.approx(100.0)
+    assert out1["R1/others->anchor"] == pytest.approx(200 / 3)
+
+
+def test_retrieval_median_rank_is_the_lower_median():
+    # ranks 1, 2 (two queries): lower median 1
+    q, g = at_angles(0.0, 12.0), at_angles(5.0, 82.0)
+    assert hm.retrieval_ranks(q, g).tolist() == [1, 2]
+    assert hm.recall_stats(torch.tensor([1, 2]), ks=(1,)) == {"R1": 50.0, "MedR": 1.0}
+    assert hm.recall_stats(torch.tensor([3, 1, 2, 7]), ks=(2,)) == {"R2": 50.0, "MedR": 2.0}
+
+
+@pytest.mark.skipif(not hasattr(hm, "own_retrieval_metrics"), reason="own-rule retrieval not present")
+def test_own_rule_retrieval_keeps_query_and_gallery_apart():
+    # M = 2 with rule cosine_sum: the tuple of the other modality is the other row itself
+    out = hm.own_retrieval_metrics([Q, G], "cosine_sum", ks=(1,), anchor=0)
+    assert out["R1/anchor->tuple"] == pytest.approx(200 / 3)
+    assert out["R1/tuple->anchor"] == pytest.approx(100.0)
+    assert out["R1/rest->1"] == pytest.approx(200 / 3)
+
+
+# ----------------------------------------------------------------------------- pairing by key, not by position
+
+
+def _summary_rows():
+    # method and baseline values per (M, seed); the method's rows are written in another order, the
+    # baseline lacks (M=4, seed=1) and the method lacks (M=2, seed=2)
+    base = {(2, 0): 10.0, (2, 1): 20.0, (2, 2): 30.0, (4, 0): 40.0}
+    meth = {(4, 1): 99.0, (4, 0): 41.0, (2, 1): 23.0, (2, 0): 15.0}
+    rows = [{"dataset": "syn", "variant": "infonce", "M": m, "seed": s, "split_seed": 0, "x": v}
+            for (m, s), v in base.items()]
+    rows += [{"dataset": "syn", "variant": "unialign", "M": m, "seed": s, "split_seed": 0, "x": v}
+             for (m, s), v in meth.items()]
+    return pd.DataFrame(rows)
+
+
+def test_paired_cells_match_by_key_with_shuffled_and_missing_cells():
+    cells = st.paired_cells(_summary_rows(), "x", "unialign", "infonce")
+    got = {(int(r.M), int(r.seed)): float(r.d) for r in cells.itertuples()}
+    # only the cells present on both sides: (2,0): 15 - 10, (2,1): 23 - 20, (4,0): 41 - 40
+    assert got == {(2, 0): 5.0, (2, 1): 3.0, (4, 0): 1.0}
+
+
+def test_paired_effect_by_hand_with_shuffled_and_missing_cells():
+    df = _summary_rows().sample(frac=1.0, random_state=7).reset_index(drop=True)
+    res = st.paired_effect(df, "x", "unialign", "infonce")
+    # units: seed 0 -> mean(5, 1) = 3, seed 1 -> 3; estimate 3, sd 0
+    assert res["n_cells"] == 3 and res["ms"] == [2, 4]
+    assert res["n"] == 2 and res["estimate"] == pytest.approx(3.0)
+    # a different split seed is a different cell: no pairing across split seeds
+    df2 = _summary_rows()
+    df2.loc[df2["variant"] == "unialign", "split_seed"] = 1
+    assert st.paired_cells(df2, "x", "unialign", "infonce").empty
+
+
+# ----------------------------------------------------------------------------- claim 7: Fisher z
+
+
+def test_fisher_interval_by_hand_and_verdict_differs_from_raw_r():
+    # one run per unit with r = 0.95, 0.2, 0.9, 0.99 (hand-made); the interval is the t interval of the
+    # mean Fisher z over units, mapped back with tanh
+    r = np.array([0.95, 0.2, 0.9, 0.99])
+    rs = pd.DataFrame({"dataset": "syn", "seed": range(4), "split_seed": 0, "M": 3, "r": r})
+    units = st.fisher_units(rs)
+    assert np.allclose(np.sort(units["value"].to_numpy()), np.sort(np.arctanh(r)))
+    res = st.fisher_interval(units)
+    from scipy import stats
+
+    z = np.arctanh(r)
+    half = stats.t.ppf(0.975, 3) * z.std(ddof=1) / 2
+    assert res["estimate"] == pytest.approx(math.tanh(z.mean()))
+    assert res["low"] == pytest.approx(math.tanh(z.mean() - half))
+    assert res["high"] == pytest.approx(math.tanh(z.mean() + half))
+    p_z = 2 * stats.t.sf(abs(z.mean()) / (z.std(ddof=1) / 2), 3)
+    assert res["p"] == pytest.approx(p_z)
+    assert p_z == pytest.approx(0.0565, abs=1e-3)
+    # on Fisher z the effect is not significant at 5 %: inconclusive; the same test on raw r would give
+    # p = 0.027 and call it supported
+    p_r = 2 * stats.t.sf(abs(r.mean()) / (r.std(ddof=1) / 2), 3)
+    assert p_r < 0.05
+    assert st.verdict(res["estimate"], res["p"], +1, res["n"]) == "inconclusive"
+
+
+def _history_with_change_correlations(rs, n_points=9):
+    """history.csv rows, one run per unit (seed), whose divergence and proxy *changes* between
+    consecutive evaluations have exactly the Pearson correlation ``rs[seed]``."""
+    from harness.experiment import keys
+
+    k = n_points - 1
+    # two orthonormal zero-mean directions of R^k
+    u = np.cos(2 * np.pi * np.arange(k) / k)
+    v = np.sin(2 * np.pi * np.arange(k) / k)
+    u, v = u / np.linalg.norm(u), v / np.linalg.norm(v)
+    rows = []
+    for seed, r in enumerate(rs):
+        dx, dy = u, r * u + math.sqrt(1 - r * r) * v
+        x, y = np.concatenate([[1.0], 1.0 + np.cumsum(dx)]), np.concatenate([[5.0], 5.0 + np.cumsum(dy)])
+        for t in range(n_points):
+            rows.append({"dataset": "syn", "variant": "unialign", "seed": seed, "split_seed": 0, "M": 3,
+                         keys.STEP: 10 * (t + 1), keys.EPOCH: t + 1, keys.VAL_HOLDER: x[t], keys.VAL_PROXY: y[t]})
+    return pd.DataFrame(rows)
+
+
+def test_claim7_verdict_uses_fisher_z_end_to_end():
+    from scipy import stats
+
+    from harness.report import claims
+
+    r = np.array([0.95, 0.2, 0.9, 0.99])
+    hist = _history_with_change_correlations(r)
+    # rows in another order than written: the run's points are ordered by step
+    hist = hist.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    cfg = {"config": {"report": {"method": "unialign", "baseline": "infonce"}}}
+    table = claims.judge(pd.DataFrame(), hist, None, cfg)
+    row = table[table["id"] == "7"].iloc[0]
+    z = np.arctanh(r)
+    half = stats.t.ppf(0.975, 3) * z.std(ddof=1) / 2
+    assert row["n"] == 4
+    assert row["estimate"] == pytest.approx(math.tanh(z.mean()), abs=1e-9)
+    assert row["ci_low"] == pytest.approx(math.tanh(z.mean() - half), abs=1e-9)
+    assert row["ci_high"] == pytest.approx(math.tanh(z.mean() + half), abs=1e-9)
+    assert row["p"] == pytest.approx(0.0565, abs=1e-3)
+    # inconclusive on Fisher z; raw r (p = 0.027) would have called it supported
+    assert row["verdict"] == "inconclusive"
+
+
+# ----------------------------------------------------------------------------- data split seed
+
+
+def _make_splits():
+    try:
+        from harness.experiment.dataset import make_splits
+    except ImportError:  # pragma: no cover - older layout
+        from harness.experiment.data import make_splits
+    return make_splits
+
+
+def test_split_depends_on_its_seed():
+    make_splits = _make_splits()
+    labels = np.repeat(np.arange(3), 40)
+    for lab in (None, labels):
+        a = make_splits(120, 0, 0.2, 0.25, lab)
+        again = make_splits(120, 0, 0.2, 0.25, lab)
+        b = make_splits(120, 1, 0.2, 0.25, lab)
+        for k in ("train", "val", "test"):
+            assert np.array_equal(a[k], again[k]), k
+        assert not np.array_equal(a["test"], b["test"])
+        assert not np.array_equal(a["val"], b["val"])
+        # sizes by hand: 25 % and 20 % of 120 (per class of 40: 10 and 8)
+        assert [len(a[k]) for k in ("train", "val", "test")] == [66, 24, 30]
+        assert np.array_equal(np.sort(np.concatenate([a[k] for k in a])), np.arange(120))
+    # stratified: each class keeps its share in every split
+    s = make_splits(120, 5, 0.2, 0.25, labels)
+    assert [int((labels[s["test"]] == c).sum()) for c in range(3)] == [10, 10, 10]
+    assert [int((labels[s["val"]] == c).sum()) for c in range(3)] == [8, 8, 8]
+
+
+def test_synthetic_dataset_split_follows_the_dataset_seed(tmp_path):
+    from harness.experiment import data as hd
+
+    splits = []
+    for seed in (0, 1):
+        cfg = hd.SyntheticConfig(n_modalities=2, n_samples=200, n_classes=4, latent_dim=3, dims=[5, 4], seed=seed)
+        info = hd.build_synthetic(tmp_path / f"s{seed}", cfg)
+        ds = hd.load_dataset(tmp_path / f"s{seed}") if hasattr(hd, "load_dataset") else None
+        if ds is None:  # pragma: no cover
+            from harness.experiment.dataset import load_dataset
+
+            ds = load_dataset(tmp_path / f"s{seed}")
+        splits.append(ds.split("test"))
+        assert info is not None
+    assert not np.array_equal(splits[0], splits[1])
+
+
+# ----------------------------------------------------------------------------- resume: torch's global generator
+
+
+class _Stop(BaseException):
+    """Raised from the checkpoint writer to end a run mid-way, as a kill would (not an Exception)."""
+
+
+def _train_argv(data, out, objective, params):
+    argv = ["train", "--quiet", "--data", str(data), "--objective", objective, "--n-modalities", "3",
+            "--seed", "0", "--steps", "24", "--batch-size", "16", "--eval-every-steps", "8", "--dim", "8",
+            "--hidden", "16", "--depth", "1", "--lr", "3e-3", "--weight-decay", "1e-4", "--out", str(out)]
+    for p in params:
+        argv += ["--param", p]
+    return argv
+
+
+@pytest.fixture(scope="module")
+def resume_data(tmp_path_factory):
+    from harness.experiment import data as hd
+
+    out = tmp_path_factory.mktemp("resume_data")
+    cfg = hd.SyntheticConfig(n_modalities=3, n_samples=240, n_classes=4, latent_dim=4, dims=[10, 8, 6], seed=0)
+    hd.build_synthetic(out, cfg)
+    return out
+
+
+# every objective configuration that draws from torch's global generator during training
+RANDOM_OBJECTIVES = [("symile", ["negatives=n", "temperature=0.2"])]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective,params", RANDOM_OBJECTIVES)
+def test_resume_restores_torch_global_generator(resume_data, tmp_path, monkeypatch, objective, params):
+    from harness.cli import main as cli_main
+    from harness.experiment import train as ht
+
+    torch.set_num_threads(1)
+    real_save = ht.save_checkpoint
+    calls = {"n": 0}
+
+    def stop_after_second(path, state):
+        real_save(path, state)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise _Stop
+
+    monkeypatch.setattr(ht, "save_checkpoint", stop_after_second)
+    with pytest.raises(_Stop):
+        cli_main(_train_argv(resume_data, tmp_path / "killed", objective, params))
+    assert not (tmp_path / "killed" / "train.json").exists()
+    # the process's global generator has moved on since; a resume must not depend on that
+    torch.rand(17)
+    monkeypatch.setattr(ht, "save_checkpoint", real_save)
+    assert cli_main(_train_argv(resume_data, tmp_path / "killed", objective, params)) == 0
+    info = json.loads((tmp_path / "killed" / "train.json").read_text())
+    assert info["resumed_from_step"] == 16
+    assert cli_main(_train_argv(resume_data, tmp_path / "ref", objective, params)) == 0
+    assert (tmp_path / "killed" / "history.csv").read_text() == (tmp_path / "ref" / "history.csv").read_text()
+    a = torch.load(tmp_path / "killed" / "model.pt", weights_only=False)
+    b = torch.load(tmp_path / "ref" / "model.pt", weights_only=False)
+    for part in ("model", "objective"):
+        assert a[part].keys() == b[part].keys()
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), (part, k)
+
+
+# ----------------------------------------------------------------------------- the verdict rule and its statistics
+
+
+@pytest.mark.parametrize("estimate,p,direction,n,expected", [
+    (0.5, 0.01, +1, 5, "supported"),
+    (-0.5, 0.01, +1, 5, "contradicted"),
+    (-0.5, 0.01, -1, 5, "supported"),
+    (0.5, 0.01, -1, 5, "contradicted"),
+    (0.5, 1.0 - 0.95, +1, 5, "inconclusive"),  # p equal to 1 - confidence is not below it
+    (0.5, 0.0499, +1, 5, "supported"),
+    (0.5, 0.01, +1, 1, "inconclusive"),       # fewer than 2 units
+    (0.5, 0.01, +1, 2, "supported"),          # exactly 2 units suffice
+    (0.0, 0.01, +1, 5, "inconclusive"),       # no direction
+    (1.0, 0.01, +1, 5, "supported"),
+    (0.5, 0.2, -1, 5, "inconclusive"),
+    (float("nan"), 0.01, +1, 5, "inconclusive"),
+    (0.5, float("nan"), +1, 5, "inconclusive"),
+    (0.3, 0.01, +1, 5, "supported"),          # an estimate below 1 still has a side
+])
+def test_verdict_rule_table(estimate, p, direction, n, expected):
+    assert st.verdict(estimate, p, direction, n) == expected
+
+
+def test_verdict_confidence_level():
+    assert st.verdict(0.5, 0.02, +1, 5, confidence=0.99) == "inconclusive"
+    assert st.verdict(0.5, 0.005, +1, 5, confidence=0.99) == "supported"
+
+
+@pytest.mark.parametrize("verdicts,expected", [
+    (["supported", "inconclusive"], "supported"),
+    (["contradicted", "inconclusive"], "contradicted"),
+    (["supported", "contradicted"], "mixed"),
+    (["inconclusive", "inconclusive"], "inconclusive"),
+    ([], "inconclusive"),
+    (["supported"], "supported"),
+    (["contradicted"], "contradicted"),
+])
+def test_overall_verdict_table(verdicts, expected):
+    assert st.overall(verdicts) == expected
+
+
+def test_t_interval_by_hand():
+    from scipy import stats
+
+    x = [1.0, 2.0, 4.0, float("nan"), None]
+    mean, sd, lo, hi, n = st.t_interval(x)
+    half = stats.t.ppf(0.975, 2) * np.std([1, 2, 4], ddof=1) / math.sqrt(3)
+    assert (mean, n) == (pytest.approx(7 / 3), 3) and sd == pytest.approx(np.std([1, 2, 4], ddof=1))
+    assert lo == pytest.approx(7 / 3 - half) and hi == pytest.approx(7 / 3 + half)
+    one = st.t_interval([2.0])
+    assert one[0] == 2.0 and one[4] == 1 and all(math.isnan(v) for v in one[1:4])
+    two = st.t_interval([2.0, 4.0], confidence=0.9)
+    assert two[4] == 2 and two[2] == pytest.approx(3 - stats.t.ppf(0.95, 1) * SQ2 / SQ2)
+    none = st.t_interval([])
+    assert none[4] == 0 and all(math.isnan(v) for v in none[:4])
+
+
+def test_t_test_edge_cases():
+    assert st.t_test(1.0, 0.0, 3) == (1.0, 1.0, 0.0)
+    assert st.t_test(0.0, 0.0, 3) == (0.0, 0.0, 1.0)
+    assert all(math.isnan(v) for v in st.t_test(1.0, 0.5, 0))
+    assert all(math.isnan(v) for v in st.t_test(float("nan"), 0.5, 3))
+    assert all(math.isnan(v) for v in st.t_test(1.0, float("inf"), 3))
+    from scipy import stats
+
+    lo, hi, p = st.t_test(1.0, 0.5, 1)  # one degree of freedom is enough
+    assert p == pytest.approx(2 * stats.t.sf(2.0, 1)) and hi - lo == pytest.approx(2 * stats.t.ppf(0.975, 1) * 0.5)
+
+
+def test_holm_ties_keep_their_order_and_single_values():
+    got = st.holm([0.04, 0.01, 0.04, 0.01])
+    # sorted 0.01, 0.01, 0.04, 0.04 -> x4, x3, x2, x1 = 0.04, 0.03 -> 0.04, 0.08, 0.04 -> 0.08
+    assert np.allclose(got, [0.08, 0.04, 0.08, 0.04])
+    assert np.allclose(st.holm([0.03]), [0.03])
+    assert np.allclose(st.holm([1, 0]), [1.0, 0.0])  # integers are p values too
+    assert np.isnan(st.holm([float("nan")])).all()
+
+
+def test_with_split_seed():
+    df = pd.DataFrame({"x": [1, 2, 3], "split_seed": ["4", None, "bad"]})
+    out = st.with_split_seed(df)
+    assert out["split_seed"].tolist() == [4, 0, 0] and str(out["split_seed"].dtype).startswith("int")
+    assert df["split_seed"].iloc[0] == "4" and df["split_seed"].iloc[2] == "bad"  # the input is not changed
+    assert st.with_split_seed(pd.DataFrame({"x": [1]}))["split_seed"].tolist() == [0]
+
+
+def _cells(rows):
+    return pd.DataFrame(rows, columns=["dataset", "M", "seed", "split_seed", "d", "e"])
+
+
+def test_unit_values_average_each_unit_over_m():
+    cells = _cells([("b", 2, 0, 0, 1.0, 0.2), ("a", 4, 1, 0, 3.0, np.nan), ("a", 2, 1, 0, 5.0, 0.4),
+                    ("a", 2, 0, 0, 2.0, 0.1)])
+    u = st.unit_values(cells)
+    assert list(u.columns) == ["dataset", "seed", "split_seed", "value", "e", "n_m"]
+    # sorted by unit: (a, 0), (a, 1), (b, 0)
+    assert u[["dataset", "seed"]].values.tolist() == [["a", 0], ["a", 1], ["b", 0]]
+    assert u["value"].tolist() == [2.0, 4.0, 1.0] and u["n_m"].tolist() == [1, 2, 1]
+    assert u["e"].tolist() == pytest.approx([0.1, 0.4, 0.2])
+    assert u_no_se(cells)["e"].isna().all()
+    empty = st.unit_values(_cells([]))
+    assert empty.empty and list(empty.columns) == ["dataset", "seed", "split_seed", "value", "e", "n_m"]
+
+
+def u_no_se(cells):
+    return st.unit_values(cells, se=None)
+
+
+def test_unit_interval_by_hand_with_shared_split_error():
+    from scipy import stats
+
+    units = pd.DataFrame({"dataset": "d", "seed": [0, 1, 2, 3], "split_seed": [0, 0, 1, 1],
+                          "value": [1.0, 2.0, 4.0, 5.0], "e": [0.2, 0.4, np.nan, 0.6]})
+    res = st.unit_interval(units)
+    v = np.array([1.0, 2.0, 4.0, 5.0])
+    # split 0: two units, mean error 0.3; split 1: two units, mean error (0 + 0.6)/2 = 0.3 (NaN counts 0)
+    var = v.var(ddof=1) / 4 + (2 / 4) ** 2 * 0.3 ** 2 + (2 / 4) ** 2 * 0.3 ** 2
+    se = math.sqrt(var)
+    assert res["estimate"] == 3.0 and res["n"] == 4 and res["df"] == 3
+    assert res["se"] == pytest.approx(se)
+    half = stats.t.ppf(0.975, 3) * se
+    assert res["low"] == pytest.approx(3 - half) and res["high"] == pytest.approx(3 + half)
+    assert res["p"] == pytest.approx(2 * stats.t.sf(3 / se, 3))
+    narrow = st.unit_interval(units, confidence=0.8)
+    assert narrow["high"] - narrow["low"] == pytest.approx(2 * stats.t.ppf(0.9, 3) * se)
+    one = st.unit_interval(units.iloc[:1])
+    assert one["estimate"] == 1.0 and one["n"] == 1 and math.isnan(one["low"]) and math.isnan(one["se"])
+    assert set(one) == {"estimate", "low", "high", "p", "se", "n", "df"}
+    none = st.unit_interval(units.iloc[:0])
+    assert none["n"] == 0 and math.isnan(none["estimate"])
+    nan_rows = units.assign(value=[1.0, np.nan, 4.0, np.nan])
+    assert st.unit_interval(nan_rows)["n"] == 2
+
+
+def test_paired_cells_transform_errors_and_duplicates():
+    df = pd.DataFrame([
+        {"dataset": "a", "variant": "m", "M": 2, "seed": 0, "x": -3.0, "se": 0.3},
+        {"dataset": "a", "variant": "b", "M": 2, "seed": 0, "x": 1.0, "se": 0.4},
+        {"dataset": "a", "variant": "m", "M": 3, "seed": 0, "x": "oops", "se": "n/a"},
+        {"dataset": "a", "variant": "b", "M": 3, "seed": 0, "x": 2.0, "se": 0.1},
+    ])
+    cells = st.paired_cells(df, "x", "m", "b", se_col="se", transform=np.abs)
+    assert cells[["M", "d", "e"]].values.tolist() == [[2, 2.0, 0.5]]  # |-3| - |1|; sqrt(.3^2 + .4^2)
+    assert list(cells.columns) == ["dataset", "M", "seed", "split_seed", "d", "e"]
+    assert cells.index.tolist() == [0]
+    plain = st.paired_cells(df, "x", "m", "b")
+    assert plain["d"].tolist() == [-4.0] and plain["e"].isna().all()
+    res = st.paired_effect(df, "x", "m", "b", se_col="se", transform=np.abs)
+    assert res["n_cells"] == 1 and res["ms"] == [2] and res["estimate"] == 2.0
+    dup = pd.concat([df, df.iloc[[0]].assign(x=9.0)], ignore_index=True)
+    with pytest.raises(ValueError, match=r"variant 'm' has more than one run for .*'M'"):
+        st.paired_cells(dup, "x", "m", "b")
+    # a repeat in one of several keys only is no duplicate
+    other = pd.concat([df, df.iloc[[0]].assign(seed=1)], ignore_index=True)
+    assert len(st.paired_cells(other, "x", "m", "b")) == 1
+    empty = st.paired_cells(df.iloc[:0], "x", "m", "b")
+    assert empty.empty and list(empty.columns) == ["dataset", "M", "seed", "split_seed", "d", "e"]
+    assert st.paired_effect(df.iloc[:0], "x", "m", "b")["ms"] == []
+
+
+def test_paired_cells_sorted_by_key():
+    rows = [{"dataset": "a", "variant": v, "M": m, "seed": s, "x": float(m * 10 + s + (v == "m"))}
+            for v in ("m", "b") for m in (4, 2) for s in (1, 0)]
+    cells = st.paired_cells(pd.DataFrame(rows), "x", "m", "b")
+    assert cells[["M", "seed"]].values.tolist() == [[2, 0], [2, 1], [4, 0], [4, 1]]
+    assert cells.index.tolist() == [0, 1, 2, 3]
+
+
+def test_slope_units_by_hand():
+    df = pd.DataFrame({"dataset": "a", "seed": [1, 1, 1, 0, 0, 2, 3, 3],
+                       "M": [2, 3, 4, 2, 4, 2, 2, "x"], "y": [1.0, 3.0, 5.0, 0.0, 1.0, 7.0, 1.0, 2.0]})
+    out = st.slope_units(df, "y")
+    assert list(out.columns) == ["dataset", "seed", "split_seed", "value", "e", "n_m"]
+    # units with two distinct M only; seed 2 (one M) and seed 3 (one valid M) are dropped; sorted by seed
+    assert out["seed"].tolist() == [0, 1]
+    assert out["value"].tolist() == pytest.approx([0.5, 2.0])
+    assert out["n_m"].tolist() == [2, 3] and out["e"].isna().all()
+    nan_y = df.assign(y=[1.0, np.nan, 5.0, 0.0, 1.0, 7.0, 1.0, 2.0])
+    assert st.slope_units(nan_y, "y")["value"].tolist() == pytest.approx([0.5, 2.0])
+    assert st.slope_units(df[df["seed"] == 2], "y").empty
+
+
+def test_fisher_units_clip_and_average_per_unit():
+    rs = pd.DataFrame({"dataset": "a", "seed": [0, 0, 1], "split_seed": 0, "M": [2, 3, 2], "r": [1.0, -1.0, 0.5]})
+    u = st.fisher_units(rs)
+    clip = np.arctanh(0.999999)
+    assert u["value"].tolist() == pytest.approx([0.0, np.arctanh(0.5)])
+    assert u["n_m"].tolist() == [2, 1] and u["e"].isna().all()
+    assert st.fisher_units(rs.iloc[[0]])["value"].tolist() == pytest.approx([clip])
+    assert st.fisher_units(rs.iloc[[1]])["value"].tolist() == pytest.approx([-clip])
+    res = st.fisher_interval(st.fisher_units(rs.iloc[[2]]))
+    assert res["estimate"] == pytest.approx(0.5) and math.isnan(res["low"]) and math.isnan(res["high"])
+    wide = st.fisher_interval(st.fisher_units(pd.DataFrame(
+        {"dataset": "a", "seed": [0, 1, 2], "split_seed": 0, "M": 2, "r": [0.1, 0.5, 0.3]})), confidence=0.5)
+    z = np.arctanh([0.1, 0.5, 0.3])
+    from scipy import stats
+
+    half = stats.t.ppf(0.75, 2) * z.std(ddof=1) / math.sqrt(3)
+    assert wide["low"] == pytest.approx(math.tanh(z.mean() - half))

@@ -74,6 +74,7 @@ class _PairwiseContrastive(Objective):
         self.anchor = check_index("anchor", anchor)
         self.uniformity_weight = check_nonnegative("uniformity_weight", uniformity_weight)
         self.chunk_size = check_chunk(chunk_size)
+        self._pairs: dict[tuple, tuple[tuple[int, int], ...]] = {}  # pair lists of fused_terms
 
     @property
     def symmetric_in_modalities(self) -> bool:  # type: ignore[override]
@@ -82,16 +83,19 @@ class _PairwiseContrastive(Objective):
     def fused_terms(self, embeddings) -> dict[str, Tensor] | None:
         """Small batches in one process (B <= kernels.lse.SMALL_MAX_BATCH, fixed temperature, rows
         normalised inside): normalisation and every pair in one node (kernels.lse.small_contrastive)."""
-        if (self.exclude_positive or not self.normalize or self.chunk_size is not None or self.temperature.learnable
+        temperature = self.temperature
+        if (self.exclude_positive or not self.normalize or self.chunk_size is not None or temperature.learnable
                 or self.is_distributed()):
             return None
-        scale = self.temperature.scale(torch.float32, None)
-        if not small_contrastive_fits(embeddings, scale):
-            return None  # the regular path (and its input checks)
-        n_mod = embeddings.shape[0] if isinstance(embeddings, Tensor) else len(embeddings)
-        if self.anchor >= n_mod:
-            return None
-        align, unif = small_contrastive(embeddings, pair_list(n_mod, self.pairs, self.anchor), scale)
+        scale = temperature.scale(torch.float32, None)
+        fits = small_contrastive_fits(embeddings, scale)
+        if fits is None or self.anchor >= fits[0]:
+            return None  # the general path (and its input checks)
+        key = (fits[0], self.pairs, self.anchor)
+        pairs = self._pairs.get(key)
+        if pairs is None:
+            pairs = self._pairs[key] = tuple(pair_list(*key))
+        align, unif = small_contrastive(embeddings, pairs, scale)
         weight = self.uniformity_weight
         return {"alignment": align, "uniformity": unif if weight == 1.0 else weight * unif}
 

@@ -102,7 +102,7 @@ def test_far_objectives_get_their_own_panel():
 
 
 def test_one_style_per_objective_everywhere():
-    main = ["infonce", "infonce_anchor", "align_uniform", "unialign", "unialign_tuned", "unialign_tuple",
+    main = ["infonce", "infonce_anchor", "align_uniform", "unialign", "unialign_default", "unialign_tuple",
             "cs_aligner", "gram", "symile"]
     colours = [style.series_style(v)["color"] for v in main]
     assert len(set(colours)) == len(main)

@@ -452,6 +452,31 @@ def test_gradient_conflicts_in_closed_form_without_tangent_projection():
     assert np.allclose(r2["pulls"][1].numpy(), 0.0)
 
 
+class _TripleObjective(torch.nn.Module):
+    """Coupled alignment ``sum_i <z_i^0, z_i^1 * z_i^2>`` (no uniformity term): not pairwise additive."""
+
+    def forward(self, zs):
+        from types import SimpleNamespace
+
+        align = (zs[0] * zs[1] * zs[2]).sum()
+        return SimpleNamespace(loss=align, terms={"align": align}, roles={"align": "alignment"})
+
+
+def test_gradient_conflicts_additivity_residual_of_a_coupled_term_in_closed_form():
+    gen = torch.Generator().manual_seed(14)
+    z0, z1, z2 = [torch.randn(4, 3, generator=gen, dtype=F64) for _ in range(3)]
+    r = conflicts.gradient_conflicts(_TripleObjective(), [z0, z1, z2], tangent=False)
+    assert r["missing_roles"] == ["uniformity"]
+    # gradient on z^0: z^1 z^2; with z^1 := z^0 it is z^0 z^2, with z^2 := z^0 it is z^1 z^0
+    total = z1 * z2
+    pulls = torch.stack([total - z0 * z2, total - z1 * z0])
+    assert torch.allclose(r["pulls"], pulls)
+    residual = (total - pulls.sum(0)).norm(dim=-1) / total.norm(dim=-1)
+    assert torch.allclose(r["pull_additivity_residual"], residual)
+    assert float(residual.min()) > 0.1
+    assert r["summary"]["pull_additivity_residual"]["mean"] == pytest.approx(float(residual.mean()))
+
+
 def test_gradient_conflicts_tangent_projection_is_the_default():
     gen = torch.Generator().manual_seed(7)
     zs = [F.normalize(torch.randn(4, 3, generator=gen, dtype=F64), dim=-1) for _ in range(3)]
@@ -492,7 +517,7 @@ def test_gradient_conflicts_parameter_cosine_by_hand():
     assert r["param_angle_align_unif_deg"] == pytest.approx(math.degrees(math.acos(cos)))
     assert r["param_grad_norm_alignment"] == pytest.approx(float(ga.norm()))
     assert r["param_grad_norm_uniformity"] == pytest.approx(float(gu.norm()))
-    with pytest.raises(ValueError, match="params is empty"):
+    with pytest.raises(ValueError, match="^params is empty$"):
         conflicts.gradient_conflicts(obj, zs, params=[])
 
 
@@ -1080,3 +1105,693 @@ def test_fisher_units_clip_and_average_per_unit():
 
     half = stats.t.ppf(0.75, 2) * z.std(ddof=1) / math.sqrt(3)
     assert wide["low"] == pytest.approx(math.tanh(z.mean() - half))
+
+
+# ----------------------------------------------------------------------------- instrument inputs: exact messages
+
+
+def _message(fn, *args, **kwargs) -> str:
+    with pytest.raises(ValueError) as info:
+        fn(*args, **kwargs)
+    return str(info.value)
+
+
+def test_instrument_input_errors_word_for_word():
+    from harness.instruments._inputs import check_anchor, checked_modalities, modality_list, modality_pairs
+
+    x = torch.zeros(3, 2)
+    assert _message(modality_list, torch.zeros(2, 3), "xs") == "xs as one tensor must have shape (M, B, d), got (2, 3)"
+    assert _message(modality_list, "abc", "ys") == \
+        "ys must be a sequence of (B, d) tensors or one (M, B, d) tensor, got str"
+    assert _message(modality_list, [x], "zs") == "zs must hold at least M=2 modalities, got M=1"
+    assert _message(modality_list, [x, x], "zs", 3) == "zs must hold at least M=3 modalities, got M=2"
+    assert len(modality_list([x, x, x], "zs", 3)) == 3
+    assert len(modality_list(torch.zeros(2, 3, 2))) == 2
+    assert modality_list(([[1.0, 2.0]], [[3.0, 4.0]]))[1].tolist() == [[3.0, 4.0]]  # array-likes, tuples
+    assert _message(checked_modalities, [x, torch.zeros(3)], "zs") == "zs[1] must have shape (B, d), got (3,)"
+    assert _message(checked_modalities, [x, torch.zeros(1, 2)], "zs") == "zs[1] needs at least 2 samples, got B=1"
+    assert len(checked_modalities([x[:1], x[:1]], min_rows=1)) == 2
+    assert _message(checked_modalities, [x, torch.zeros(3, 4)], "q") == "q[1] has dimension d=4 but q[0] has d=2"
+    assert _message(checked_modalities, [x, torch.zeros(2, 2)], "zs", paired=True) == \
+        "paired metrics need equal B across modalities, got B=[3, 2]"
+    bad = x.clone()
+    bad[0, 0], bad[1, 1] = float("nan"), float("inf")
+    assert _message(checked_modalities, [x, bad], "zs") == "zs[1] contains 2 non-finite value(s) (NaN or inf)"
+    assert _message(check_anchor, 3, 3) == "anchor must be an int in [0, 2], got 3"
+    assert _message(check_anchor, None, 3) == "anchor must be an int in [0, 2], got None"
+    assert _message(check_anchor, True, 3, allow_none=True) == "anchor must be an int in [0, 2] or None, got True"
+    assert _message(check_anchor, 1.0, 3) == "anchor must be an int in [0, 2], got 1.0"
+    assert _message(check_anchor, -1, 3) == "anchor must be an int in [0, 2], got -1"
+    check_anchor(None, 3, allow_none=True)
+    check_anchor(0, 3)
+    check_anchor(2, 3)
+    # the default name is "zs"; the name reaches the sequence check too
+    assert _message(checked_modalities, [x, torch.zeros(3)]) == "zs[1] must have shape (B, d), got (3,)"
+    assert _message(checked_modalities, torch.zeros(2, 3), "q") == "q as one tensor must have shape (M, B, d), got (2, 3)"
+    assert _message(modality_list, 5) == "zs must be a sequence of (B, d) tensors or one (M, B, d) tensor, got int"
+    assert _message(checked_modalities, [x, torch.zeros(3, 2, device="meta")], "zs") == \
+        "zs[1] is on meta but zs[0] is on cpu"
+    assert _message(checked_modalities, [x, x, torch.zeros(3, 4)], "q") == "q[2] has dimension d=4 but q[0] has d=2"
+    assert _message(checked_modalities, [x, torch.zeros(1, 7)], "zs", min_rows=3) == \
+        "zs[1] needs at least 3 samples, got B=1"
+    assert modality_pairs(3) == [(0, 1), (0, 2), (1, 2)]
+    assert modality_pairs(4, 2) == [(2, 0), (2, 1), (2, 3)]
+    assert _message(modality_pairs, 3, 5) == "anchor must be an int in [0, 2] or None, got 5"
+
+
+def test_instrument_inputs_dtypes_normalisation_and_graph():
+    from harness.instruments._inputs import checked_modalities
+
+    ints = checked_modalities([torch.ones(2, 2, dtype=torch.int64), torch.ones(2, 2, dtype=torch.int64)])
+    assert all(z.dtype == torch.float32 for z in ints)
+    half = checked_modalities([torch.ones(2, 2, dtype=torch.float16), torch.ones(2, 2, dtype=torch.bfloat16)])
+    assert all(z.dtype == torch.float32 for z in half)
+    mixed = checked_modalities([torch.ones(2, 2, dtype=torch.float32), torch.ones(2, 2, dtype=F64)])
+    assert all(z.dtype == F64 for z in mixed)
+    x = torch.tensor([[3.0, 4.0], [0.0, 2.0]], requires_grad=True)
+    plain = checked_modalities([x, x])
+    assert torch.equal(plain[0], x.detach()) and not plain[0].requires_grad
+    unit = checked_modalities([x, x], normalize=True)
+    assert torch.allclose(unit[0], torch.tensor([[0.6, 0.8], [0.0, 1.0]]))
+    kept = checked_modalities([x, x], detach=False, normalize=True)
+    assert kept[0].requires_grad
+    kept[0].sum().backward()
+    assert x.grad is not None
+    zero = checked_modalities([torch.zeros(2, 2), torch.ones(2, 2)], normalize=True, eps=0.5)
+    assert torch.equal(zero[0], torch.zeros(2, 2))
+    tiny = checked_modalities([torch.full((2, 2), 0.1), torch.ones(2, 2)], normalize=True, eps=1.0)
+    assert torch.allclose(tiny[0], torch.full((2, 2), 0.1))  # the norm (0.14) is below eps: divided by eps
+
+
+# ----------------------------------------------------------------------------- retrieval and validation metrics
+
+
+def test_retrieval_summary_standard_error_and_default_keys():
+    from scipy import stats
+
+    out = hm.retrieval_metrics([Q, G])
+    assert {"R1/0->1", "R5/0->1", "R10/0->1", "MedR/0->1", "R1/mean", "R5/mean", "R10/mean", "MedR/mean",
+            "R1/mean_se", "R1/anchor->others", "R1/others->anchor", "MedR/others->anchor",
+            "true_pair_cosine/mean"} <= set(out)
+    assert "R1/mean_se/anchor->others" not in out and "R1_se/mean" not in out
+    # per query, hits averaged over the two tasks: 100, 50, 100 (percent)
+    assert out["R1/mean_se"] == pytest.approx(float(stats.sem([100.0, 50.0, 100.0])))
+    assert out["R1/anchor->others"] == pytest.approx(200 / 3)  # default anchor 0
+    assert out["MedR/mean"] == 1.0
+    cosines = [math.cos(math.radians(a)) for a in (5.0, 70.0, 0.0)]
+    assert out["true_pair_cosine/mean"] == pytest.approx(np.mean(cosines))
+    # M = 3: the mean over the three unordered pairs, anchor keys over the anchor's two partners
+    T = at_angles(90.0, 100.0, 270.0)
+    out3 = hm.retrieval_metrics([Q, G, T], ks=(1,), anchor=2)
+    pairs = [(Q, G), (Q, T), (G, T)]
+    cos3 = [float((F.normalize(a, dim=-1) * F.normalize(b, dim=-1)).sum(1).mean()) for a, b in pairs]
+    assert out3["true_pair_cosine/mean"] == pytest.approx(np.mean(cos3))
+    r1 = {f"{m}->{n}": 100.0 * float((hm.retrieval_ranks(z[m], z[n]) <= 1).double().mean())
+          for z in [[Q, G, T]] for m in range(3) for n in range(3) if m != n}
+    assert out3["R1/anchor->others"] == pytest.approx((r1["2->0"] + r1["2->1"]) / 2)
+    assert out3["R1/others->anchor"] == pytest.approx((r1["0->2"] + r1["1->2"]) / 2)
+    assert out3["R1/mean"] == pytest.approx(np.mean(list(r1.values())))
+    # R1/mean_se: the standard error over queries of each query's hit rate averaged over the six tasks
+    gen = torch.Generator().manual_seed(0)
+    base = torch.randn(8, 3, generator=gen, dtype=F64)
+    z = [base + 0.9 * torch.randn(8, 3, generator=gen, dtype=F64) for _ in range(3)]
+    per_query = np.mean([100.0 * (hm.retrieval_ranks(z[m], z[n]) <= 1).double().numpy()
+                         for m in range(3) for n in range(3) if m != n], axis=0)
+    assert hm.retrieval_metrics(z, ks=(1,))["R1/mean_se"] == pytest.approx(float(stats.sem(per_query)))
+    assert float(stats.sem(per_query)) == pytest.approx(12.19875, abs=1e-4)  # not the sd over tasks (6.97)
+    assert math.isnan(hm.retrieval_metrics([Q[:1], G[:1]], ks=(1,))["R1/mean_se"])
+    one = hm.retrieval_metrics([Q[:1].expand(2, 2).clone(), G[:1].expand(2, 2).clone()], ks=(1,))
+    assert one["R1/mean"] == 100.0  # ties count in favour of the true match
+
+
+def test_retrieval_shape_errors():
+    with pytest.raises(ValueError, match=r"^scores must be a square \(queries x gallery\) matrix, got \(2, 3\)$"):
+        hm.ranks_from_scores(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match=r"scores must be a square"):
+        hm.ranks_from_scores(torch.zeros(3))
+    with pytest.raises(ValueError, match=r"^query \(3, 2\) and gallery \(2, 2\) must be paired$"):
+        hm.retrieval_ranks(Q, G[:2])
+
+
+@pytest.mark.skipif(not hasattr(hm, "tuple_scores"), reason="own-rule retrieval not present")
+def test_tuple_scores_by_hand():
+    e = basis(3, 0, 1, 2)
+    z0 = torch.stack([e[0], e[1]])
+    z1 = torch.stack([e[1], e[0]])
+    z2 = torch.stack([e[2], e[0] * 2.0])  # row norms differ: rows are normalised first
+    zs = [z0, z1, z2]
+    # cosine_sum: S[i, j] = cos(z0_i, z1_j) + cos(z0_i, z2_j)
+    assert hm.tuple_scores(zs, 0, "cosine_sum").tolist() == [[0.0, 2.0], [1.0, 0.0]]
+    # symile_mip: sum_k z0_ik z1_jk z2_jk; only j = 1 has z1_j * z2_j = e0 -> row 0 scores 1
+    assert hm.tuple_scores(zs, 0, "symile_mip").tolist() == [[0.0, 1.0], [0.0, 0.0]]
+    # gram_volume: (e0, e1, e2) (i = 0, j = 0) has volume 1; every other choice repeats a vector: 0
+    vol = hm.tuple_scores(zs, 0, "gram_volume")
+    assert torch.allclose(vol, torch.tensor([[-1.0, 0.0], [0.0, 0.0]], dtype=F64), atol=1e-6)
+    # candidate modality 2: S[i, j] scores z2_i against (z0_j, z1_j)
+    assert hm.tuple_scores(zs, 2, "cosine_sum").tolist() == [[0.0, 0.0], [1.0, 1.0]]
+    with pytest.raises(ValueError, match="retrieval rule must be one of gram_volume, symile_mip, cosine_sum; got 'x'"):
+        hm.tuple_scores(zs, 0, "x")
+    with pytest.raises(ValueError, match="^tuple retrieval needs at least 2 modalities$"):
+        hm.tuple_scores([z0], 0, "cosine_sum")
+
+
+@pytest.mark.skipif(not hasattr(hm, "own_retrieval_metrics"), reason="own-rule retrieval not present")
+def test_own_rule_retrieval_tasks_for_three_modalities():
+    T = at_angles(90.0, 100.0, 270.0)
+    zs = [Q, G, T]
+    out = hm.own_retrieval_metrics(zs, "cosine_sum", ks=(1,), anchor=1)
+    s1 = hm.tuple_scores(zs, 1, "cosine_sum")
+    r = lambda s: 100.0 * float((hm.ranks_from_scores(s) <= 1).double().mean())
+    tasks = {"anchor->tuple": r(s1), "tuple->anchor": r(s1.T), "rest->0": r(hm.tuple_scores(zs, 0, "cosine_sum").T),
+             "rest->2": r(hm.tuple_scores(zs, 2, "cosine_sum").T)}
+    for k, v in tasks.items():
+        assert out[f"R1/{k}"] == pytest.approx(v), k
+    assert "R1/rest->1" not in out
+    assert out["R1/rest->one"] == pytest.approx(np.mean([tasks["tuple->anchor"], tasks["rest->0"], tasks["rest->2"]]))
+    assert out["R1/mean"] == pytest.approx(np.mean(list(tasks.values())))
+    assert "R1/mean_se" in out and "MedR/rest->one" in out and "R1/mean_se/rest->one" not in out
+    default = hm.own_retrieval_metrics(zs, "cosine_sum")
+    assert {"R1/anchor->tuple", "R5/anchor->tuple", "R10/anchor->tuple", "MedR/anchor->tuple", "R5/rest->one"} \
+        <= set(default)
+    assert default["R1/anchor->tuple"] == pytest.approx(r(hm.tuple_scores(zs, 0, "cosine_sum")))
+
+
+def test_linear_probe_accuracy():
+    x = np.array([[0.0], [1.0], [10.0], [11.0]])
+    y = np.array([0, 0, 1, 1])
+    # predictions 0, 1, 1 against labels 0, 1, 0
+    assert hm.linear_probe(x, y, np.array([[-1.0], [12.0], [11.5]]), np.array([0, 1, 0])) == pytest.approx(2 / 3)
+    assert hm.linear_probe(x, y, x, y, seed=3) == 1.0
+
+
+def test_linear_probe_settings(monkeypatch):
+    calls = _spy_logistic(monkeypatch)
+    x = np.array([[0.0], [1.0], [10.0], [11.0]])
+    y = np.array([0, 0, 1, 1])
+    hm.linear_probe(x, y, x, y)
+    hm.linear_probe(x, y, x, y, seed=4)
+    assert [c["kw"] for c in calls] == [{"max_iter": 2000, "random_state": 0}, {"max_iter": 2000, "random_state": 4}]
+
+
+def test_flatten_metrics_rules():
+    value = {"a": 1, "b": {"c": torch.tensor([1.0, 3.0]), "d": torch.tensor(2.5), "e": torch.zeros(0)},
+             "f": np.array([2.0, 4.0]), "g": np.array(7), "h": np.array(["x", "y"]), "i": True, "j": "text",
+             "k": np.float32(0.5), "l": np.int64(3), "m": None, "n": np.array([], dtype=float), "o": np.bool_(False)}
+    out = hm.flatten_metrics("p", value)
+    assert out == {"p/a": 1.0, "p/b/c/mean": 2.0, "p/b/d": 2.5, "p/f/mean": 3.0, "p/g": 7.0, "p/i": 1.0,
+                   "p/k": 0.5, "p/l": 3.0, "p/o": 0.0}
+    assert hm.flatten_metrics("", {"x": 1.5}) == {"x": 1.5}
+    assert hm.flatten_metrics("", {"x": {"y": 2}}) == {"x/y": 2.0}
+    assert hm.flatten_metrics("q", torch.tensor([[1.0, 2.0]], requires_grad=True)) == {"q/mean": 1.5}
+    assert hm.flatten_metrics("q", np.array([1, 2, 6])) == {"q/mean": 3.0}
+    assert hm.flatten_metrics("q", np.array([7.0])) == {"q": 7.0}
+    assert hm.flatten_metrics("q", torch.tensor([2.5])) == {"q": 2.5}
+
+
+def test_conflict_summaries_and_safe(caplog):
+    res = {"summary": {"zeta": {"mean": 0.5, "std": 0.1, "n": 3}, "chi": {"mean": 0.2, "n": 3}}}
+    assert hm.conflict_summaries("c", res) == {"c/zeta/mean": 0.5, "c/zeta/std": 0.1, "c/zeta/n": 3.0,
+                                               "c/chi/mean": 0.2, "c/chi/n": 3.0}
+    assert hm.conflict_summaries("c", res, ("mean",)) == {"c/zeta/mean": 0.5, "c/chi/mean": 0.2}
+    assert hm.conflict_summaries("c", {}) == {}
+
+    def boom(x, y=0):
+        raise RuntimeError(f"bad {x} {y}")
+
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger=hm.log.name):
+        assert hm._safe("run7", "inst", boom, 1, y=2) is None
+        assert hm._safe("", "other", boom, 3) is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "run7: instrument inst failed and is left empty: RuntimeError: bad 1 2",
+        "run: instrument other failed and is left empty: RuntimeError: bad 3 0"]
+    assert hm._safe("r", "i", lambda a, b=1: a + b, 1, b=5) == 6
+
+
+def test_validation_metrics_against_the_instruments(monkeypatch, caplog):
+    import objectives
+    from harness.instruments import divergence
+
+    gen = torch.Generator().manual_seed(5)
+    zs = [F.normalize(torch.randn(12, 4, generator=gen, dtype=F64), dim=-1) for _ in range(3)]
+    loss_fn = objectives.build("infonce", temperature=0.1)
+    out = hm.validation_metrics(zs, loss_fn, anchor=1, run="r")
+    assert out["val/R1_mean"] == pytest.approx(hm.retrieval_metrics(zs, ks=(1,))["R1/mean"])
+    assert out["val/holder"] == pytest.approx(float(divergence.holder(zs, bandwidth="median")))
+    p = divergence.proxy_bound(zs, bandwidth="median", anchor=1, estimator="resubstitution")
+    for k in ("bound", "alignment", "uniformity", "constant", "L_align_anchor", "h"):
+        assert out[f"val/proxy/{k}"] == pytest.approx(p[k]), k
+    assert out["val/gap/centroid_distance_pairs"] == pytest.approx(gap.centroid_distance(zs))
+    assert out["val/gap/mean_paired_distance_pairs"] == pytest.approx(gap.mean_paired_distance(zs))
+    assert out["val/gap/relative_gap_pairs"] == pytest.approx(gap.relative_gap(zs))
+    assert out["val/gap/true_pair_cosine_anchor"] == pytest.approx(gap.true_pair_cosine(zs, 1))
+    assert out["val/gap/uniformity_mean"] == pytest.approx(np.mean([gap.uniformity(z) for z in zs]))
+    c = conflicts.infonce_conflicts(zs, hm.CONFLICT_TEMPERATURE, 1)
+    for k in ("zeta", "projection_ratio", "chi", "chi_net"):
+        assert out[f"val/conflict/{k}/mean"] == pytest.approx(c["summary"][k]["mean"]), k
+    assert "val/conflict/zeta/std" not in out and "val/grad/chi_grad/std" not in out
+    gc = conflicts.gradient_conflicts(loss_fn, zs, anchor=1)
+    assert out["val/grad/chi_grad/mean"] == pytest.approx(gc["summary"]["chi_grad"]["mean"])
+    assert out["val/grad/cos_align_unif_anchor/mean"] == pytest.approx(gc["summary"]["cos_align_unif_anchor"]["mean"])
+    lean = hm.validation_metrics(zs, loss_fn, gap_keys=False, conflict_keys=False)
+    assert not any(k.startswith(("val/gap/", "val/conflict/", "val/grad/")) for k in lean)
+    assert lean["val/proxy/bound"] == pytest.approx(
+        divergence.proxy_bound(zs, bandwidth="median", anchor=0, estimator="resubstitution")["bound"])
+
+    def boom(*a, **k):
+        raise RuntimeError("no")
+
+    monkeypatch.setattr(divergence, "holder", boom)
+    monkeypatch.setattr(divergence, "proxy_bound", boom)
+    monkeypatch.setattr(gap, "relative_gap", boom)
+    monkeypatch.setattr(conflicts, "gradient_conflicts", boom)
+    monkeypatch.setattr(conflicts, "infonce_conflicts", boom)
+    with caplog.at_level("WARNING"):
+        broken = hm.validation_metrics(zs, loss_fn, run="r9")
+    for inst in ("divergence.holder", "divergence.proxy_bound", "gap.relative_gap_pairs",
+                 "conflicts.infonce_conflicts", "conflicts.gradient_conflicts"):
+        assert f"r9: instrument {inst} failed and is left empty: RuntimeError: no" in \
+            [r.getMessage() for r in caplog.records], inst
+    assert not any(k.startswith("val/conflict/") for k in broken)
+    assert "val/holder" not in broken and not any(k.startswith(("val/proxy/", "val/grad/")) for k in broken)
+    assert "val/gap/relative_gap_pairs" not in broken and "val/gap/centroid_distance_pairs" in broken
+    assert "r9: instrument divergence.holder failed" in caplog.text
+    assert "r9: instrument gap.relative_gap_pairs failed" in caplog.text
+
+
+# ----------------------------------------------------------------------------- the dataset container
+
+
+def _dataset_module():
+    from harness.experiment import dataset as hds
+
+    return hds
+
+
+def test_make_splits_by_hand_and_argument_errors():
+    hds = _dataset_module()
+    s = hds.make_splits(10, 3, 0.2, 0.3)
+    perm = np.random.Generator(np.random.PCG64(3 + 7919)).permutation(np.arange(10))
+    assert s["test"].tolist() == sorted(perm[:3].tolist())
+    assert s["val"].tolist() == sorted(perm[3:5].tolist())
+    assert s["train"].tolist() == sorted(perm[5:].tolist())
+    assert all(v.dtype == np.int64 for v in s.values())
+    z = hds.make_splits(10, 3, 0.0, 0.0)
+    assert z["train"].tolist() == list(range(10)) and z["val"].size == 0 and z["test"].size == 0
+    for val, test in ((1.0, 0.0), (0.0, 1.0), (-0.1, 0.2), (0.2, -0.1), (0.5, 0.5), (0.6, 0.5)):
+        with pytest.raises(hds.DataError, match=r"must be in \[0, 1\) with a sum below 1"):
+            hds.make_splits(10, 0, val, test)
+    assert sum(len(v) for v in hds.make_splits(10, 0, 0.49, 0.5).values()) == 10
+
+
+def test_check_splits_and_split_identity():
+    hds = _dataset_module()
+    ok = {"train": np.arange(2), "val": np.arange(2, 4), "test": np.arange(4, 6)}
+    hds.check_splits(ok)
+    with pytest.raises(hds.DataError, match=r"dataset toy: split sizes \{'train': 2, 'val': 1, 'test': 2\} "
+                                            r"leave val with fewer than 2 rows"):
+        hds.check_splits({**ok, "val": np.arange(1)}, "toy")
+    with pytest.raises(hds.DataError, match=r"leave train, test with fewer than 2 rows"):
+        hds.check_splits({"val": ok["val"], "train": np.arange(0), "test": np.arange(1)})
+    digest = hds.split_sha256(ok)
+    h = __import__("hashlib").sha256()
+    for k in ("train", "val", "test"):
+        h.update(k.encode() + b":" + str(len(ok[k])).encode() + b":")
+        h.update(np.asarray(ok[k], dtype=np.int64).tobytes())
+    assert digest == h.hexdigest()
+    swapped = {"train": ok["val"], "val": ok["train"], "test": ok["test"]}
+    assert hds.split_sha256(swapped) != digest
+    assert hds.split_sha256({k: v.astype(np.int32) for k, v in ok.items()}) == digest
+
+
+def test_fit_standardization_by_hand():
+    hds = _dataset_module()
+    x = np.array([[1.0, 5.0, 2.0], [3.0, 5.0, 2.0 + 1e-9]])
+    mean, std = hds.fit_standardization(x)
+    assert mean.tolist() == pytest.approx([2.0, 5.0, 2.0]) and mean.dtype == np.float32
+    assert std.tolist() == pytest.approx([1.0, 1.0, 1.0]) and std.dtype == np.float32  # constant columns: 1
+    mean2, std2 = hds.fit_standardization(np.array([[0.0], [4.0]]))
+    assert std2.tolist() == [2.0]
+
+
+def test_write_and_load_dataset_round_trip(tmp_path):
+    hds = _dataset_module()
+    rng = np.random.default_rng(0)
+    views = [rng.normal(size=(12, 3)) * 2 + 1, rng.normal(size=(12, 2))]
+    target = views[0][:, :2].copy()
+    labels = np.arange(12) % 3
+    splits = hds.make_splits(12, 1, 0.25, 0.25)
+    meta = hds.write_dataset(tmp_path, views, target, labels, splits, {"dataset": "toy", "modality_names": ["a", "b"]})
+    tr = splits["train"]
+    assert meta["format_version"] == hds.FORMAT_VERSION and meta["n"] == 12 and meta["n_modalities"] == 2
+    assert meta["modality_dims"] == [3, 2] and meta["n_classes"] == 3 and meta["target_dim"] == 2
+    assert meta["split_sizes"] == {k: len(splits[k]) for k in ("train", "val", "test")}
+    assert meta["target_range"] == pytest.approx([target[tr].min(), target[tr].max()])
+    assert meta["split_sha256"] == hds.split_sha256(splits)
+    assert meta["sha256"] == __import__("hashlib").sha256((tmp_path / "dataset.npz").read_bytes()).hexdigest()
+    ds = hds.load_dataset(tmp_path)
+    assert ds.n == 12 and ds.n_modalities == 2 and ds.dims == [3, 2] and ds.names == ["a", "b"]
+    assert ds.labels.tolist() == labels.tolist() and ds.labels.dtype == np.int64
+    assert ds.split_sha256 == hds.split_sha256(splits)
+    for k in ("train", "val", "test"):
+        assert ds.split(k).tolist() == splits[k].tolist()
+    with pytest.raises(hds.DataError, match=r"unknown split 'dev'; available: \['test', 'train', 'val'\]"):
+        ds.split("dev")
+    # standardised with the training rows' statistics only
+    mean, std = views[0][tr].mean(0), views[0][tr].std(0)
+    assert np.allclose(ds.standardized(0), (views[0] - mean) / std, atol=1e-5)
+    assert np.allclose(ds.standardized(0, np.array([3, 1])), ((views[0] - mean) / std)[[3, 1]], atol=1e-5)
+    assert ds.standardized(1).dtype == np.float32
+    assert np.allclose(ds.standardized(1)[tr].mean(0), 0.0, atol=1e-5)
+    # no labels, default names
+    meta2 = hds.write_dataset(tmp_path / "nl", views, target, None, splits, {"dataset": "toy"})
+    assert meta2["n_classes"] is None
+    ds2 = hds.load_dataset(tmp_path / "nl")
+    assert ds2.labels is None and ds2.names == ["m0", "m1"]
+    with pytest.raises(hds.DataError, match="leave"):
+        hds.write_dataset(tmp_path / "bad", views, target, None, {**splits, "val": splits["val"][:1]}, {"dataset": "x"})
+
+
+def test_load_dataset_refuses_missing_edited_and_unreadable_files(tmp_path):
+    hds = _dataset_module()
+    views = [np.arange(24.0).reshape(12, 2), np.ones((12, 2))]
+    splits = hds.make_splits(12, 0, 0.25, 0.25)
+    hds.write_dataset(tmp_path, views, views[0], None, splits, {"dataset": "toy"})
+    with pytest.raises(hds.DataError, match=r"dataset.json does not exist; create the dataset with "
+                                            r"`python -m harness data --out "):
+        hds.load_dataset(tmp_path / "nowhere")
+    npz = tmp_path / "dataset.npz"
+    good = npz.read_bytes()
+    npz.write_bytes(good[:-10])
+    with pytest.raises(hds.DatasetIntegrityError, match=r"dataset.npz is corrupted or truncated: sha256 [0-9a-f]+ "
+                                                        r"does not match the [0-9a-f]+ recorded in"):
+        hds.load_dataset(tmp_path)
+    with pytest.raises(hds.DatasetIntegrityError, match="cannot be read"):
+        hds.load_dataset(tmp_path, verify=False)
+    npz.write_bytes(good)
+    assert hds.load_dataset(tmp_path).n == 12
+    (tmp_path / "dataset.json").write_text("{")
+    with pytest.raises(hds.DatasetIntegrityError, match="is not valid JSON"):
+        hds.load_dataset(tmp_path)
+
+
+# ----------------------------------------------------------------------------- divergence estimators by brute force
+
+
+def _lse(a, axis=None):
+    a = np.asarray(a, dtype=float)
+    m = np.max(a, axis=axis, keepdims=True)
+    return np.squeeze(m, axis=axis) + np.log(np.exp(a - m).sum(axis=axis)) if axis is not None else \
+        float(m.ravel()[0] + np.log(np.exp(a - m).sum()))
+
+
+def _ref_log_mean_tuple_kernel(xs, h):
+    """log mean over every M-tuple of exp(-S/(2h^2)), S = (1/M) sum_{m<n} |a_m - a_n|^2 (itertools)."""
+    import itertools
+
+    M = len(xs)
+    vals = []
+    for idx in itertools.product(*[range(len(x)) for x in xs]):
+        a = [xs[m][i] for m, i in enumerate(idx)]
+        s = sum(((a[m] - a[n]) ** 2).sum() for m in range(M) for n in range(m + 1, M)) / M
+        vals.append(-s / (2 * h * h))
+    return _lse(vals) - math.log(len(vals))
+
+
+def _ref_holder_exact(xs, h):
+    M = len(xs)
+    return -_ref_log_mean_tuple_kernel(xs, h) + np.mean([_ref_log_mean_tuple_kernel([x] * M, h) for x in xs])
+
+
+def _ref_holder_resub(xs, h, gamma):
+    M = len(xs)
+    w, c = gamma / M, 1.0 / M
+
+    def log_kde(points, centers, loo):
+        d2 = ((points[:, None] - centers[None]) ** 2).sum(-1) / (2 * h * h)
+        out = []
+        for i in range(len(points)):
+            terms = [-d2[i, j] for j in range(len(centers)) if not (loo and j == i)]
+            out.append(_lse(terms) - math.log(len(terms)))
+        return np.array(out)
+
+    overlap, entropy = [], []
+    for m in range(M):
+        ell = np.stack([log_kde(xs[m], xs[n], n == m) for n in range(M)])
+        log_q = _lse(ell, axis=0) - math.log(M)
+        overlap.append(_lse(w * ell.sum(0) - log_q) - math.log(len(xs[m])))
+        entropy.append(_lse((gamma - 1) * ell[m]) - math.log(len(xs[m])))
+    return -(_lse(overlap) - math.log(M)) + c * sum(entropy)
+
+
+def _small_samples(sizes, d=2, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(b, d, generator=gen, dtype=F64) for b in sizes]
+
+
+@pytest.mark.parametrize("sizes", [(3, 4, 2), (2, 3, 2, 3)])
+def test_exact_tuple_kernel_and_holder_against_brute_force(sizes):
+    from harness.instruments import divergence as dv
+
+    xs = _small_samples(sizes, seed=len(sizes))
+    arrays = [x.numpy() for x in xs]
+    h = 0.8
+    ref = _ref_log_mean_tuple_kernel(arrays, h)
+    for block in (1, 2, 3, 5, 7, 12, 1 << 22):
+        assert float(dv._log_mean_tuple_kernel(xs, h, block_elems=block)) == pytest.approx(ref, abs=1e-10), block
+    got = dv.holder(xs, bandwidth=h, estimator="exact")
+    assert float(got) == pytest.approx(_ref_holder_exact(arrays, h), abs=1e-10)
+    count = math.prod(sizes) + sum(b ** len(sizes) for b in sizes)
+    assert dv.exact_tuple_count(list(sizes)) == count
+    with pytest.raises(ValueError, match=rf"estimator='exact' needs {count:.3g} M-tuples for M={len(sizes)} "
+                                         rf"modalities with B=\[{', '.join(map(str, sizes))}\] samples"):
+        dv.holder(xs, bandwidth=h, estimator="exact", max_tuples=count - 1)
+    assert float(dv.holder(xs, bandwidth=h, estimator="exact", max_tuples=count)) == pytest.approx(float(got))
+
+
+def test_exact_holder_for_two_modalities_and_the_pair_form():
+    from harness.instruments import divergence as dv
+
+    xs = _small_samples((4, 3), seed=2)
+    arrays = [x.numpy() for x in xs]
+    for h in (0.5, 1.3):
+        ref = _ref_holder_exact(arrays, h)
+        assert float(dv.holder(xs, bandwidth=h, estimator="exact")) == pytest.approx(ref, abs=1e-10)
+        assert float(dv.holder_pair(xs[0], xs[1], bandwidth=h)) == pytest.approx(ref, abs=1e-10)
+        assert float(dv.holder_pair(xs[0], xs[1], bandwidth=h, estimator="exact")) == pytest.approx(ref, abs=1e-10)
+        # D_CS = 2 x the alpha = gamma = 2 pair divergence
+        assert float(dv.cauchy_schwarz(xs[0], xs[1], bandwidth=h)) == pytest.approx(2 * ref, abs=1e-10)
+
+
+@pytest.mark.parametrize("gamma", [None, 2.5])
+def test_resubstitution_holder_against_brute_force(gamma):
+    from harness.instruments import divergence as dv
+
+    xs = _small_samples((5, 4, 6), d=3, seed=9)
+    arrays = [x.numpy() for x in xs]
+    h = 0.9
+    g = 3.0 if gamma is None else gamma
+    got = float(dv.holder(xs, gamma, bandwidth=h))
+    assert got == pytest.approx(_ref_holder_resub(arrays, h, g), abs=1e-10)
+    assert float(dv.holder(xs, gamma, bandwidth=h, estimator="resubstitution")) == got
+
+
+def test_pair_holder_resubstitution_by_brute_force():
+    from harness.instruments import divergence as dv
+
+    x, y = _small_samples((5, 4), d=2, seed=3)
+    h, alpha, gamma = 0.7, 3.0, 2.5
+    a, b = alpha, alpha / (alpha - 1)
+    # the holder estimator with overlap exponents (gamma/alpha, gamma/beta), entropy weights (1/alpha, 1/beta)
+    xs = [x.numpy(), y.numpy()]
+
+    def log_kde(points, centers, loo):
+        d2 = ((points[:, None] - centers[None]) ** 2).sum(-1) / (2 * h * h)
+        return np.array([_lse([-d2[i, j] for j in range(len(centers)) if not (loo and j == i)])
+                         - math.log(len(centers) - (1 if loo else 0)) for i in range(len(points))])
+
+    w, c = np.array([gamma / a, gamma / b]), np.array([1 / a, 1 / b])
+    overlap, entropy = [], []
+    for m in range(2):
+        ell = np.stack([log_kde(xs[m], xs[n], n == m) for n in range(2)])
+        log_q = _lse(ell, axis=0) - math.log(2)
+        overlap.append(_lse((w[:, None] * ell).sum(0) - log_q) - math.log(len(xs[m])))
+        entropy.append(_lse((gamma - 1) * ell[m]) - math.log(len(xs[m])))
+    ref = -(_lse(overlap) - math.log(2)) + (c * np.array(entropy)).sum()
+    got = dv.holder_pair(x, y, alpha=alpha, gamma=gamma, bandwidth=h)
+    assert float(got) == pytest.approx(ref, abs=1e-10)
+    assert float(dv.holder_pair(x, y, alpha=alpha, gamma=gamma, bandwidth=h, estimator="resubstitution")) == \
+        pytest.approx(ref, abs=1e-10)
+    # alpha = gamma = 2 with the resubstitution estimator differs from the exact one
+    assert float(dv.holder_pair(x, y, bandwidth=h, estimator="resubstitution")) != \
+        pytest.approx(float(dv.holder_pair(x, y, bandwidth=h)), abs=1e-6)
+
+
+def test_divergence_argument_errors_word_for_word():
+    from harness.instruments import divergence as dv
+
+    x, y = _small_samples((4, 4), seed=1)
+    assert _message(dv.holder, [x, y], 1.0) == "gamma must be a finite number > 1, got 1.0"
+    assert _message(dv.holder, [x, y], True) == "gamma must be a finite number > 1, got True"
+    assert _message(dv.holder, [x, y], "3") == "gamma must be a finite number > 1, got '3'"
+    assert _message(dv.holder, [x, y], float("inf")) == "gamma must be a finite number > 1, got inf"
+    assert math.isfinite(float(dv.holder([x, y], 1.01, bandwidth=1.0)))
+    assert _message(dv.holder, [x, y], estimator="x") == "estimator must be 'exact' or 'resubstitution', got 'x'"
+    assert _message(dv.holder, [x, y], 3, bandwidth=1.0, estimator="exact") == \
+        "estimator='exact' needs gamma == M=2, got gamma=3"
+    assert float(dv.holder([x, y], 2, bandwidth=1.0, estimator="exact")) == \
+        pytest.approx(float(dv.holder([x, y], bandwidth=1.0, estimator="exact")))
+    assert _message(dv.holder_pair, x, y, alpha=1.0) == \
+        "alpha must be a finite number > 1 (beta = alpha/(alpha-1)), got 1.0"
+    assert _message(dv.holder_pair, x, y, alpha=True) == \
+        "alpha must be a finite number > 1 (beta = alpha/(alpha-1)), got True"
+    assert _message(dv.holder_pair, x, y, alpha=float("nan")).startswith("alpha must be a finite number > 1")
+    assert _message(dv.holder_pair, x, y, gamma=0.5) == "gamma must be a finite number > 1, got 0.5"
+    assert _message(dv.holder_pair, x, y, estimator="y") == \
+        "estimator must be 'auto', 'exact' or 'resubstitution', got 'y'"
+    assert _message(dv.holder_pair, x, y, alpha=3.0, estimator="exact") == \
+        "estimator='exact' needs alpha == gamma == 2, got alpha=3.0, gamma=2.0"
+    assert _message(dv.holder_pair, x, y, gamma=3.0, estimator="exact") == \
+        "estimator='exact' needs alpha == gamma == 2, got alpha=2.0, gamma=3.0"
+    for bad in (True, None, [1.0]):
+        assert _message(dv.kde_bandwidth, bad, x) == f"bandwidth must be a positive number or 'median', got {bad!r}"
+    assert dv.kde_bandwidth(0.3, x) == 0.3 and dv.kde_bandwidth(2, x) == 2.0
+    from objectives.kernels import resolve_bandwidth
+
+    assert dv.kde_bandwidth("median", x, y) == pytest.approx(resolve_bandwidth("median", x, y) / SQ2)
+    with pytest.raises(ValueError):
+        dv.kde_bandwidth(0.0, x)
+    with pytest.raises(ValueError):
+        dv.kde_bandwidth(-1.0, x)
+    with pytest.raises(ValueError, match="leave-one-out needs points == centers, got 3 points and 4 centers"):
+        dv._log_kde_at(x[:3], x, 1.0, True)
+    assert _message(dv.cauchy_schwarz, x, torch.zeros(4, 3, dtype=F64)) == \
+        "(x, y)[1] has dimension d=3 but (x, y)[0] has d=2"
+    assert _message(dv.holder, [x, y[:, :1]]) == "xs[1] has dimension d=1 but xs[0] has d=2"
+
+
+def test_log_kde_at_by_hand_and_in_row_chunks(monkeypatch):
+    from harness.instruments import divergence as dv
+
+    x = torch.tensor([[0.0], [1.0], [3.0]], dtype=F64)
+    c = torch.tensor([[0.0], [2.0]], dtype=F64)
+    h = 1.0
+    ref = [math.log((1 + math.exp(-2)) / 2), math.log((math.exp(-0.5) + math.exp(-0.5)) / 2),
+           math.log((math.exp(-4.5) + math.exp(-0.5)) / 2)]
+    assert dv._log_kde_at(x, c, h, False).tolist() == pytest.approx(ref)
+    loo = [math.log((math.exp(-0.5) + math.exp(-4.5)) / 2), math.log((math.exp(-0.5) + math.exp(-2)) / 2),
+           math.log((math.exp(-4.5) + math.exp(-2)) / 2)]
+    assert dv._log_kde_at(x, x, h, True).tolist() == pytest.approx(loo)
+    monkeypatch.setattr(dv, "_ROW_BLOCK_ELEMS", 3)  # one row per chunk
+    assert dv._row_chunk(3) == 1 and dv._row_chunk(0) == 3 and dv._row_chunk(2) == 1
+    assert dv._log_kde_at(x, x, h, True).tolist() == pytest.approx(loo)
+    assert dv._log_kde_at(x, c, h, False).tolist() == pytest.approx(ref)
+    monkeypatch.setattr(dv, "_ROW_BLOCK_ELEMS", 4)
+    assert dv._row_chunk(2) == 2 and dv._row_chunk(3) == 1 and dv._row_chunk(5) == 1
+
+
+def test_holder_null_arguments_and_size(monkeypatch):
+    from harness.instruments import divergence as dv
+
+    gen = torch.Generator().manual_seed(4)
+    pool = torch.randn(20, 2, generator=gen, dtype=F64)
+    assert _message(dv.holder_null, [pool], 2, 5, True) == \
+        "bandwidth must be a fixed positive number (the KDE's h), got True"
+    assert _message(dv.holder_null, [pool], 2, 5, 0.0).startswith("bandwidth must be a fixed positive number")
+    assert _message(dv.holder_null, [pool], 2, 5, float("inf")).startswith("bandwidth must be a fixed positive")
+    assert _message(dv.holder_null, [pool], 1, 5, 1.0) == "n_mod must be an int >= 2, got 1"
+    assert _message(dv.holder_null, [pool], True, 5, 1.0) == "n_mod must be an int >= 2, got True"
+    assert _message(dv.holder_null, [pool], 2, 5, 1.0, draws=1) == "draws must be an int >= 2, got 1"
+    assert _message(dv.holder_null, [pool], 2, 5, 1.0, draws=True) == "draws must be an int >= 2, got True"
+    assert _message(dv.holder_null, [pool[:5]], 3, 5, 1.0) == \
+        "the null needs 3 disjoint samples of >= 2 rows, but the smallest pool has 5 rows"
+    seen = []
+    real = dv.holder
+
+    def spy(parts, gamma, bw, estimator):
+        seen.append((len(parts), parts[0].shape[0], gamma, bw))
+        return real(parts, gamma, bw, estimator)
+
+    monkeypatch.setattr(dv, "holder", spy)
+    r = dv.holder_null([pool, pool[:9]], 2, 7, 1.0, draws=3, seed=1, gamma=2.5)
+    assert r["size"] == 4 and r["n"] == 3 and len(r["values"]) == 3  # 9 // 2 = 4 rows per sample
+    assert seen == [(2, 4, 2.5, 1.0)] * 3
+    v = np.array(r["values"])
+    assert r["mean"] == pytest.approx(v.mean()) and r["sd"] == pytest.approx(v.std(ddof=1))
+    assert r["q95"] == pytest.approx(np.quantile(v, 0.95))
+    # draw t uses pool t mod 2, rows drawn by a generator seeded with the seed
+    g = torch.Generator().manual_seed(1)
+    first = torch.randperm(20, generator=g)[:8]
+    assert r["values"][0] == pytest.approx(float(real(list(pool[first].reshape(2, 4, -1)), 2.5, 1.0, "resubstitution")))
+    dflt = dv.holder_null([pool], 2, 3, 1.0)
+    assert dflt["n"] == 8 and dflt["size"] == 3
+    assert dflt["values"] == dv.holder_null([pool], 2, 3, 1.0, seed=0)["values"]
+
+
+def test_proxy_bound_estimator_choice_and_errors():
+    x, y, w = _small_samples((4, 4, 4), seed=5)
+    assert proxy_bound([x, y], 1.0)["estimator"] == "exact"  # M = 2: always exact
+    assert proxy_bound([x, y, w], 1.0, max_tuples=4 ** 3 + 3 * 4 ** 3)["estimator"] == "exact"
+    r = proxy_bound([x, y, w], 1.0, max_tuples=4 ** 3 + 3 * 4 ** 3 - 1)
+    assert r["estimator"] == "resubstitution" and r["guaranteed"] is False
+    assert r["divergence"] == pytest.approx(float(dv_holder([x, y, w], 3.0, 1.0, "resubstitution")))
+    rr = proxy_bound([x, y, w], 1.0, estimator="resubstitution")
+    assert rr["estimator"] == "resubstitution" and rr["bound"] == pytest.approx(r["bound"])
+    with pytest.raises(ValueError, match=r"proxy_bound needs paired samples \(equal B\), got B=\[4, 3\]"):
+        proxy_bound([x, y[:3]], 1.0)
+    with pytest.raises(ValueError, match="estimator must be 'auto', 'exact' or 'resubstitution', got 'z'"):
+        proxy_bound([x, y], 1.0, estimator="z")
+    with pytest.raises(ValueError, match="anchor must be an int"):
+        proxy_bound([x, y], 1.0, anchor=2)
+
+
+def dv_holder(*args):
+    from harness.instruments import divergence as dv
+
+    return dv.holder(*args)
+
+
+def test_paired_effect_interval_uses_the_measurement_error_by_hand():
+    from scipy import stats
+
+    rows = []
+    for seed, (dm, se) in enumerate([(1.0, 0.3), (2.0, 0.4), (4.0, 0.0)]):
+        rows.append({"dataset": "a", "variant": "b", "M": 2, "seed": seed, "x": 0.0, "se": se})
+        rows.append({"dataset": "a", "variant": "m", "M": 2, "seed": seed, "x": dm, "se": 0.0})
+    df = pd.DataFrame(rows)
+    res = st.paired_effect(df, "x", "m", "b", se_col="se")
+    d = np.array([1.0, 2.0, 4.0])
+    # one split (split_seed 0) shared by 3 units with mean error (0.3 + 0.4 + 0)/3
+    se = math.sqrt(d.var(ddof=1) / 3 + (0.7 / 3) ** 2)
+    assert res["se"] == pytest.approx(se)
+    half = stats.t.ppf(0.975, 2) * se
+    assert res["low"] == pytest.approx(d.mean() - half) and res["high"] == pytest.approx(d.mean() + half)
+    plain = st.paired_effect(df, "x", "m", "b")
+    assert plain["se"] == pytest.approx(math.sqrt(d.var(ddof=1) / 3))
+    two = st.unit_interval(pd.DataFrame({"dataset": "a", "seed": [0, 1], "split_seed": 0, "value": [1.0, 3.0],
+                                         "e": np.nan}))
+    assert two["n"] == 2 and two["low"] == pytest.approx(2 - stats.t.ppf(0.975, 1) * 1.0)
+
+
+def test_paired_cells_names_the_first_duplicated_cell():
+    rows = [{"dataset": "a", "variant": "m", "M": m, "seed": 0, "x": 1.0} for m in (2, 3, 2, 3)]
+    rows.append({"dataset": "a", "variant": "b", "M": 2, "seed": 0, "x": 1.0})
+    with pytest.raises(ValueError) as info:
+        st.paired_cells(pd.DataFrame(rows), "x", "m", "b")
+    assert "'M': 2" in str(info.value).replace("np.int64(2)", "2") and "'M': 3" not in str(info.value)
+
+
+def test_slope_units_keep_going_after_a_dropped_unit_and_refuse_text():
+    df = pd.DataFrame({"dataset": "a", "seed": [0, 1, 1], "M": [2, 2, 4], "y": [5.0, 1.0, 2.0]})
+    out = st.slope_units(df, "y")
+    assert out["seed"].tolist() == [1] and out["value"].tolist() == pytest.approx([0.5])
+    empty = st.slope_units(df[df["seed"] == 0], "y")
+    assert empty.empty and list(empty.columns) == ["dataset", "seed", "split_seed", "value", "e", "n_m"]
+    text = df.assign(y=["5", "bad", 2.0])
+    assert st.slope_units(text, "y").empty  # unreadable values are dropped, not raised
+
+
+def test_unit_values_without_an_error_column():
+    cells = _cells([("a", 2, 0, 0, 1.0, 0.2)]).drop(columns="e")
+    assert st.unit_values(cells)["e"].isna().all()

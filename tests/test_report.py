@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from harness.experiment import keys
-from harness.report import FIGURES, TABLES, aggregate, claims, figures, statistics, tables
+from harness.report import FIGURES, TABLES, aggregate, claims, figures, stats, tables
 
 CFG = {
     "config": {
@@ -120,7 +120,7 @@ def test_verdict_rule():
     assert claims.overall(["supported", "contradicted"]) == "mixed"
     assert claims.overall(["contradicted", "inconclusive"]) == "contradicted"
     assert claims.overall([]) == "inconclusive"
-    assert claims.RULE is statistics.RULE and "Holm" in claims.RULE
+    assert claims.RULE is stats.RULE and "Holm" in claims.RULE
 
 
 def _primary(table):
@@ -226,7 +226,7 @@ def test_paired_by_key_with_shuffled_rows_and_missing_cells():
     pd.testing.assert_frame_equal(expected, got)
     # a missing baseline cell drops that pair only; the unit keeps its other M
     drop = df[(df["variant"] == "infonce") & (df["M"] == 4) & (df["seed"] == 2)].index
-    cells = statistics.paired_cells(df.drop(index=drop), keys.GAP, "unialign", "infonce")
+    cells = stats.paired_cells(df.drop(index=drop), keys.GAP, "unialign", "infonce")
     assert len(cells) == len(MS) * len(SEEDS) - 1
     assert not ((cells["M"] == 4) & (cells["seed"] == 2)).any()
 

@@ -133,12 +133,12 @@ def test_tiny_sweep_on_slurm_matches_local_run(local_run, slurm_run):
 
 
 def test_profile_uses_a_status_command_that_works_here(cluster, slurm_run):
-    _, _, log = slurm_run
+    copy, _, log = slurm_run
     # plugin 2.x logs failed status queries at debug level only; this message means it had switched
     assert "Falling back to 'sacct'" not in log
     from snakemake.profiles import ProfileConfigFileParser
 
-    with open(ROOT / "profiles" / "slurm" / "config.yaml") as f:
+    with open(copy / "profiles" / "slurm" / "config.yaml") as f:
         profile = dict(ProfileConfigFileParser().parse(f))
     if not cluster["accounting"]:
         assert profile["slurm-status-command"] == "squeue"

@@ -175,9 +175,9 @@ def collect_metrics(dirs: Sequence[str | Path], cfg: dict) -> pd.DataFrame:
                 row[keys.RETRIEVAL_RULE] = str(obj[keys.META_RETRIEVAL_RULE])
             if keys.META_N_EVAL in obj:
                 row[keys.N_EVAL] = int(obj[keys.META_N_EVAL])
-            params = variant_info(cfg, variant).get("params")
-            row["params"] = json.dumps(params if params is not None else json.loads(obj.get("meta/params", "{}")),
-                                       sort_keys=True)
+            # the parameters the run was trained with (tuned variants: the selected trial's), else the config's
+            params = json.loads(obj["meta/params"]) if "meta/params" in obj else variant_info(cfg, variant).get("params")
+            row["params"] = json.dumps(params or {}, sort_keys=True)
             row.update(_numeric_items(obj))
             rows.append(row)
     return _finish(rows)

@@ -143,9 +143,9 @@ def lines_vs_m(summary: pd.DataFrame, cfg: dict, out_dir: Path, name: str, metri
     pair = compared(cfg)
     variants = _order(cfg, main["variant"])
     datasets = sorted(main["dataset"].unique())
-    chance = None
-    if "R1" in metrics:
-        chance = style.chance_recall(1, gallery_size(main, source))
+    # chance level 100·k/N per dataset: each dataset has its own test-gallery size N
+    chance = {d: style.chance_recall(1, gallery_size(main[main["dataset"] == d], f"{source} ({d})"))
+              for d in datasets} if "R1" in metrics else {}
     # per metric: the objectives drawn in a panel of their own (union over datasets)
     apart: dict[str, set[str]] = {}
     for metric, col in cols.items():
@@ -197,13 +197,14 @@ def lines_vs_m(summary: pd.DataFrame, cfg: dict, out_dir: Path, name: str, metri
                 ax_apart.set_ylabel(ylabel)
                 ax_apart.set_title("objectives far from the compared pair (own scale)", fontsize=style.BASE_FONT - 1)
                 ax_main.tick_params(labelbottom=False)
-            if chance is not None:
+            if dataset in chance:
                 for ax in filter(None, (ax_main, ax_apart)):
-                    ax.axhline(chance, color="black", ls=":", lw=1.0, zorder=1)
+                    ax.axhline(chance[dataset], color="black", ls=":", lw=1.0, zorder=1)
                 handles.setdefault("__chance__", plt.Line2D([], [], color="black", ls=":", lw=1.0))
     labels = {v: variant_label(cfg, v) for v in variants}
-    if chance is not None:
-        labels["__chance__"] = f"chance (100·k/N, N = {round(100 / chance)})"
+    if chance:
+        sizes = ", ".join(f"{d} {round(100 / c)}" for d, c in chance.items())
+        labels["__chance__"] = f"chance (100·k/N; N: {sizes})"
     keys = [k for k in [*variants, "__chance__"] if k in handles]
     style.legend_below(fig, [handles[k] for k in keys], [labels[k] for k in keys])
     fig.suptitle(f"{title} (mean over seeds; band: 95% t interval)")

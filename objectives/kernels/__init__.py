@@ -30,6 +30,8 @@ from objectives.kernels.distances import (
 )
 from objectives.kernels.forms import modality_quadratic, pair_laplacian, unit_rows
 from objectives.kernels.lse import (
+    generated_kernels,
+    generated_kernels_info,
     group_lse,
     pair_lse,
     sphere_log_mean_kernel,
@@ -56,6 +58,8 @@ __all__ = [
     "sphere_self_log_mean_kernels",
     "volume_lse",
     "gram_volumes",
+    "generated_kernels",
+    "generated_kernels_info",
     "WORKSPACE_MAX_BYTES",
     "release_workspace",
 ]

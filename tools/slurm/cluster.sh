@@ -17,8 +17,9 @@
 # slurm.conf, slurmdbd.conf, the munge key and socket, state, spool, logs (log/), the MariaDB data
 # folder and pids (one "name pid" line per daemon). Nothing under /etc is read or changed and no
 # service manager is used: each daemon is started in the foreground by its own command, in its own
-# session, and `stop` ends exactly the PIDs recorded in that file. The daemons are configured with
-# loopback addresses only (127.0.0.1; MariaDB is bound to it, munge is a Unix socket).
+# session, and `stop` ends exactly the PIDs recorded in that file. Every daemon listens on 127.0.0.1
+# only (CommunicationParameters=NoCtldInAddrAny,NoInAddrAny; MariaDB --bind-address; munge and
+# MariaDB's admin socket are Unix sockets).
 # Run as root (the daemons, and the jobs, run as root). Ports: $UNIALIGN_SLURM_PORT (slurmctld,
 # default 6817), +1 slurmd, +2 slurmdbd, +3 MariaDB.
 set -euo pipefail
@@ -171,6 +172,8 @@ AuthInfo=socket=$DIR/munge/munge.socket
 DbdHost=$HOST
 DbdAddr=127.0.0.1
 DbdPort=$((PORT + 2))
+# bind to DbdAddr only, not every interface
+CommunicationParameters=NoInAddrAny
 SlurmUser=root
 PidFile=$DIR/run/slurmdbd.pid
 LogFile=$DIR/log/slurmdbd.log
@@ -265,6 +268,13 @@ start_cluster() {
     spawn slurmd slurmd -D -f "$DIR/slurm.conf" -N "$HOST"
     sleep 1; check_alive slurmd
     wait_for "node $HOST" 60 sh -c "sinfo -h -N -o '%T' | grep -Eq '^(idle|mixed|allocated)'"
+    # NoInAddrAny binds to the address the node's name resolves to: say so if that is not loopback
+    if command -v ss >/dev/null; then
+        local wide
+        wide="$(ss -Hltnp 2>/dev/null | grep -E '"(slurmctld|slurmd|slurmdbd|mariadbd)"' | awk '{print $4}' \
+            | grep -v '^127\.0\.0\.1:' || true)"
+        [ -z "$wide" ] || log "warning: listening beyond 127.0.0.1: $(echo $wide); map '$HOST' to 127.0.0.1 in /etc/hosts"
+    fi
     log "cluster '$CLUSTER' is up: partition '$PARTITION' on node '$HOST' ($(nproc) CPUs)"
     log "accounting: $([ "$accounting" = 1 ] && echo "slurmdbd + MariaDB (account '$ACCOUNT')" || echo none)"
     log "now run: eval \"\$($0 env)\""

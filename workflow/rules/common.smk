@@ -294,7 +294,8 @@ def _train_argv(dataset, objective, params, m, seed, split, t, out_dir, val_inst
             argv += [flag, t[key]]
     if device != "cpu":
         argv += ["--device", device]
-    argv += ["--out", out_dir, "--quiet"]
+    # no --quiet: the progress lines (every few steps, with validation R@1) stay in the job's log
+    argv += ["--out", out_dir]
     return [str(a) for a in argv]
 
 

@@ -33,8 +33,15 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from objectives._base import UNIT_ROW_NORM_BOUND, Objective, Role, Temperature, check_chunk, check_index
-from objectives._base import check_positive
+from objectives._base import (
+    UNIT_ROW_NORM_BOUND,
+    Objective,
+    Role,
+    Temperature,
+    check_chunk,
+    check_index,
+    check_positive,
+)
 from objectives.kernels import volume_lse
 
 
@@ -63,7 +70,7 @@ class GRAM(Objective):
         a = self.anchor
         ls = self.label_smoothing
         # rows are unit vectors up to Objective.prepare's tolerance
-        common = dict(eps=self.vol_eps, chunk_size=self.chunk_size, row_norm=UNIT_ROW_NORM_BOUND)
+        common = {"eps": self.vol_eps, "chunk_size": self.chunk_size, "row_norm": UNIT_ROW_NORM_BOUND}
         if not self.is_distributed():
             pos, lse = volume_lse(z, a, scale, 0.5, 0.5, -ls / total, **common)
         else:

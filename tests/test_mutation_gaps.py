@@ -1374,6 +1374,10 @@ def test_validation_metrics_against_the_instruments(monkeypatch, caplog):
         assert f"r9: instrument {inst} failed and is left empty: RuntimeError: no" in \
             [r.getMessage() for r in caplog.records], inst
     assert not any(k.startswith("val/conflict/") for k in broken)
+    with caplog.at_level("WARNING"):
+        hm.validation_metrics(zs, loss_fn, gap_keys=False, conflict_keys=False)
+    assert "run: instrument divergence.holder failed and is left empty: RuntimeError: no" in \
+        [r.getMessage() for r in caplog.records]
     assert "val/holder" not in broken and not any(k.startswith(("val/proxy/", "val/grad/")) for k in broken)
     assert "val/gap/relative_gap_pairs" not in broken and "val/gap/centroid_distance_pairs" in broken
     assert "r9: instrument divergence.holder failed" in caplog.text
@@ -1795,3 +1799,163 @@ def test_slope_units_keep_going_after_a_dropped_unit_and_refuse_text():
 def test_unit_values_without_an_error_column():
     cells = _cells([("a", 2, 0, 0, 1.0, 0.2)]).drop(columns="e")
     assert st.unit_values(cells)["e"].isna().all()
+
+
+def test_dataset_messages_dtypes_and_pickles(tmp_path):
+    import json as _json
+
+    hds = _dataset_module()
+    small = {"train": np.arange(2), "val": np.arange(1), "test": np.arange(2)}
+    assert _message(hds.check_splits, small).startswith("dataset : split sizes")
+    assert _message(hds.write_dataset, tmp_path / "w", [np.ones((5, 2))], np.ones((5, 1)), None, small,
+                    {"dataset": "toy"}).startswith("dataset toy: split sizes")
+    mean, std = hds.fit_standardization(np.array([[0.0], [1.0]]))
+    assert std.tolist() == [0.5]
+    views = [np.arange(24.0).reshape(12, 2), np.ones((12, 2))]
+    splits = {k: v.astype(np.int32) for k, v in hds.make_splits(12, 0, 0.25, 0.25).items()}
+    hds.write_dataset(tmp_path, views, views[0] * 2, None, splits, {"dataset": "toy"})
+    with np.load(tmp_path / "dataset.npz") as z:
+        assert z["view_0"].dtype == np.float32 and z["view_1"].dtype == np.float32
+        assert z["target"].dtype == np.float32 and z["train_idx"].dtype == np.int64
+    # an object array (pickled) is refused even with a matching checksum
+    np.savez(tmp_path / "dataset.npz", view_0=np.array([{"a": 1}], dtype=object))
+    meta = _json.loads((tmp_path / "dataset.json").read_text())
+    meta["sha256"] = __import__("hashlib").sha256((tmp_path / "dataset.npz").read_bytes()).hexdigest()
+    (tmp_path / "dataset.json").write_text(_json.dumps(meta))
+    with pytest.raises(hds.DatasetIntegrityError, match=r"dataset.npz cannot be read: ValueError: "):
+        hds.load_dataset(tmp_path)
+
+
+# ----------------------------------------------------------------------------- claim 7: per-run correlations
+
+
+def _history(runs, order_col="step"):
+    """history rows: runs = {(seed, M): (holder values, proxy values)} in evaluation order."""
+    from harness.experiment import keys
+
+    rows = []
+    for (seed, M), (hs, ps) in runs.items():
+        for t, (h, p) in enumerate(zip(hs, ps)):
+            rows.append({"dataset": "syn", "variant": "unialign", "seed": seed, "split_seed": 0, "M": M,
+                         order_col: t + 1, keys.VAL_HOLDER: h, keys.VAL_PROXY: p})
+    return pd.DataFrame(rows)
+
+
+def test_run_correlations_by_hand():
+    from scipy import stats
+
+    from harness.experiment import keys
+    from harness.report import claims
+
+    n = claims.MIN_EVAL_POINTS
+    t = np.arange(n, dtype=float)
+    h = np.sin(t) + t
+    p = np.cos(t) + 2 * t
+    runs = {(0, 3): (h, p), (1, 3): (h[:n - 1], p[:n - 1]),  # too few points: dropped
+            (2, 3): (np.ones(n), p), (3, 3): (h, -p), (4, 4): (h[::-1].copy(), p)}
+    hist = _history(runs).sample(frac=1.0, random_state=0)  # evaluation order restored by step
+    hc, pc = keys.VAL_HOLDER, keys.VAL_PROXY
+    rs, most = claims._run_correlations(hist, hc, pc, True)
+    assert most == n and list(rs.columns) == ["dataset", "seed", "split_seed", "M", "r"]
+    assert rs[["seed", "M"]].values.tolist() == [[0, 3], [3, 3], [4, 4]]  # constant run 2 and short run 1 dropped
+    assert rs["r"].tolist() == pytest.approx([stats.pearsonr(np.diff(h), np.diff(p)).statistic,
+                                              stats.pearsonr(np.diff(h), np.diff(-p)).statistic,
+                                              stats.pearsonr(np.diff(h[::-1]), np.diff(p)).statistic])
+    levels, _ = claims._run_correlations(hist, hc, pc, False)
+    assert levels["r"].iloc[0] == pytest.approx(stats.pearsonr(h, p).statistic)
+    # without steps the epoch orders the points; unreadable values are dropped, not raised
+    by_epoch = _history({(0, 3): (h, p)}, "epoch")
+    by_epoch[keys.STEP] = np.nan
+    by_epoch = by_epoch.iloc[[3, 0, 6, 1, 7, 2, 5, 4]]  # not a reversal: r would not survive the shuffle
+    assert claims._run_correlations(by_epoch, hc, pc, True)[0]["r"].tolist() == pytest.approx(
+        [stats.pearsonr(np.diff(h), np.diff(p)).statistic])
+    text = _history({(0, 3): (list(h) + ["x"], list(p) + [1.0])})
+    r_text, most_text = claims._run_correlations(text, hc, pc, True)
+    assert most_text == n and r_text["r"].tolist() == pytest.approx([stats.pearsonr(np.diff(h), np.diff(p)).statistic])
+    short = _history({(0, 3): (h[:2], p[:2])})
+    r_short, most_short = claims._run_correlations(short, hc, pc, True)
+    assert r_short.empty and most_short == 2
+    assert claims._run_correlations(short.iloc[:0], hc, pc, True)[1] == 0
+
+
+def test_paired_statistic_label():
+    from harness.report import claims
+
+    assert claims._paired_stat([2, 4]) == "mean paired difference over units (M = 2, 4)"
+    assert claims._paired_stat([]) == "mean paired difference over units (M = –)"
+
+
+def test_gaussian_holder_closed_form_by_hand_and_its_checks():
+    from harness.instruments import divergence as dv
+
+    # mus (0, 0), (2, 0), (1, 3): mean (1, 1); spread 2 + 2 + 4 = 8... (1+1) + (1+1) + (0+4) = 8
+    assert dv.gaussian_holder_closed_form([[0, 0], [2, 0], [1, 3]], 0.5, 3.0) == pytest.approx(3.0 / (2 * 3 * 0.5) * 8)
+    assert dv.gaussian_holder_closed_form(np.array([[1.0], [1.0]]), 2.0, 2.0) == 0.0
+    assert dv.gaussian_holder_closed_form([[0.1], [0.3]], 1.0, 2.0) == pytest.approx(2.0 / 4.0 * 0.02, rel=1e-12)
+    assert _message(dv.gaussian_holder_closed_form, [1.0, 2.0], 1.0, 2.0) == "mus must have shape (M >= 2, d), got (2,)"
+    assert _message(dv.gaussian_holder_closed_form, [[1.0, 2.0]], 1.0, 2.0) == \
+        "mus must have shape (M >= 2, d), got (1, 2)"
+    assert _message(dv.gaussian_holder_closed_form, [[1.0], [float("nan")]], 1.0, 2.0) == \
+        "mus contains non-finite values"
+    for bad in (True, 0.0, -1.0, float("inf")):
+        assert _message(dv.gaussian_holder_closed_form, [[0.0], [1.0]], bad, 2.0) == \
+            f"sigma2 must be a finite positive number, got {bad!r}"
+        assert _message(dv.gaussian_holder_closed_form, [[0.0], [1.0]], 1.0, bad) == \
+            f"gamma must be a finite positive number, got {bad!r}"
+
+
+def test_divergence_messages_and_defaults_more():
+    from harness.instruments import divergence as dv
+
+    x, y, w = _small_samples((4, 4, 4), seed=11)
+    assert _message(dv.holder_pair, x, torch.zeros(4, 3, dtype=F64)) == "(x, y)[1] has dimension d=3 but (x, y)[0] has d=2"
+    assert _message(dv.holder_pair, x, y, alpha="3") == \
+        "alpha must be a finite number > 1 (beta = alpha/(alpha-1)), got '3'"
+    # the default bandwidth is the median heuristic
+    assert float(dv.holder_pair(x, y)) == pytest.approx(float(dv.holder_pair(x, y, bandwidth="median")))
+    assert float(dv.holder_pair(x, y)) != pytest.approx(float(dv.holder_pair(x, y, bandwidth=3.0)))
+    # the refusal of the exact estimator names count, memory, dtype and the limit
+    msg = _message(dv.holder, [x, y, w], bandwidth=1.0, estimator="exact", max_tuples=100)
+    total = 4 ** 3 + 3 * 4 ** 3
+    assert msg == (f"estimator='exact' needs {total:.3g} M-tuples for M=3 modalities with B=[4, 4, 4] samples "
+                   f"(cost O(B^M)); as one tensor that is {total * 8 / 2 ** 30:.3g} GiB (torch.float64), and it "
+                   f"exceeds max_tuples={100:.3g}. Use estimator='resubstitution' (O(M^2 B^2)), fewer samples, "
+                   "or a larger max_tuples.")
+    # B differs from d: the count is over rows
+    xs5 = _small_samples((5, 5, 5), d=2, seed=1)
+    assert "B=[5, 5, 5]" in _message(dv.holder, xs5, bandwidth=1.0, estimator="exact", max_tuples=10)
+    # proxy_bound passes max_tuples on to the exact estimator and anchors on modality 0 by default
+    with pytest.raises(ValueError, match="exceeds max_tuples=10"):
+        proxy_bound([x, y, w], 1.0, estimator="exact", max_tuples=10)
+    z = [t.numpy() for t in (x, y, w)]
+    l0 = (((z[0] - z[1]) ** 2).sum(1).mean() + ((z[0] - z[2]) ** 2).sum(1).mean()) / 2
+    assert proxy_bound([x, y, w], 1.0)["L_align_anchor"] == pytest.approx(l0, rel=1e-12)
+    # holder_null: argument types, the smallest accepted sizes and the pools' name
+    pool = torch.randn(8, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
+    assert _message(dv.holder_null, [pool], 2.5, 2, 1.0) == "n_mod must be an int >= 2, got 2.5"
+    assert _message(dv.holder_null, [pool], 2, 2, 1.0, draws=2.5) == "draws must be an int >= 2, got 2.5"
+    r = dv.holder_null([pool[:4]], 2, 2, 1.0, draws=2)
+    assert r["size"] == 2 and r["n"] == 2
+    assert r["mean"] == float(np.mean(r["values"])) and r["sd"] == float(np.std(r["values"], ddof=1))
+    assert _message(dv.holder_null, [pool, pool[:, :1]], 2, 2, 1.0) == "pools[1] has dimension d=1 but pools[0] has d=2"
+
+
+def test_paired_effect_passes_its_confidence_on():
+    from scipy import stats
+
+    rows = [{"dataset": "a", "variant": v, "M": 2, "seed": s, "x": (s + 1.0) * (v == "m")}
+            for v in ("m", "b") for s in range(3)]
+    res = st.paired_effect(pd.DataFrame(rows), "x", "m", "b", confidence=0.8)
+    se = np.std([1.0, 2.0, 3.0], ddof=1) / math.sqrt(3)
+    assert res["high"] - res["low"] == pytest.approx(2 * stats.t.ppf(0.9, 2) * se)
+
+
+def test_divergence_defaults_and_closed_form_centroid():
+    from harness.instruments import divergence as dv
+
+    x, y = _small_samples((5, 4), seed=21)
+    assert float(dv.cauchy_schwarz(x, y)) == pytest.approx(float(dv.cauchy_schwarz(x, y, "median")), rel=1e-12)
+    assert float(dv.holder([x, y])) == pytest.approx(float(dv.holder([x, y], bandwidth="median")), rel=1e-12)
+    # the spread is around the mean vector (2, 0), not around the mean of all coordinates
+    assert dv.gaussian_holder_closed_form([[0.0, 0.0], [4.0, 0.0]], 1.0, 2.0) == pytest.approx(2.0 / 4.0 * 8.0)
+    assert dv.gaussian_holder_closed_form([[0.0], [1.0]], 1.0, 0.5) == pytest.approx(0.5 / 4.0 * 0.5)

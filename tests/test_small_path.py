@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from reference_losses import make_zs
 
 import objectives
 from objectives.kernels import lse
-from reference_losses import make_zs
 
 CONFIGS = [
     ("infonce", {}),
@@ -52,7 +52,7 @@ def test_small_path_matches_general_path(name, params, M, B, d, dtype, monkeypat
     params = _params(params, M)
     small, g_small = _run(name, params, raw, dtype, False, monkeypatch)
     general, g_general = _run(name, params, raw, dtype, True, monkeypatch)
-    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=2e-5, atol=2e-6)
+    tol = {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 2e-5, "atol": 2e-6}
     assert set(small.terms) == set(general.terms)
     torch.testing.assert_close(small.loss, general.loss, **tol)
     for key in small.terms:

@@ -117,3 +117,66 @@ def test_breakdown_reports_gemm_share(capsys):
     r = bench_cli.breakdown(tp.Impl("infonce"), 3, 64, 16, st, rounds=1)
     assert 0.0 < r["gemm_s"] < r["step_s"] and 0.0 < r["gemm_share"] < 1.0
     assert r["gemm_efficiency"] > 0.0
+
+
+def test_gram_direct_baseline_is_the_gram_loss():
+    zs = [torch.randn(10, 6, dtype=torch.float64) for _ in range(3)]
+    ours = objectives.build("gram", temperature=tp.TEMPERATURE)(zs).loss
+    assert torch.allclose(tp.gram_direct(zs), ours, rtol=1e-10, atol=1e-12)
+    assert tp.matmul_flops("gram_direct", 3, 8, 4) == tp.matmul_flops("gram", 3, 8, 4) == 3 * (2 * 8 * 8 * 4) * 2
+
+
+def test_generated_variant_computes_the_same_loss_and_restores_the_switch():
+    """The ``generated_kernels`` parameter switches objectives.kernels.generated_kernels on for the
+    call only (the blocks here are below the generated tail's size, so this checks the plumbing)."""
+    from objectives.kernels import generated_kernels_info
+
+    zs = [torch.randn(16, 8, dtype=torch.float64) for _ in range(3)]
+    before = generated_kernels_info()["enabled"]
+    plain = tp.make_loss(tp.Impl("infonce"), torch.device("cpu"))(zs)
+    gen = tp.make_loss(tp.Impl("infonce", (("generated_kernels", True),), "generated"), torch.device("cpu"))(zs)
+    assert torch.allclose(plain, gen, rtol=1e-12, atol=1e-12)
+    assert generated_kernels_info()["enabled"] == before
+
+
+def test_clock_choice():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert bench_timing.resolve_clock("auto", cpu, 1) == "thread"
+    assert bench_timing.resolve_clock("auto", cpu, 2) == "wall"
+    assert bench_timing.resolve_clock("wall", cpu, 1) == "wall"
+    assert bench_timing.resolve_clock("thread", cpu, 4) == "thread"
+    assert bench_timing.resolve_clock("auto", cuda, 1) == "cuda"
+    with pytest.raises(ValueError):
+        bench_timing.resolve_clock("sundial", cpu, 1)
+    spent = bench_timing.timer(cpu, "thread")(lambda: sum(range(20000)))
+    assert spent > 0
+
+
+def test_targets_smoke_gram_part(tmp_path):
+    """--targets --small-targets --parts 6 judges GRAM against the direct formulation and against
+    anchor-based InfoNCE (reduced sizes: a smoke test of the mode, not the targets)."""
+    tpath = tmp_path / "targets.csv"
+    threads = torch.get_num_threads()
+    try:
+        rc = cli.main(["throughput", "--targets", "--small-targets", "--parts", "6", "--targets-out", str(tpath),
+                       "--repeats", "1", "--warmup", "1", "--budget-s", "0", "--memory", "none", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    assert rc == 0
+    with open(tpath, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["target"] for r in rows] == ["6 gram vs direct determinants", "6 gram roofline vs infonce_anchor"]
+    assert "clock: thread" in (tmp_path / "targets.md").read_text()
+    with open(tmp_path / "targets_rows.csv", newline="") as handle:
+        measured = list(csv.DictReader(handle))
+    assert {r["objective"] for r in measured} == {"gram", "gram_direct", "infonce_anchor"}
+    assert {r["clock"] for r in measured} == {"thread"}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_gpu_mode_refused_without_cuda(tmp_path, capsys):
+    rc = cli.main(["throughput", "--gpu", "--out", str(tmp_path / "g.csv"), "--fig", ""])
+    assert rc == 1
+    assert "CUDA is not available" in capsys.readouterr().err
+    assert not (tmp_path / "g.csv").exists()
+    assert bench_grid.grid("gpu")[-1] == (4, 16384, 512)

@@ -19,11 +19,10 @@ import math
 import pytest
 import torch
 
-from objectives.kernels import gram_volumes, volume
-from objectives.kernels import volume_lse
+from objectives.kernels import gram_volumes, volume, volume_lse
 
 EPS = 1e-6
-F64 = dict(rtol=1e-9, atol=1e-9)
+F64 = {"rtol": 1e-9, "atol": 1e-9}
 
 
 def _unit(x):
@@ -90,7 +89,7 @@ def _compare(z, anchor, scale, w_row, w_col, w_mean, rows=None, cols=None, chunk
             # gradients grow with the scale: the tolerance is relative to the largest entry
             size = max(1.0, float(rr.abs().max()))
             torch.testing.assert_close(gg, rr.to(gg.dtype), rtol=tol["rtol"], atol=tol["atol"] * size,
-                                       msg=lambda m: f"output {which}: {m}")
+                                       msg=lambda m, which=which: f"output {which}: {m}")
 
 
 @pytest.mark.parametrize("M", [2, 3, 4, 5, 6, 7, 8])
@@ -211,7 +210,7 @@ def test_rejects_bad_arguments():
 def test_second_derivatives_refused():
     a, x = _data(3, 4, 5)
     z = _stack(a, x).requires_grad_(True)
-    pos, lse = volume_lse(z, 0, 2.0, 0.5, 0.5)
+    _, lse = volume_lse(z, 0, 2.0, 0.5, 0.5)
     with pytest.raises(RuntimeError, match="create_graph"):
         torch.autograd.grad(lse, z, create_graph=True)
 

@@ -3,6 +3,7 @@
     python tools/mutation.py harness/instruments/gap.py          # or a short name: gap
     python tools/mutation.py gap --max-children 2 --fresh
     python tools/mutation.py --list                               # the modules and their tests
+    python tools/mutation.py claims --only judge _run_correlations  # some functions of a module
 
 The pairing lives in pyproject.toml, ``[tool.mutmut.modules]``; the other ``[tool.mutmut]`` settings
 (pytest arguments, timeouts) are shared. Each module gets its own working folder
@@ -76,14 +77,15 @@ def workdir(module: str, tests: list[str], mutmut: dict, pytest_ini: dict, fresh
     return work
 
 
-def score(work: Path) -> dict:
-    """Counts per status from ``mutmut results --all true`` (one ``name: status`` line per mutant)."""
+def score(work: Path, only: list[str] | None = None) -> dict:
+    """Counts per status from ``mutmut results --all true`` (one ``name: status`` line per mutant),
+    restricted to the functions ``only`` when given."""
     out = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=work,
                          capture_output=True, text=True, check=True).stdout
     status: dict[str, str] = {}
     for line in out.splitlines():
         name, sep, st = line.strip().rpartition(": ")
-        if sep:
+        if sep and (not only or any(f".x_{f}__mutmut_" in name for f in only)):
             status[name] = st
     counts: dict[str, int] = {}
     for st in status.values():
@@ -103,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fresh", action="store_true", help="discard earlier results of this module")
     p.add_argument("--score-only", action="store_true", help="report the stored results without running")
     p.add_argument("--list", action="store_true", help="list the modules and their tests")
+    p.add_argument("--only", nargs="+", metavar="FUNCTION",
+                   help="mutate only these functions of the module (mutmut mutant-name patterns)")
     args = p.parse_args(argv)
     mutmut, ini = settings()
     modules = ini.pop("_modules")
@@ -114,12 +118,16 @@ def main(argv: list[str] | None = None) -> int:
     work = workdir(module, modules[module], mutmut, ini, args.fresh)
     if not args.score_only:
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        rc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)],
-                            cwd=work, env=env).returncode
+        names = []
+        if args.only:
+            dotted = module.removesuffix(".py").replace("/", ".")
+            names = [f"{dotted}.x_{f}__mutmut_*" for f in args.only]
+        rc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children),
+                             *names], cwd=work, env=env).returncode
         if rc != 0:
             print(f"mutmut run exited with {rc}", file=sys.stderr)
             return rc
-    res = {"module": module, "tests": modules[module], **score(work)}
+    res = {"module": module, "tests": modules[module], "only": args.only, **score(work, args.only)}
     (work / "score.json").write_text(json.dumps(res, indent=2) + "\n", "utf-8")
     print(f"{module}: {res['score']:.1f} % of {res['total']} mutants caught {res['counts']}")
     for name in res["surviving"]:

@@ -11,7 +11,10 @@ Timing protocol (noise-robust on a shared machine)
     each. Every row reports the minimum and the median over at least ``--repeats`` rounds (more, up
     to 200, while a configuration stays within ``--budget-s`` seconds); ratios between
     rows of one configuration (roofline, speed-ups) come from the same rounds, so slow periods of a
-    busy machine hit both sides alike. Wall clock (``time.perf_counter``) on the CPU, CUDA events
+    busy machine hit both sides alike. On the CPU with one torch thread the clock is the thread's
+    CPU time (``time.thread_time``: a preempted call is not lengthened, which on a shared machine
+    otherwise penalises long calls against the short reference GEMM), with more threads the wall
+    clock (``time.perf_counter``); ``--clock`` overrides, and every row names its clock. CUDA events
     (after a synchronize) on a GPU. An implementation whose first call takes longer than
     ``--slow-s`` seconds is timed once (``repeats`` = 1 in its row).
 
@@ -38,10 +41,13 @@ Roofline ratio
                                          P = M - 1 (pairs="anchor"), U = modalities in a pair
     symile (negatives="n"), and          per modality one B x B x d logits product forward and two
     symile_package                       backward: 3 * 2 B^2 d * M
-    gram                                 only its cross Gram products: per non-anchor modality one
+    gram (and gram_direct)               the anchors against every tuple's rotated rows (the
+                                         base-volume x height factorisation of
+                                         objectives.kernels.volume): per non-anchor modality one
                                          (B, d) x (d, B) product forward, two backward:
-                                         3 * 2 B^2 d * (M - 1); the B^2 M x M determinants are not
-                                         counted, so its ratio is a loose upper bound of efficiency
+                                         3 * 2 B^2 d * (M - 1), the work of anchor-based InfoNCE
+                                         (the direct formulation's B^2 M x M determinants are
+                                         extra work beyond this minimum)
     ===================================  ===========================================================
 
     The alignment terms, normalisation and elementwise passes are O(M B d) or O(B^2) and are not
@@ -53,6 +59,10 @@ Baselines
     ``F.cross_entropy`` on S and S^T and plain autograd (the same value as ``infonce``).
     ``symile_package``: the PyPI ``symile.Symile("n")`` on the same inputs as our ``symile``
     (rows L2-normalised inside the timed call for both; logit scale 1 / 0.07).
+    ``gram_direct``: GRAM's loss from every (anchor, tuple) M x M Gram matrix and its determinant
+    (``objectives.kernels.gram_volumes``) with plain autograd, the formulation ``gram`` replaced.
+    A variant ``infonce[generated]`` runs ``infonce`` with ``objectives.kernels.generated_kernels``
+    switched on (the exp / sums / scaling tail of each block as torch.compile-generated kernels).
 
 Peak memory
     CPU: torch allocations are invisible to tracemalloc, so each configuration is run once in a fresh
@@ -70,7 +80,9 @@ Every row records device, dtype, torch version, thread count and the 1-minute lo
 Modes: default grid (a few minutes on 2 CPU cores), ``--quick`` (tests, seconds), ``--full`` (the big
 grid including the target sizes), ``--targets`` (evaluates the performance targets and writes
 ``results/throughput_targets.csv`` and ``.md``), ``--breakdown`` (prints the GEMM share of a step and
-the GEMMs' efficiency against the reference rate, from a torch.profiler trace).
+the GEMMs' efficiency against the reference rate, from a torch.profiler trace), ``--gpu`` (every
+objective on CUDA in float32 and bfloat16 up to B = 16384 with CUDA events, into
+``results/throughput_gpu.csv`` and ``figures/throughput_gpu.*``; every row names the device).
 """
 
 from __future__ import annotations
@@ -94,8 +106,8 @@ from harness.bench.impls import (
     make_loss,
     matmul_flops,
 )
-from harness.bench.targets import evaluate_targets, merge_previous, targets_csv, targets_markdown
-from harness.bench.timing import device_name, loadavg, timer
+from harness.bench.targets import ALL_PARTS, evaluate_targets, merge_previous, targets_csv, targets_markdown
+from harness.bench.timing import CLOCKS, device_name, loadavg, resolve_clock, timer
 from harness.files import atomic_write_text
 
 _GEMM_OPS = ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm")
@@ -108,7 +120,7 @@ def breakdown(impl: Impl, M: int, B: int, d: int, st: Settings, rounds: int = 4)
     zs = make_inputs(M, B, d, dtype, st.device)
     step = fwd_bwd(make_loss(impl, st.device), zs)
     gemm = gemm_call(B, d, B, dtype, st.device)
-    clock = timer(st.device)
+    clock = timer(st.device, "wall")  # the profiler's operator times are wall times
     for _ in range(max(st.warmup, 1)):
         step()
         gemm()
@@ -145,6 +157,9 @@ def add_arguments(p) -> None:
     size.add_argument("--full", action="store_true", help="the big grid, target sizes included (hours on a CPU)")
     size.add_argument("--targets", action="store_true",
                       help="evaluate the performance targets; writes --targets-out .csv and .md")
+    size.add_argument("--gpu", action="store_true",
+                      help="every objective on CUDA, float32 and bfloat16, B up to 16384 (CUDA events); "
+                           "writes results/throughput_gpu.csv and figures/throughput_gpu.* unless --out / --fig")
     size.add_argument("--breakdown", action="store_true",
                       help="print where one forward + backward spends its time (GEMM vs the rest) for "
                            "--objectives (default infonce) at --shapes (default the target-1 sizes)")
@@ -160,6 +175,8 @@ def add_arguments(p) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--dtype", default=None, help="comma-separated (default float32; float32,bfloat16 on cuda)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--clock", choices=list(CLOCKS), default="auto",
+                   help="CPU timing: thread CPU time or wall clock (auto: thread time for one torch thread)")
     p.add_argument("--warmup", type=int, default=None, help="untimed calls per implementation")
     p.add_argument("--repeats", type=int, default=None, help="timed interleaved rounds (min and median)")
     p.add_argument("--memory", choices=["auto", "all", "none"], default=None,
@@ -170,7 +187,7 @@ def add_arguments(p) -> None:
                    help="seconds per configuration: extra interleaved rounds (up to 200) for fast ones "
                         "(default 3; --quick: 0, i.e. exactly --repeats rounds)")
     p.add_argument("--no-train", action="store_true", help="--targets: skip the training throughput")
-    p.add_argument("--parts", default="1,2,3,4,5", help="--targets: which targets to measure")
+    p.add_argument("--parts", default="1,2,3,4,5,6", help="--targets: which targets to measure")
     p.add_argument("--chunk-batch", type=int, default=32768, help="--targets: B of the chunked target")
     p.add_argument("--small-targets", action="store_true",
                    help="--targets at reduced sizes (a smoke test of the mode, not the targets)")
@@ -181,6 +198,10 @@ def main(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.gpu:
+        args.device = "cuda"
+        args.out = "results/throughput_gpu.csv" if args.out == "results/throughput.csv" else args.out
+        args.fig = "figures/throughput_gpu.png" if args.fig == "figures/throughput.png" else args.fig
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but CUDA is not available", file=sys.stderr)
@@ -189,7 +210,8 @@ def main(args) -> int:
         dtypes = [getattr(torch, s.strip()) for s in args.dtype.split(",")]
     else:
         dtypes = [torch.float32, torch.bfloat16] if device.type == "cuda" else [torch.float32]
-    mode = "quick" if args.quick else "full" if args.full else "targets" if args.targets else "default"
+    mode = ("quick" if args.quick else "full" if args.full else "targets" if args.targets
+            else "gpu" if args.gpu else "default")
     st = Settings(
         device=device, dtypes=dtypes, threads=torch.get_num_threads(),
         warmup=args.warmup if args.warmup is not None else (1 if args.quick else 2),
@@ -197,6 +219,7 @@ def main(args) -> int:
         memory=args.memory or ("none" if args.quick else "auto"), mode=mode,
         slow_s=args.slow_s if args.slow_s is not None else (math.inf if args.quick else 10.0),
         budget_s=args.budget_s if args.budget_s is not None else (0.0 if args.quick else 3.0),
+        clock=args.clock,
     )
     t0 = time.perf_counter()
     if args.breakdown:
@@ -215,14 +238,15 @@ def main(args) -> int:
         if args.out == "results/throughput.csv":  # do not overwrite the grid's CSV by default
             out = tpath.with_name(tpath.stem + "_rows.csv")
         parts = {int(x) for x in args.parts.split(",")}
-        if parts != {1, 2, 3, 4, 5}:  # re-measured a subset: keep the other targets' earlier results
+        if parts != ALL_PARTS:  # re-measured a subset: keep the other targets' earlier results
             targets, rows = merge_previous(tpath, out, parts, targets, rows)
         atomic_write_text(tpath, targets_csv(targets))
         header = (f"# Throughput targets\n\nMeasured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on "
                   f"{device_name(device)} ({device.type}), torch {torch.__version__}, {st.threads} threads, "
                   f"1-min load average {loadavg()} at the end; min of at least {st.repeats} interleaved rounds "
-                  f"(up to 200 within {st.budget_s:g} s per configuration), ratios from the same rounds.")
-        if parts != {1, 2, 3, 4, 5}:
+                  f"(up to 200 within {st.budget_s:g} s per configuration), ratios from the same rounds; "
+                  f"clock: {resolve_clock(st.clock, device, st.threads)}.")
+        if parts != ALL_PARTS:
             header += f" Targets {sorted(parts)} re-measured in this run; the others kept from the previous run."
         atomic_write_text(tpath.with_suffix(".md"), targets_markdown(targets, header))
         atomic_write_text(out, rows_to_csv(rows))

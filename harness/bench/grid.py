@@ -26,7 +26,7 @@ from harness.bench.impls import (
     make_loss,
     matmul_flops,
 )
-from harness.bench.timing import cuda_peak, device_name, interleaved, loadavg, probe_memory
+from harness.bench.timing import cuda_peak, device_name, interleaved, loadavg, probe_memory, resolve_clock
 
 
 @dataclass
@@ -41,6 +41,7 @@ class Settings:
     slow_s: float = 10.0
     budget_s: float = 3.0  # per configuration: more rounds for fast configurations (see interleaved)
     mode: str = "default"
+    clock: str = "auto"  # timing.resolve_clock: thread CPU time for one CPU thread, else wall / CUDA events
     log: Callable[[str], None] = field(default=lambda s: print(s, file=sys.stderr, flush=True))
 
 
@@ -67,12 +68,13 @@ def measure_config(impls: list[Impl], M: int, B: int, d: int, dtype: torch.dtype
     gemm_rows = B if chunk_size is None else min(chunk_size, B)
     calls["__gemm__"] = gemm_call(gemm_rows, d, B, dtype, device)
     times: dict[str, list[float]] = {}
+    clock = resolve_clock(st.clock, device, st.threads)
     try:
-        times = interleaved(calls, device, st.warmup, st.repeats, st.slow_s, st.budget_s)
+        times = interleaved(calls, device, st.warmup, st.repeats, st.slow_s, st.budget_s, clock=clock)
     except Exception:  # noqa: BLE001 - one broken implementation must not hide the others: time separately
         for name, fn in calls.items():
             try:
-                times.update(interleaved({name: fn}, device, st.warmup, st.repeats, st.slow_s))
+                times.update(interleaved({name: fn}, device, st.warmup, st.repeats, st.slow_s, clock=clock))
             except Exception as exc:  # noqa: BLE001
                 failed[name] = f"{type(exc).__name__}: {exc}"
     gemm_t = min(times["__gemm__"])
@@ -82,7 +84,7 @@ def measure_config(impls: list[Impl], M: int, B: int, d: int, dtype: torch.dtype
         "mode": st.mode, "M": M, "B": B, "d": d, "chunk_size": chunk_size, "dtype": str(dtype).replace("torch.", ""),
         "device": device.type, "device_name": device_name(device), "torch_version": torch.__version__,
         "date": time.strftime("%Y-%m-%d"),
-        "threads": st.threads if device.type == "cpu" else "", "loadavg_1m": loadavg(),
+        "threads": st.threads if device.type == "cpu" else "", "loadavg_1m": loadavg(), "clock": clock,
         "warmup": st.warmup, "gemm_shape": f"{gemm_rows}x{d}x{B}", "gemm_time_min_s": gemm_t,
         "gemm_gflops": gemm_rate / 1e9,
     }
@@ -133,8 +135,9 @@ def run_grid(shapes: list[tuple[int, int, int]], impls: list[Impl], st: Settings
 
 
 def _feasible(impl: Impl, M: int, B: int, d: int) -> bool:
-    """Skip configurations whose memory grows beyond reason for a benchmark (gram: B^2 M^2 doubles)."""
-    if impl.objective == "gram":
+    """Skip configurations whose memory grows beyond reason for a benchmark: the direct GRAM keeps
+    B^2 M^2 Gram entries (and their float64 determinants' workspace) for autograd."""
+    if impl.objective == "gram_direct":
         return B * B * M * M * 8 <= 2 * 2**30
     return True
 
@@ -146,6 +149,8 @@ def grid(mode: str) -> list[tuple[int, int, int]]:
     """(M, B, d) shapes of each mode. M sweep at a fixed (B, d) and a B sweep at a fixed (M, d)."""
     if mode == "quick":
         return [(2, 32, 16), (3, 64, 16)]
+    if mode == "gpu":  # B sweep at M = 3 and the GPU target size (M = 4, B = 16384, d = 512)
+        return [(3, B, 512) for B in (1024, 2048, 4096, 8192, 16384)] + [(4, 16384, 512)]
     if mode == "full":
         shapes = [(M, B, d) for M in (2, 3, 4, 6, 8) for B in (64, 256, 1024, 2048) for d in (64, 256, 512)]
         shapes += [(M, 4096, 512) for M in (2, 3, 4)]

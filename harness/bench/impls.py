@@ -10,11 +10,11 @@ import torch.nn.functional as F
 
 TEMPERATURE = 0.07
 NUMERIC_BANDWIDTH = 0.5
-BASELINES = ("naive_clip_loop", "symile_package")
+BASELINES = ("naive_clip_loop", "symile_package", "gram_direct")
 
 COLUMNS = [
     "mode", "objective", "kind", "variant", "params", "M", "B", "d", "chunk_size", "dtype", "device",
-    "device_name", "torch_version", "date", "threads", "loadavg_1m", "warmup", "repeats", "time_min_s",
+    "device_name", "torch_version", "date", "threads", "loadavg_1m", "clock", "warmup", "repeats", "time_min_s",
     "time_median_s", "samples_per_s", "matmul_flops", "achieved_gflops", "gemm_shape", "gemm_time_min_s",
     "gemm_gflops", "roofline_ratio", "speedup_vs_naive", "peak_mem_mb", "peak_rss_total_mb",
     "memory_method", "memory_note", "note",
@@ -102,7 +102,7 @@ def matmul_flops(name: str, M: int, B: int, d: int, params: dict | None = None) 
         if params.get("negatives", "n") != "n":
             return None
         return 3 * unit * M
-    if name == "gram":
+    if name in ("gram", "gram_direct"):
         return 3 * unit * (M - 1)
     return None
 
@@ -123,9 +123,25 @@ def naive_clip_loop(zs: list[torch.Tensor], temperature: float = TEMPERATURE) ->
     return total / n
 
 
+def gram_direct(zs: list[torch.Tensor], temperature: float = TEMPERATURE, eps: float = 1e-6) -> torch.Tensor:
+    """GRAM's loss the direct way: every (anchor, tuple) Gram matrix (M x M) built and its determinant
+    taken (objectives.kernels.gram_volumes, B^2 of them), F.cross_entropy both ways, autograd (the
+    same value as ``gram``, anchor 0)."""
+    from objectives.kernels import gram_volumes
+
+    zs = [F.normalize(z, dim=-1) for z in zs]
+    logits = -gram_volumes(zs[0], torch.stack(zs[1:]), eps) / temperature
+    labels = torch.arange(zs[0].shape[0], device=zs[0].device)
+    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+
+
 def make_loss(impl: Impl, device: torch.device) -> Callable[[list[torch.Tensor]], torch.Tensor]:
+    """The timed loss. The parameter ``generated_kernels=True`` (not an objective argument) runs the
+    objective with objectives.kernels.generated_kernels switched on."""
     if impl.objective == "naive_clip_loop":
         return naive_clip_loop
+    if impl.objective == "gram_direct":
+        return gram_direct
     if impl.objective == "symile_package":
         import symile  # the PyPI peer
 
@@ -140,9 +156,19 @@ def make_loss(impl: Impl, device: torch.device) -> Callable[[list[torch.Tensor]]
 
         return run_peer
     import objectives
+    from objectives.kernels import generated_kernels
 
-    fn = objectives.build(impl.objective, **impl.kwargs()).to(device)
-    return lambda zs: fn(zs).loss
+    kwargs = impl.kwargs()
+    generated = bool(kwargs.pop("generated_kernels", False))
+    fn = objectives.build(impl.objective, **kwargs).to(device)
+    if not generated:
+        return lambda zs: fn(zs).loss
+
+    def run_generated(zs):
+        with generated_kernels(True):
+            return fn(zs).loss
+
+    return run_generated
 
 
 def make_inputs(M: int, B: int, d: int, dtype: torch.dtype, device: torch.device, seed: int = 0):

@@ -1,4 +1,5 @@
-"""Interleaved timing (wall clock on the CPU, CUDA events on a GPU) and peak memory probes."""
+"""Interleaved timing (thread CPU time or wall clock on the CPU, CUDA events on a GPU) and peak
+memory probes."""
 
 from __future__ import annotations
 
@@ -16,8 +17,29 @@ import torch
 
 from harness.bench.impls import Impl, fwd_bwd, make_inputs, make_loss
 
+CLOCKS = ("auto", "thread", "wall")
 
-def timer(device: torch.device) -> Callable[[Callable[[], None]], float]:
+
+def resolve_clock(clock: str, device: torch.device, threads: int) -> str:
+    """"cuda" on a GPU; on the CPU "thread" (CPU time of the calling thread) for one torch thread
+    and "wall" otherwise when ``clock`` is "auto".
+
+    Thread CPU time counts only the time the timed thread ran, so a busy machine that preempts it
+    cannot lengthen a measurement (wall-clock minima of long calls, which are rarely left
+    unpreempted on a shared machine, overstate their time against short ones such as the reference
+    GEMM); with several torch threads the work of the others would be missing, so the wall clock
+    is used there."""
+    if device.type == "cuda":
+        return "cuda"
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {CLOCKS}, got {clock!r}")
+    if clock == "auto":
+        return "thread" if threads == 1 else "wall"
+    return clock
+
+
+def timer(device: torch.device, clock: str = "wall") -> Callable[[Callable[[], None]], float]:
+    """Seconds one call takes: CUDA events on a GPU, else ``clock`` ("thread" or "wall")."""
     if device.type == "cuda":
         def cuda_time(fn):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -35,11 +57,17 @@ def timer(device: torch.device) -> Callable[[Callable[[], None]], float]:
         fn()
         return time.perf_counter() - t0
 
-    return wall
+    def thread(fn):
+        t0 = time.thread_time()
+        fn()
+        return time.thread_time() - t0
+
+    return thread if clock == "thread" else wall
 
 
 def interleaved(calls: dict[str, Callable[[], None]], device: torch.device, warmup: int, repeats: int,
-                slow_s: float = 10.0, budget_s: float = 0.0, max_rounds: int = 200) -> dict[str, list[float]]:
+                slow_s: float = 10.0, budget_s: float = 0.0, max_rounds: int = 200,
+                clock: str = "wall") -> dict[str, list[float]]:
     """Time every call once per round, rotating the order; ``warmup`` untimed calls first.
 
     Names starting with ``__`` (the reference GEMM) are never "slow", get at least one warm-up call
@@ -48,7 +76,7 @@ def interleaved(calls: dict[str, Callable[[], None]], device: torch.device, warm
     ``repeats`` (up to ``max_rounds``) until about ``budget_s`` seconds are spent: many rounds of
     short calls make their minimum robust against a busy machine at little cost.
     """
-    clock = timer(device)
+    clock = timer(device, clock)
     times: dict[str, list[float]] = {k: [] for k in calls}
     active = list(calls)
     for name in list(active):

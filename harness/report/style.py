@@ -46,6 +46,7 @@ _FIXED: dict[str, tuple[str, str]] = {
     "symile": (_YELLOW, "p"),
     "symile_package": (_OLIVE, "p"),
     "naive_clip_loop": (_BLACK, "o"),
+    "gram_direct": (_GREY, "x"),
 }
 _FALLBACK_COLOURS = ("#1B9E77", "#D95F02", "#7570B3", "#E7298A", "#66A61E", "#A6761D", "#E6AB02", "#1F78B4",
                      "#B2DF8A", "#FB9A99", "#CAB2D6", "#6A3D9A")
@@ -64,6 +65,7 @@ _NAMES = {
     "symile": "Symile",
     "symile_package": "Symile (reference package)",
     "naive_clip_loop": "per-pair CLIP loop (naive reference)",
+    "gram_direct": "GRAM, direct determinants (reference)",
 }
 
 # mathtext of the instruments' symbols

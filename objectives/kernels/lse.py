@@ -129,7 +129,7 @@ def _scale_outer(s: Tensor, beta: Tensor, v: Tensor) -> None:
     s.mul_(beta.unsqueeze(2) + v.unsqueeze(0))
 
 
-class generated_kernels:  # noqa: N801 - used as a function and as a context manager
+class generated_kernels:  # a function-style name: used as a call and as a context manager
     """Switch the generated block tail on or off: ``generated_kernels(True)`` (for the process) or
     ``with generated_kernels(True): ...`` (restored on exit)."""
 
@@ -137,7 +137,7 @@ class generated_kernels:  # noqa: N801 - used as a function and as a context man
         self._previous = _generated["enabled"]
         _generated["enabled"] = bool(enabled)
 
-    def __enter__(self) -> "generated_kernels":
+    def __enter__(self) -> generated_kernels:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -83,17 +83,32 @@ class _Frames:
 
 def _exclusive_products(s: Tensor) -> Tensor:
     """(N, K) prod_{l != k} s_l, without division (s may contain zeros)."""
+    if s.shape[1] <= 2:  # K = 1: the empty product; K = 2: the other eigenvalue
+        return torch.ones_like(s) if s.shape[1] == 1 else s.flip(1)
     ones = torch.ones_like(s[:, :1])
     before = torch.cumprod(torch.cat([ones, s[:, :-1]], dim=1), dim=1)
     after = torch.cumprod(torch.cat([ones, s.flip(1)[:, :-1]], dim=1), dim=1).flip(1)
     return before * after
 
 
+_masks: dict = {}
+
+
+def _eye(k: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The (k, k) boolean identity and the (k, k, k) mask "m differs from k and from l", cached."""
+    key = (k, device)
+    if key not in _masks:
+        eye = torch.eye(k, dtype=torch.bool, device=device)
+        _masks[key] = (eye, ~(eye.view(k, 1, k) | eye.view(1, k, k)))
+    return _masks[key]
+
+
 def _pair_exclusive_products(s: Tensor) -> Tensor:
     """(N, K, K) prod_{m != k, l} s_m (the diagonal k == l is not used)."""
     k = s.shape[1]
-    eye = torch.eye(k, dtype=torch.bool, device=s.device)
-    keep = ~(eye.view(k, 1, k) | eye.view(1, k, k))  # (k, l, m): m differs from k and from l
+    if k <= 2:  # the empty product
+        return torch.ones((s.shape[0], k, k), dtype=s.dtype, device=s.device)
+    keep = _eye(k, s.device)[1]  # (k, l, m)
     return torch.where(keep, s.view(-1, 1, 1, k), torch.ones((), dtype=s.dtype, device=s.device)).prod(-1)
 
 
@@ -119,16 +134,16 @@ def _eigh(c: Tensor) -> tuple[Tensor, Tensor]:
     return torch.linalg.eigh(c)
 
 
-def _frames(x: Tensor, with_rows: bool = True, dtype: torch.dtype | None = None) -> _Frames:
+def _frames(x: Tensor, dtype: torch.dtype) -> _Frames:
+    """The frames of the tuples x (N, K, d), with the GEMM operand in ``dtype``."""
     s, u = _eigh((x @ x.transpose(1, 2)).double())
     s = s.clamp_min(0.0)
     lam = _exclusive_products(s)
     s, u, lam = s.to(x.dtype), u.to(x.dtype), lam.to(x.dtype)
     fr = _Frames(x=x, u=u, s=s, lam=lam, det=s.prod(dim=1))
-    if with_rows:
-        n, n_other, d = x.shape
-        fr.g = (u * lam.sqrt().unsqueeze(1)).transpose(1, 2) @ x  # rows sqrt(lam_k) u_k^T X_j
-        fr.rows = fr.g.transpose(0, 1).reshape(n_other * n, d).to(dtype)
+    n, n_other, d = x.shape
+    fr.g = (u * lam.sqrt().unsqueeze(1)).transpose(1, 2) @ x  # rows sqrt(lam_k) u_k^T X_j
+    fr.rows = fr.g.transpose(0, 1).reshape(n_other * n, d).to(dtype)
     return fr
 
 
@@ -145,7 +160,7 @@ def _tuple_grad(w: Tensor, h: Tensor, fr: _Frames) -> Tensor:
     sp = inv.unsqueeze(2) * ((w @ fr.x.transpose(1, 2)) @ fr.u)
     sp = 0.5 * (sp + sp.transpose(1, 2))
     pi = _pair_exclusive_products(fr.s)
-    eye = torch.eye(k, dtype=torch.bool, device=w.device)
+    eye = _eye(k, w.device)[0]
     diag_s = torch.diagonal(sp, dim1=1, dim2=2)  # (N, K)
     gamma_diag = (pi.masked_fill(eye, 0.0) * diag_s.unsqueeze(2)).sum(dim=1)  # sum_{k != m} pi_km S'_kk
     gamma = torch.diag_embed(gamma_diag) - (pi * sp).masked_fill(eye, 0.0)
@@ -286,7 +301,6 @@ class _VolumeLSE(torch.autograd.Function):
         R = a.shape[0]
         work = _work_dtype(a.dtype)
         fr = _frames(_tuple_rows(others), dtype=a.dtype)
-        fdt = fr.x.dtype
         det_w = fr.det.to(work)
         n_all = torch.linalg.vector_norm(a, dim=-1, dtype=work).square()
         step = R if chunk is None else max(1, min(int(chunk), R))
@@ -403,19 +417,20 @@ class _VolumeLSE(torch.autograd.Function):
         # the positives: one contiguous run of anchors (lo .. hi) over all chunks
         lo = min(R, max(0, -offset))
         hi = max(lo, min(R, n - offset))
-        pv = torch.cat([dg.v for _, dg, _ in diags])
+        def joined(parts: list[Tensor]) -> Tensor:  # one chunk's piece, or all chunks' joined
+            return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+        pv = joined([dg.v for _, dg, _ in diags])
         pos = pv.sum(dtype=torch.float64)
         if grads:
-            # the 2 of dD/da and dD/dX folded in with dlse/dD = -scale H' / 2
-            da = da.to(fdt).mul_(-scale)
-            w = w.view(n_other, n, d).transpose(0, 1).to(fdt).mul(-0.5 * scale)
-            h = h.to(fdt).mul_(-0.5 * scale)
-            q = torch.cat([dg.q for _, dg, _ in diags])
-            pull = torch.cat([dg.pull for _, dg, _ in diags])
-            weights = torch.stack([torch.cat([wt for _, _, wt in diags]), 0.5 / pv if want_pos else torch.zeros_like(pv)])
+            weights = torch.stack([joined([wt for _, _, wt in diags]), 0.5 / pv if want_pos else torch.zeros_like(pv)])
             ctx.diag = (lo, hi, offset)
             ctx.layout = (anchor, rows, cols)
-            ctx.save_for_backward(z, da, w, h, fr.u, fr.s, fr.lam, q, pull, weights,
+            # the GEMMs' pieces as they are (W k-major): the backward scales them by -scale / 2
+            # (dlse/dD = -scale H' / 2; the 2 of dD/da and dD/dX folded in) with the incoming gradient
+            ctx.scale = scale
+            ctx.save_for_backward(z, da, w, h, fr.u, fr.s, fr.lam, joined([dg.q for _, dg, _ in diags]),
+                                  joined([dg.pull for _, dg, _ in diags]), weights,
                                   None if gscale is None else gscale.to(a.dtype))
         return pos.to(a.dtype), total.to(a.dtype)
 
@@ -428,9 +443,13 @@ class _VolumeLSE(torch.autograd.Function):
             anchor, (r0, r1), (c0, c1) = ctx.layout
             lo, hi, offset = ctx.diag
             M, B = z.shape[0], z.shape[1]
-            fdt = w.dtype
+            fdt = u.dtype
+            n_other, n, d = u.shape[1], u.shape[0], z.shape[2]
             gl, gp = g_lse.to(fdt), g_pos.to(fdt)
-            da, w, h = da * gl, w * gl, h * gl
+            factor = gl * (-ctx.scale)
+            da = da.to(fdt) * factor
+            w = torch.mul(w.view(n_other, n, d).transpose(0, 1), 0.5 * factor).contiguous()  # (N, K, d)
+            h = h.to(fdt) * (0.5 * factor)
             # the positive pairs (i, i + offset), i = lo .. hi - 1 of the anchors, both outputs
             a = z[anchor, r0 + lo : r0 + hi].to(fdt)
             x = _tuple_rows(_others(z, anchor)[:, c0:c1])
@@ -438,12 +457,16 @@ class _VolumeLSE(torch.autograd.Function):
             _diagonal_grads(weights[0] * gl + weights[1] * gp, q, pull, a, a.square().sum(dim=1), s[cols].prod(dim=1),
                             da[lo:hi], w[cols], h[cols])
             fr = _Frames(x=x, u=u, s=s, lam=lam, det=s.prod(dim=1))
-            dx = _tuple_grad(w, h, fr)  # (N, K, d)
-            full = (r0, r1) == (c0, c1) == (0, B)
-            grad_z = z.new_empty(z.shape) if full else z.new_zeros(z.shape)
-            grad_z[anchor, r0:r1] = da
-            for k, m in enumerate(n for n in range(M) if n != anchor):
-                grad_z[m, c0:c1] = dx[:, k]
+            dx = _tuple_grad(w, h, fr).to(z.dtype)  # (N, K, d)
+            if (r0, r1) == (c0, c1) == (0, B):  # every row: the gradient in one copy, modality order
+                parts = list(dx.transpose(0, 1).unbind(0))
+                parts.insert(anchor, da.to(z.dtype))
+                grad_z = torch.stack(parts)
+            else:
+                grad_z = z.new_zeros(z.shape)
+                grad_z[anchor, r0:r1] = da
+                for k, m in enumerate(i for i in range(M) if i != anchor):
+                    grad_z[m, c0:c1] = dx[:, k]
         if ctx.needs_input_grad[1]:
             grad_s = g_lse * gscale
         return (grad_z, grad_s) + (None,) * 11

@@ -9,15 +9,15 @@
 #   tools/slurm/cluster.sh stop                     # stop the daemons started by `start`, by PID
 #
 # Without --accounting: munged, slurmctld and slurmd; AccountingStorageType=accounting_storage/none,
-# so `sacct` cannot report job states: the profile's `slurm-status-command: squeue` is the one that
-# works. With --accounting: mariadbd and slurmdbd as well (job accounting in MariaDB), and `sacct`
-# works too.
+# so `sacct` cannot report job states and profiles/slurm reads them with `squeue`. With
+# --accounting: mariadbd and slurmdbd as well (job accounting in MariaDB), and `sacct` works too.
 #
 # Everything lives in one folder, $UNIALIGN_SLURM_DIR (default: ${TMPDIR:-/tmp}/unialign-slurm):
 # slurm.conf, slurmdbd.conf, the munge key and socket, state, spool, logs (log/), the MariaDB data
-# folder and pids (one "name pid" line per daemon). Nothing under /etc is read or changed and no
-# service manager is used: each daemon is started in the foreground by its own command, in its own
-# session, and `stop` ends exactly the PIDs recorded in that file. Every daemon listens on 127.0.0.1
+# folder and pids (one "name pid" line per daemon); `stop` leaves it for its logs, `start` replaces
+# it. Nothing under /etc is read or changed and no service manager is used: each daemon is started
+# in the foreground by its own command, in its own session, and `stop` ends exactly the PIDs
+# recorded in that file (SIGTERM, SIGKILL after 30 s). Every daemon listens on 127.0.0.1
 # only (CommunicationParameters=NoCtldInAddrAny,NoInAddrAny; MariaDB --bind-address; munge and
 # MariaDB's admin socket are Unix sockets).
 # Run as root (the daemons, and the jobs, run as root). Ports: $UNIALIGN_SLURM_PORT (slurmctld,

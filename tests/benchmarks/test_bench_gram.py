@@ -1,0 +1,30 @@
+"""GRAM (base-volume x height factorisation) against the direct determinant formulation and against
+anchor-based InfoNCE, which does the same matmul work (same group per size); and the small-batch
+sizes of the InfoNCE family, where one fused node has to beat the naive per-pair loop.
+
+The speed targets themselves are judged by ``python -m harness throughput --targets --parts 6``
+(``results/throughput_targets.md``); these benchmarks are for before/after comparisons.
+"""
+
+import pytest
+
+GRAM_SIZES = [(3, 256, 64), (4, 256, 64), (3, 1024, 256)]
+
+
+@pytest.mark.parametrize("impl", ["gram", "gram_direct", "infonce_anchor"])
+@pytest.mark.parametrize("M,B,d", GRAM_SIZES, ids=[f"M{m}-B{b}-d{d}" for m, b, d in GRAM_SIZES])
+def test_gram_vs_direct(benchmark, fwd_bwd_of, impl, M, B, d):
+    benchmark.group = f"gram vs direct M={M} B={B} d={d}"
+    benchmark.extra_info.update(impl=impl, M=M, B=B, d=d)
+    benchmark(fwd_bwd_of(impl, M, B, d))
+
+
+SMALL = [(2, 32, 32), (2, 64, 64), (3, 32, 32)]
+
+
+@pytest.mark.parametrize("impl", ["infonce", "infonce_anchor", "naive_clip_loop"])
+@pytest.mark.parametrize("M,B,d", SMALL, ids=[f"M{m}-B{b}-d{d}" for m, b, d in SMALL])
+def test_small_batch_vs_naive(benchmark, fwd_bwd_of, impl, M, B, d):
+    benchmark.group = f"small batch M={M} B={B} d={d}"
+    benchmark.extra_info.update(impl=impl, M=M, B=B, d=d)
+    benchmark(fwd_bwd_of(impl, M, B, d))

@@ -568,7 +568,7 @@ def final_targets():
 
 
 def paper_reference():
-    path = config.get("paper_reference", os.path.join(BASEDIR, "..", "shared", "paper_reference.csv"))
+    path = config.get("paper_reference", os.path.join("config", "paper_reference.csv"))
     path = path if os.path.isabs(path) else os.path.join(BASEDIR, path)
     return [os.path.normpath(path)] if os.path.exists(path) else []
 

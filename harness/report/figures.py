@@ -275,8 +275,10 @@ def projection(runs: list[tuple[str, Path]], cfg: dict, out_dir: Path) -> list[P
     _u, _s, vt = np.linalg.svd(pooled - centre, full_matrices=False)
     basis = vt[:2].T
     plt = style.pyplot()
-    fig, axes = plt.subplots(1, len(loaded), figsize=(4.6 * len(loaded), 4.9), sharex=True, sharey=True,
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(1, len(loaded), figsize=(4.6 * len(loaded), 5.4), squeeze=False, layout="constrained")
+    # one square window for every panel (equal aspect on one basis; shared axes would fight the layout)
+    proj = np.concatenate([(z - centre) @ basis for _v, zs, *_ in loaded for z in zs])
+    half = 1.05 * float(np.abs(proj).max())
     colours = plt.get_cmap("Dark2").colors
     handles = []
     for ax, (variant, zs, names, rcfg, dataset) in zip(axes[0], loaded):
@@ -292,13 +294,14 @@ def projection(runs: list[tuple[str, Path]], cfg: dict, out_dir: Path) -> list[P
                        linewidths=1.2, zorder=4)
             if len(handles) < len(zs):
                 handles.append(h)
+        ax.set(xlim=(-half, half), ylim=(-half, half))
         ax.set_aspect("equal", adjustable="box")
         ax.set_title(f"{variant_label(cfg, variant)}\nmean centroid distance {gap:.3f}")
         ax.set_xlabel("PC 1 (shared basis)")
     axes[0][0].set_ylabel("PC 2 (shared basis)")
     centroid = plt.Line2D([], [], ls="", marker="X", color="white", markeredgecolor="black", markersize=10)
     labels = [h.get_label() for h in handles] + ["centroid of a modality"]
-    style.legend_below(fig, handles + [centroid], labels, ncol=len(labels))
+    style.legend_below(fig, handles + [centroid], labels, ncol=3)
     for lh in fig.legends[0].legend_handles[: len(handles)]:
         lh.set_sizes([30])
         lh.set_alpha(1.0)

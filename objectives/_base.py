@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import math
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Sequence
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -209,7 +210,7 @@ class Temperature(nn.Module):
         return log_scale.exp().to(dtype=dtype, device=device)
 
     @torch.no_grad()
-    def clamp_(self) -> "Temperature":
+    def clamp_(self) -> Temperature:
         """Clamp a learnable parameter in place to ``[log(1 / max_temperature), log(1 /
         min_temperature)]`` (CLIP's ``logit_scale.clamp_(0, ln 100)``); call it after each optimizer
         step. Only ``clamp="after_step"`` is changed: for a fixed temperature, ``"forward"`` and

@@ -20,8 +20,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from objectives._base import Objective, Role, check_chunk, check_nonnegative, check_positive
-from objectives._base import self_lmks
+from objectives._base import Objective, Role, check_chunk, check_nonnegative, check_positive, self_lmks
 from objectives.kernels import modality_quadratic, pair_laplacian
 
 

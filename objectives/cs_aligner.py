@@ -28,8 +28,18 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from objectives._base import Objective, Role, Temperature, check_bandwidth, check_choice, check_chunk
-from objectives._base import check_index, check_nonnegative, cross_lmk, self_lmks
+from objectives._base import (
+    Objective,
+    Role,
+    Temperature,
+    check_bandwidth,
+    check_choice,
+    check_chunk,
+    check_index,
+    check_nonnegative,
+    cross_lmk,
+    self_lmks,
+)
 from objectives._contrastive import contrastive_parts, pair_list
 from objectives.kernels import median_bandwidth_tensor
 from objectives.kernels.device import host_float, host_values

@@ -30,10 +30,17 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from objectives._base import Objective, Role, Temperature, check_choice, check_chunk, check_index
-from objectives._base import check_nonnegative
+from objectives._base import (
+    Objective,
+    Role,
+    Temperature,
+    check_choice,
+    check_chunk,
+    check_index,
+    check_nonnegative,
+)
 from objectives._contrastive import contrastive_parts, pair_list
-from objectives.kernels.lse import small_contrastive, small_contrastive_fits
+from objectives.kernels.small import small_contrastive, small_contrastive_fits
 
 
 class _PairwiseContrastive(Objective):
@@ -81,8 +88,8 @@ class _PairwiseContrastive(Objective):
         return self.pairs == "all"
 
     def fused_terms(self, embeddings) -> dict[str, Tensor] | None:
-        """Small batches in one process (B <= kernels.lse.SMALL_MAX_BATCH, fixed temperature, rows
-        normalised inside): normalisation and every pair in one node (kernels.lse.small_contrastive)."""
+        """Small batches in one process (B <= kernels.small.SMALL_MAX_BATCH, fixed temperature, rows
+        normalised inside): normalisation and every pair in one node (kernels.small.small_contrastive)."""
         temperature = self.temperature
         if (self.exclude_positive or not self.normalize or self.chunk_size is not None or temperature.learnable
                 or self.is_distributed()):

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import functools
 import operator
-
 from typing import ClassVar
 
 import torch

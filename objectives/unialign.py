@@ -38,8 +38,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from objectives._base import Objective, Role, check_bandwidth, check_choice, check_chunk, check_index
-from objectives._base import check_nonnegative, check_positive, self_lmk, self_lmks, union_lmk
+from objectives._base import (
+    Objective,
+    Role,
+    check_bandwidth,
+    check_choice,
+    check_chunk,
+    check_index,
+    check_nonnegative,
+    check_positive,
+    self_lmk,
+    self_lmks,
+    union_lmk,
+)
 from objectives.align_uniform import pairs_sq_dist_sum
 from objectives.kernels import log_mean_kernel, median_bandwidth_tensor, modality_quadratic
 from objectives.kernels.device import host_float
@@ -77,7 +88,7 @@ class UniAlign(Objective):
         anchor: int = 0,
         uniformity: str = "each",
         alignment: str = "anchor",
-        tuple: str = "off",  # noqa: A002 - the paper's name for the extension
+        tuple: str = "off",
         lam_uni: float = 1.0,
         lam_align: float = 1.0,
         lam_ctr: float = 1.0,

@@ -138,7 +138,7 @@ def test_bad_input_one_line_nonzero_nothing_written(scratch, capsys, argv, code,
 
 
 def test_disk_full_is_one_line_naming_the_path(scratch, tmp_path, capsys, monkeypatch):
-    import harness.files as files
+    from harness import files
 
     def full(_fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -17,9 +17,8 @@ from reference_losses import make_zs
 
 import objectives
 import objectives._base as base
-import objectives.kernels.device as device
-import objectives.kernels.distances as distances
 from objectives import kernels
+from objectives.kernels import device, distances
 
 ALL = objectives.available()
 F64 = dict(rtol=1e-9, atol=1e-11)

@@ -13,8 +13,7 @@ import pytest
 from harness.experiment import data as hd
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-from fake_uci import VIEW_DIMS, make_fake_wheel  # noqa: E402
-
+from fake_uci import VIEW_DIMS, make_fake_wheel
 
 # ----------------------------------------------------------------------------- synthetic
 

@@ -16,7 +16,13 @@ import torch
 import torch.nn.functional as F
 
 from harness.instruments import divergence as dv
-from harness.instruments.divergence import cauchy_schwarz, gaussian_holder_closed_form, holder, holder_pair, proxy_bound
+from harness.instruments.divergence import (
+    cauchy_schwarz,
+    gaussian_holder_closed_form,
+    holder,
+    holder_pair,
+    proxy_bound,
+)
 
 F64 = torch.float64
 
@@ -195,7 +201,7 @@ def test_exact_tuple_sum_by_brute_force():
     for i in range(3):
         for j in range(4):
             for k in range(2):
-                for l in range(5):  # noqa: E741
+                for l in range(5):
                     a = torch.stack([xs[0][i], xs[1][j], xs[2][k], xs[3][l]])
                     vals.append(-((a - a.mean(0)) ** 2).sum() / (2 * h * h))
     ref = torch.logsumexp(torch.stack(vals), 0) - math.log(3 * 4 * 2 * 5)

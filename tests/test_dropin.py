@@ -346,7 +346,7 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "drop-in.md"
 
 
 def _doc_block(marker: str) -> str:
-    blocks = [b for b in re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S) if marker in b]
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", DOC.read_text(), re.DOTALL) if marker in b]
     assert len(blocks) == 1, f"expected one python block of docs/drop-in.md containing {marker!r}"
     return blocks[0]
 

@@ -15,8 +15,7 @@ import torch
 
 import objectives
 from objectives import kernels
-from objectives.kernels import lse
-from objectives.kernels import pair_lse, total_lse
+from objectives.kernels import lse, pair_lse, total_lse
 
 
 @pytest.fixture(params=["fused", "autograd"])

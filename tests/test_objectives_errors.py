@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
+from reference_losses import make_zs, unit
 
 import objectives
-from reference_losses import make_zs, unit
 
 
 def _f(x):

@@ -5,10 +5,10 @@ duplicated rows), where the sqrt(det + eps) of the volume terms needs its eps gu
 
 import pytest
 import torch
+from reference_losses import make_zs
 from torch.func import functional_call
 
 import objectives
-from reference_losses import make_zs
 
 
 def _f(x):

@@ -15,9 +15,9 @@ import zlib
 
 import pytest
 import torch
+from reference_losses import REFERENCES, ROLES, as_rows, make_zs, median_candidates, unit
 
 import objectives
-from reference_losses import REFERENCES, ROLES, make_zs, median_candidates, as_rows, unit
 
 
 def _f(x):
@@ -514,8 +514,9 @@ def test_learnable_temperature_at_the_floor_still_has_a_gradient():
 
 
 # ----------------------------------------------------------------------------- public kernels
-from objectives import kernels  # noqa: E402
-from reference_losses import sqdist, log_mean_exp  # noqa: E402
+from reference_losses import log_mean_exp, sqdist
+
+from objectives import kernels
 
 
 @pytest.mark.parametrize("exclude_diagonal", [False, True])
@@ -547,8 +548,8 @@ def test_kernels_sq_dists_and_median():
 
 
 # ----------------------------------------------------------------------------- random configurations
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 @st.composite

@@ -1,4 +1,4 @@
-"""The small-batch path of the InfoNCE family (objectives.kernels.lse.small_contrastive: normalisation
+"""The small-batch path of the InfoNCE family (objectives.kernels.small.small_contrastive: normalisation
 and every pair in one autograd node) against the general path (unit_rows, modality_quadratic and the
 fused group kernel as separate nodes), forward and backward, term by term; and which inputs take it.
 
@@ -14,7 +14,7 @@ import torch
 from reference_losses import make_zs
 
 import objectives
-from objectives.kernels import lse
+from objectives.kernels import small as small_path
 
 CONFIGS = [
     ("infonce", {}),
@@ -33,9 +33,9 @@ def _params(params, M):
 
 def _run(name, params, raw, dtype, general, monkeypatch, stacked=False):
     if general:
-        monkeypatch.setattr(lse, "SMALL_MAX_BATCH", 0)
+        monkeypatch.setattr(small_path, "SMALL_MAX_BATCH", 0)
     else:
-        monkeypatch.setattr(lse, "SMALL_MAX_BATCH", 256)
+        monkeypatch.setattr(small_path, "SMALL_MAX_BATCH", 256)
     zs = [z.detach().to(dtype).requires_grad_(True) for z in raw]
     fn = objectives.build(name, **params)
     out = fn(torch.stack(zs) if stacked else zs)
@@ -90,13 +90,13 @@ def test_zero_row_gets_f_normalize_gradient(monkeypatch):
 
 def _spy(monkeypatch):
     calls = []
-    original = lse._SmallContrastive.apply
+    original = small_path._SmallContrastive.apply
 
     def apply(*args):
         calls.append(True)
         return original(*args)
 
-    monkeypatch.setattr(lse._SmallContrastive, "apply", apply)
+    monkeypatch.setattr(small_path._SmallContrastive, "apply", apply)
     return calls
 
 

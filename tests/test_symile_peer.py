@@ -9,9 +9,9 @@ The peer's "n_squared" needs M >= 3 (its recursion has no M = 2 base case)."""
 
 import pytest
 import torch
+from reference_losses import make_zs, ref_symile
 
 import objectives
-from reference_losses import make_zs, ref_symile
 
 
 def _f(x):

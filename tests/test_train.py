@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.experiment import data as hd
 from harness.cli import main as cli_main
+from harness.experiment import data as hd
 from harness.experiment.runs import CheckpointError, load_checkpoint, parse_params, save_checkpoint
 
 torch.set_num_threads(1)

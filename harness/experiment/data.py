@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from harness.cli import fraction, nonneg_float, nonneg_int, positive_int
 from harness.experiment.dataset import (  # noqa: F401 - re-exported
     FORMAT_VERSION,
     DataError,
@@ -41,7 +42,6 @@ from harness.experiment.uci import (  # noqa: F401 - re-exported
     fetch_uci_wheel,
     read_uci_wheel,
 )
-from harness.cli import fraction, nonneg_float, nonneg_int, positive_int
 from harness.files import check_output_dir, relative_path, sha256_file
 
 # ----------------------------------------------------------------------------- builders

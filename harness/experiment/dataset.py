@@ -141,7 +141,7 @@ def make_splits(
 
 def check_splits(splits: dict[str, np.ndarray], dataset: str | None = None) -> None:
     """Refuse splits with fewer than MIN_SPLIT_ROWS rows (e.g. too few samples for the fractions)."""
-    sizes = {k: int(len(splits.get(k, ()))) for k in ("train", "val", "test")}
+    sizes = {k: len(splits.get(k, ())) for k in ("train", "val", "test")}
     small = [k for k, v in sizes.items() if v < MIN_SPLIT_ROWS]
     if small:
         raise DataError(

@@ -138,7 +138,7 @@ def evaluate_run(run_dir, split: str = "test", temperature: float = 0.07, max_ro
         keys.META_SPLIT_SEED: int(ds.meta.get("split_seed", ds.meta.get("seed", 0))),
         keys.META_RETRIEVAL_RULE: rule,
         "meta/split": split,
-        "meta/n_eval": int(len(rows)),
+        "meta/n_eval": len(rows),
         "meta/modality_names": ",".join(ds.names[:M]),
         "meta/params": json.dumps(cfg["params"], sort_keys=True),
         "meta/data_sha256": ds.meta.get("sha256"),

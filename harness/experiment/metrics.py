@@ -4,7 +4,8 @@ flattening of instrument results into ``prefix/name/stat`` keys."""
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -164,9 +165,7 @@ def flatten_metrics(prefix: str, value: Any) -> dict[str, float]:
         elif value.size > 1 and value.dtype.kind in "fiu":
             out[prefix + "/mean"] = float(value.mean())
         return out
-    if isinstance(value, (bool, np.bool_)):
-        out[prefix] = float(value)
-    elif isinstance(value, (int, float, np.integer, np.floating)):
+    if isinstance(value, (bool, np.bool_)) or isinstance(value, (int, float, np.integer, np.floating)):
         out[prefix] = float(value)
     return out
 

@@ -125,7 +125,7 @@ def save_checkpoint(path: Path, state: dict) -> None:
 def load_checkpoint(path: Path) -> dict:
     try:
         outer = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise CheckpointError(
             f"checkpoint {path} is unreadable (truncated or corrupted: {type(exc).__name__}: {exc}); "
             "delete it to restart the run from scratch"
@@ -324,7 +324,7 @@ def check_dataset_for_run(ds: Dataset, n_modalities: int, batch_size: int, world
             f"--n-modalities {n_modalities} is not possible: the dataset {ds.meta.get('dataset')} has "
             f"{ds.n_modalities} modalities ({', '.join(ds.names)}); M must be in 2..{ds.n_modalities}"
         )
-    sizes = {k: int(len(ds.split(k))) for k in ("train", "val", "test")}
+    sizes = {k: len(ds.split(k)) for k in ("train", "val", "test")}
     small = [k for k, v in sizes.items() if v < 2]
     if small:
         raise TrainError(
@@ -364,7 +364,7 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu"):
     digest = verify_weights(run, record, payload)
     try:
         state = torch.load(io.BytesIO(payload), map_location=device, weights_only=False)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise TrainError(f"{path} is unreadable (truncated or corrupted): {exc}") from exc
     cfg = dict(state["config"])
     if record is not None:

@@ -58,7 +58,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +205,47 @@ def _choice(args, name: str, flag: str, choices: Sequence[str], default: str) ->
     if value not in choices:
         raise TrainError(f"{flag} {value!r} is not one of {list(choices)}")
     return value
+
+
+@dataclass
+class TrainOptions:
+    """The options of one training run, named as ``python -m harness train`` names them.
+
+    The command line takes its defaults from here and ``compare`` builds one directly;
+    :meth:`resolve` checks them and returns the run's config (the ``config`` of ``train.json``).
+    """
+
+    data: str
+    objective: str
+    n_modalities: int
+    out: str
+    param: list[str] = field(default_factory=list)
+    seed: int = 0
+    steps: int | None = None
+    epochs: int | None = None
+    batch_size: int = 128
+    dim: int = 64
+    hidden: int = 256
+    depth: int = 2
+    head: str = "linear"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    weight_decay_groups: str = "all"
+    eval_every_steps: int | None = None
+    eval_every: int | None = None
+    select: str = "last"
+    val_instruments: str = "standard"
+    device: str = "cpu"
+    quiet: bool = False
+    threads: int = 0
+    dist_timeout_s: float | None = None
+
+    @classmethod
+    def from_args(cls, args) -> "TrainOptions":
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+
+    def resolve(self) -> dict[str, Any]:
+        return resolve_config(self)
 
 
 def resolve_config(args) -> dict[str, Any]:
@@ -514,34 +555,36 @@ def add_arguments(p) -> None:
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="objective parameter, value parsed with yaml.safe_load (repeatable)")
     p.add_argument("--n-modalities", type=int, required=True, help="M: use the first M modalities")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=TrainOptions.seed)
     p.add_argument("--steps", type=int, default=None,
                    help="training budget in optimizer steps (give this or --epochs)")
     p.add_argument("--epochs", type=int, default=None,
                    help="training budget in epochs, i.e. epochs * (training rows // batch size) steps")
-    p.add_argument("--batch-size", type=int, default=128, help="global batch size (all ranks together)")
-    p.add_argument("--dim", type=int, default=64, help="shared embedding dimension d")
-    p.add_argument("--hidden", type=int, default=256, help="encoder hidden width")
-    p.add_argument("--depth", type=int, default=2, help="encoder hidden layers")
-    p.add_argument("--head", choices=HEADS, default="linear",
+    p.add_argument("--batch-size", type=int, default=TrainOptions.batch_size,
+                   help="global batch size (all ranks together)")
+    p.add_argument("--dim", type=int, default=TrainOptions.dim, help="shared embedding dimension d")
+    p.add_argument("--hidden", type=int, default=TrainOptions.hidden, help="encoder hidden width")
+    p.add_argument("--depth", type=int, default=TrainOptions.depth, help="encoder hidden layers")
+    p.add_argument("--head", choices=HEADS, default=TrainOptions.head,
                    help="encoder output: linear (unit L2 rows) or layernorm (LayerNorm rows, no L2 norm)")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--weight-decay-groups", choices=WEIGHT_DECAY_GROUPS, default="all",
+    p.add_argument("--lr", type=float, default=TrainOptions.lr)
+    p.add_argument("--weight-decay", type=float, default=TrainOptions.weight_decay)
+    p.add_argument("--weight-decay-groups", choices=WEIGHT_DECAY_GROUPS, default=TrainOptions.weight_decay_groups,
                    help="all: AdamW decays every parameter; clip: no decay on biases, norm weights (ndim < 2) "
                         "and the objective's temperature, as open_clip")
     p.add_argument("--eval-every-steps", type=int, default=None,
                    help=f"validation metrics every K steps and at the last (default: {DEFAULT_EVAL_POINTS} points)")
     p.add_argument("--eval-every", type=int, default=None,
                    help="validation metrics every K epochs and at the last (instead of --eval-every-steps)")
-    p.add_argument("--select", choices=SELECT_CHOICES, default="last",
+    p.add_argument("--select", choices=SELECT_CHOICES, default=TrainOptions.select,
                    help="model.pt weights: after the last step, or at the evaluation point with the best val R@1")
-    p.add_argument("--val-instruments", choices=VAL_INSTRUMENTS, default="standard",
+    p.add_argument("--val-instruments", choices=VAL_INSTRUMENTS, default=TrainOptions.val_instruments,
                    help="standard: conflict instruments at the last evaluation point only; full: every "
                         "instrument at every point; core: R@1, Hölder divergence and proxy only")
     p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--quiet", action="store_true", help="no progress bar, progress lines or summary line (warnings only)")
+    p.add_argument("--device", default=TrainOptions.device, help="cpu or cuda")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar, progress lines or summary line (warnings only)")
     add_progress_arguments(p)
     add_threads_argument(p)
     hdist.add_arguments(p)
@@ -550,7 +593,7 @@ def add_arguments(p) -> None:
 def main(args) -> int:
     apply_threads(args)
     try:
-        cfg = resolve_config(args)
+        cfg = TrainOptions.from_args(args).resolve()
         terminal = not cfg["quiet"] and sys.stderr.isatty()
         train(cfg, progress_options(args, terminal))
     except (TrainError, DataError, TensorBoardUnavailable, ProgressOptionError) as exc:

@@ -53,7 +53,7 @@ from torch import Tensor
 
 from harness.instruments._inputs import check_anchor, checked_modalities
 
-__all__ = ["infonce_conflicts", "gradient_conflicts", "role_gradients", "summarize"]
+__all__ = ["gradient_conflicts", "infonce_conflicts", "role_gradients", "summarize"]
 
 _EPS = 1e-12
 _ROW_BLOCK_ELEMS = 1 << 22

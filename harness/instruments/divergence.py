@@ -76,16 +76,16 @@ from harness.instruments._inputs import check_anchor, checked_modalities
 from objectives.kernels import log_kernel_matrix, log_mean_kernel, resolve_bandwidth, sq_dists
 
 __all__ = [
-    "kde_bandwidth",
-    "cauchy_schwarz",
-    "holder",
-    "holder_pair",
-    "proxy_bound",
-    "gaussian_holder_closed_form",
-    "exact_tuple_count",
-    "holder_null",
     "DEFAULT_MAX_TUPLES",
     "FIXED_BANDWIDTH",
+    "cauchy_schwarz",
+    "exact_tuple_count",
+    "gaussian_holder_closed_form",
+    "holder",
+    "holder_null",
+    "holder_pair",
+    "kde_bandwidth",
+    "proxy_bound",
 ]
 
 SQRT2 = math.sqrt(2.0)

@@ -44,15 +44,15 @@ from harness.instruments._inputs import checked_modalities, modality_pairs
 from objectives.kernels import log_mean_kernel
 
 __all__ = [
-    "modality_gap",
-    "centroid_distance",
-    "mean_paired_distance",
-    "relative_gap",
-    "linear_separability",
-    "true_pair_cosine",
     "alignment",
-    "uniformity",
+    "centroid_distance",
     "effective_rank",
+    "linear_separability",
+    "mean_paired_distance",
+    "modality_gap",
+    "relative_gap",
+    "true_pair_cosine",
+    "uniformity",
 ]
 
 

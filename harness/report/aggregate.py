@@ -37,8 +37,8 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 
@@ -83,7 +83,7 @@ def group_stats(df: pd.DataFrame, by: Sequence[str], metrics: dict[str, str], co
     for key, sub in df.groupby(list(by), sort=True, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
         row = dict(zip(by, key))
-        row["n"] = int(len(sub))
+        row["n"] = len(sub)
         for name, col in metrics.items():
             if col is None or col not in sub:
                 continue
@@ -135,9 +135,7 @@ def _numeric_items(obj: dict) -> dict[str, float]:
     for key, value in obj.items():
         if key.startswith("meta/"):
             continue
-        if isinstance(value, bool):
-            out[key] = float(value)
-        elif isinstance(value, (int, float)):
+        if isinstance(value, bool) or isinstance(value, (int, float)):
             out[key] = float(value)
     return out
 

@@ -206,7 +206,7 @@ def paired_effect(df: pd.DataFrame, col: str, method: str, baseline: str, se_col
     :func:`unit_interval`); also ``n_cells`` and ``ms`` (the M that entered)."""
     cells = paired_cells(df, col, method, baseline, se_col, transform)
     res = unit_interval(unit_values(cells), confidence)
-    res["n_cells"] = int(len(cells))
+    res["n_cells"] = len(cells)
     res["ms"] = sorted(int(m) for m in cells["M"].unique()) if len(cells) else []
     return res
 

@@ -6,6 +6,9 @@ Every objective and every divergence estimator calls these; nothing re-derives t
   kernel and the median bandwidth heuristic on plain (B, d) samples;
 - :mod:`objectives.kernels.forms`: fused L2 normalisation of all modalities and quadratic forms
   over modalities (sums of pair dot products and of squared pair distances);
+- :mod:`objectives.kernels.total`: the log-sum-exp of a whole block and of every modality's
+  self-similarity block; :mod:`objectives.kernels.small`: small batches of the InfoNCE family in one
+  node;
 - :mod:`objectives.kernels.lse`: the fused log-sum-exp kernels over similarity blocks (pair,
   group of pairs, total, self-similarity of every modality);
 - :mod:`objectives.kernels.volume`: Gram-determinant volumes of (anchor, tuple) pairs by the base
@@ -34,32 +37,30 @@ from objectives.kernels.lse import (
     generated_kernels_info,
     group_lse,
     pair_lse,
-    sphere_log_mean_kernel,
-    sphere_self_log_mean_kernels,
-    total_lse,
 )
+from objectives.kernels.total import sphere_log_mean_kernel, sphere_self_log_mean_kernels, total_lse
 from objectives.kernels.volume import gram_volumes, volume_lse
 from objectives.kernels.workspace import WORKSPACE_MAX_BYTES, release_workspace
 
 __all__ = [
-    "sq_dists",
+    "WORKSPACE_MAX_BYTES",
+    "generated_kernels",
+    "generated_kernels_info",
+    "gram_volumes",
+    "group_lse",
     "log_kernel_matrix",
     "log_mean_kernel",
     "median_bandwidth",
     "median_bandwidth_tensor",
-    "resolve_bandwidth",
-    "unit_rows",
     "modality_quadratic",
     "pair_laplacian",
     "pair_lse",
-    "group_lse",
-    "total_lse",
+    "release_workspace",
+    "resolve_bandwidth",
     "sphere_log_mean_kernel",
     "sphere_self_log_mean_kernels",
+    "sq_dists",
+    "total_lse",
+    "unit_rows",
     "volume_lse",
-    "gram_volumes",
-    "generated_kernels",
-    "generated_kernels_info",
-    "WORKSPACE_MAX_BYTES",
-    "release_workspace",
 ]

@@ -7,7 +7,7 @@ kernel. These helpers keep such values where they are unless reading them is fre
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor

@@ -6,7 +6,7 @@ values up to rounding), which the compiler fuses itself.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -28,7 +28,9 @@ def git_state() -> dict[str, Any]:
     commit = _git("rev-parse", "HEAD")
     if commit is None:
         return {"git_commit": None, "git_dirty": None}
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    # the workflow's committed outputs (results/, figures/) are rewritten by the run itself: a sweep
+    # in progress would otherwise always report a dirty tree; "dirty" means changed code or config
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results", ":!figures")
     return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
 
 

@@ -381,3 +381,17 @@ def test_figures_from_frames(tmp_path, monkeypatch):
         for ext in ("pdf", "png"):
             assert (tmp_path / "figs" / f"{name}.{ext}").stat().st_size > 0
     assert figures.FIGURES is FIGURES
+
+
+def test_summary_rows_carry_the_provenance_of_their_run_but_not_its_date(tmp_path):
+    mdir = tmp_path / "metrics" / "syn" / "job" / "infonce"
+    mdir.mkdir(parents=True)
+    for seed, commit in ((0, "abc123"), (1, "def456")):
+        (mdir / f"M3_seed{seed}.json").write_text(json.dumps({
+            keys.R1_MEAN: 10.0, "meta/provenance/git_commit": commit, "meta/provenance/git_dirty": False,
+            "meta/provenance/torch_version": "2.13.0+cpu", "meta/provenance/date_utc": "2026-11-29T10:00:00"}))
+    df = aggregate.collect_metrics([tmp_path / "metrics" / "syn" / "job"], CFG)
+    assert list(df["provenance/git_commit"]) == ["abc123", "def456"]
+    assert list(df["provenance/git_dirty"]) == [False, False]
+    assert set(df["provenance/torch_version"]) == {"2.13.0+cpu"}
+    assert not any("date" in c for c in df.columns)

@@ -130,6 +130,17 @@ def _ids(cfg: dict, dataset: str, variant: str, m: int, seed: int, split: int = 
     }
 
 
+# what produced each run, carried into summary.csv (the run-specific date stays in the metrics JSON,
+# so that two identical sweeps still give byte-identical summaries)
+PROVENANCE_KEYS = ("git_commit", "git_dirty", "torch_version", "numpy_version", "python_version", "device",
+                   "threads", "platform")
+
+
+def _provenance_items(obj: dict) -> dict[str, object]:
+    return {f"provenance/{k}": obj[f"meta/provenance/{k}"] for k in PROVENANCE_KEYS
+            if f"meta/provenance/{k}" in obj}
+
+
 def _numeric_items(obj: dict) -> dict[str, float]:
     out = {}
     for key, value in obj.items():
@@ -176,6 +187,7 @@ def collect_metrics(dirs: Sequence[str | Path], cfg: dict) -> pd.DataFrame:
             # the parameters the run was trained with (tuned variants: the selected trial's), else the config's
             params = json.loads(obj["meta/params"]) if "meta/params" in obj else variant_info(cfg, variant).get("params")
             row["params"] = json.dumps(params or {}, sort_keys=True)
+            row.update(_provenance_items(obj))
             row.update(_numeric_items(obj))
             rows.append(row)
     return _finish(rows)

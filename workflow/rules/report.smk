@@ -5,48 +5,6 @@ localrules:
     config_snapshot,
 
 
-def _resolved_config():
-    return (
-        json.dumps(
-            {
-                "config": config,
-                "seeds": SEEDS,
-                "split_seeds": SPLIT_SEEDS,
-                "output_root": OUTPUT_ROOT,
-                "tuned": TUNED if TUNING_ENABLED else [],
-                "cells": [
-                    {
-                        "dataset": d,
-                        "variant": v,
-                        "job": JOB_OF[(d, v)],
-                        "ms": ms,
-                        "generation_ms": GEN_CELLS.get((d, v), []),
-                        "runs": out(f"runs/{d}/{JOB_OF[(d, v)]}/{v}"),
-                        "generation": out(f"generation/{d}/{JOB_OF[(d, v)]}/{v}"),
-                    }
-                    for (d, v), ms in CELLS.items()
-                ],
-            },
-            sort_keys=True,
-            indent=1,
-        )
-        + "\n"
-    )
-
-
-# A params change reruns a rule only where Snakemake has metadata for its output, which a fresh
-# clone of committed results lacks: a snapshot whose content is not the configuration in force is
-# rewritten here (atomically, also in a dry run), and every report stage reads the newer file.
-_SNAPSHOT = out("results/config.json")
-if os.path.exists(_SNAPSHOT):
-    with open(_SNAPSHOT, encoding="utf-8") as _handle:
-        _stale = _handle.read() != _resolved_config()
-    if _stale:
-        from harness.files import atomic_write_text
-
-        atomic_write_text(_SNAPSHOT, _resolved_config())
-
-
 rule config_snapshot:
     # the resolved configuration and plan, read by the report stages
     output:

@@ -14,19 +14,10 @@ import pytest
 import torch
 
 from harness.cli import main as cli_main
-from harness.experiment import data as hd
 from harness.experiment.runs import CheckpointError, load_checkpoint, parse_params, save_checkpoint
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data")
-    cfg = hd.SyntheticConfig(n_modalities=3, n_samples=300, n_classes=5, latent_dim=4, dims=[12, 8, 6], seed=0)
-    hd.build_synthetic(out, cfg)
-    return out
 
 
 def train_args(data, out, **kw):

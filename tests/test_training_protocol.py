@@ -16,7 +16,6 @@ from reference_losses import REFERENCES, make_zs
 
 import objectives
 from harness.cli import main as cli_main
-from harness.experiment import data as hd
 from harness.experiment.models import Encoder, MultiEncoder
 from harness.experiment.runs import load_checkpoint, load_run
 from harness.experiment.train import parameter_groups, still_improving
@@ -25,14 +24,6 @@ from objectives._base import Temperature
 torch.set_num_threads(1)
 
 STEPS_PER_EPOCH = 6  # 210 training rows // batch 32
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data")
-    cfg = hd.SyntheticConfig(n_modalities=3, n_samples=300, n_classes=5, latent_dim=4, dims=[12, 8, 6], seed=0)
-    hd.build_synthetic(out, cfg)
-    return out
 
 
 def run(data, out, **kw) -> int:

@@ -105,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fresh", action="store_true", help="discard earlier results of this module")
     p.add_argument("--score-only", action="store_true", help="report the stored results without running")
     p.add_argument("--list", action="store_true", help="list the modules and their tests")
+    p.add_argument("--tests", nargs="+", metavar="PATH",
+                   help="run against these tests instead of the module's pairing in pyproject.toml")
     p.add_argument("--only", nargs="+", metavar="FUNCTION",
                    help="mutate only these functions of the module (mutmut mutant-name patterns)")
     args = p.parse_args(argv)
@@ -115,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{m}: {' '.join(tests)}")
         return 0
     module = resolve(args.module, modules)
-    work = workdir(module, modules[module], mutmut, ini, args.fresh)
+    tests = args.tests or modules[module]
+    work = workdir(module, tests, mutmut, ini, args.fresh)
     if not args.score_only:
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         names = []
@@ -127,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         if rc != 0:
             print(f"mutmut run exited with {rc}", file=sys.stderr)
             return rc
-    res = {"module": module, "tests": modules[module], "only": args.only, **score(work, args.only)}
+    res = {"module": module, "tests": tests, "only": args.only, **score(work, args.only)}
     (work / "score.json").write_text(json.dumps(res, indent=2) + "\n", "utf-8")
     print(f"{module}: {res['score']:.1f} % of {res['total']} mutants caught {res['counts']}")
     for name in res["surviving"]:

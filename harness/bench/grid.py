@@ -22,6 +22,7 @@ from harness.bench.impls import (
     Impl,
     fwd_bwd,
     gemm_call,
+    gram_gemm_floor,
     make_inputs,
     make_loss,
     matmul_flops,
@@ -67,6 +68,8 @@ def measure_config(impls: list[Impl], M: int, B: int, d: int, dtype: torch.dtype
             failed[impl.label] = f"{type(exc).__name__}: {exc}"
     gemm_rows = B if chunk_size is None else min(chunk_size, B)
     calls["__gemm__"] = gemm_call(gemm_rows, d, B, dtype, device)
+    if any(impl.objective == "gram" for impl in impls) and chunk_size is None:
+        calls["__gram_gemms__"] = gram_gemm_floor(M, B, d, dtype, device)
     times: dict[str, list[float]] = {}
     clock = resolve_clock(st.clock, device, st.threads)
     try:
@@ -88,6 +91,8 @@ def measure_config(impls: list[Impl], M: int, B: int, d: int, dtype: torch.dtype
         "warmup": st.warmup, "gemm_shape": f"{gemm_rows}x{d}x{B}", "gemm_time_min_s": gemm_t,
         "gemm_gflops": gemm_rate / 1e9,
     }
+    if "__gram_gemms__" in times:  # GRAM's unavoidable GEMMs at its kernel's shapes (impls.gram_gemm_floor)
+        common["gram_gemms_time_min_s"] = min(times["__gram_gemms__"])
     rows = []
     for impl in impls:
         row = dict(common, objective=impl.objective, kind=impl.kind, variant=impl.variant,

@@ -16,7 +16,7 @@ COLUMNS = [
     "mode", "objective", "kind", "variant", "params", "M", "B", "d", "chunk_size", "dtype", "device",
     "device_name", "torch_version", "date", "threads", "loadavg_1m", "clock", "warmup", "repeats", "time_min_s",
     "time_median_s", "samples_per_s", "matmul_flops", "achieved_gflops", "gemm_shape", "gemm_time_min_s",
-    "gemm_gflops", "roofline_ratio", "speedup_vs_naive", "peak_mem_mb", "peak_rss_total_mb",
+    "gemm_gflops", "gram_gemms_time_min_s", "roofline_ratio", "speedup_vs_naive", "peak_mem_mb", "peak_rss_total_mb",
     "memory_method", "memory_note", "note",
 ]
 
@@ -190,3 +190,24 @@ def gemm_call(m: int, k: int, n: int, dtype: torch.dtype, device: torch.device) 
     b = torch.randn(k, n, device=device).to(dtype)
     out = torch.empty(m, n, device=device, dtype=dtype)
     return lambda: torch.mm(a, b, out=out)
+
+
+def gram_gemm_floor(M: int, B: int, d: int, dtype: torch.dtype, device: torch.device) -> Callable[[], None]:
+    """The three GEMMs a GRAM forward + backward cannot avoid, at the fused kernel's shapes: the anchors
+    against all (M - 1) B tuple rows (B x d x (M - 1) B), the anchors' gradient ((M - 1) B inner) and
+    the tuple rows' gradient ((M - 1) B x B x d). No implementation that forms the volumes' gradient
+    through GEMMs is faster than these three products, so direct time / this time bounds any such
+    GRAM's speed-up over the direct formulation on the device it is measured on."""
+    kn = (M - 1) * B
+    a = torch.randn(B, d, device=device).to(dtype)
+    rows = torch.randn(kn, d, device=device).to(dtype)
+    q = torch.empty(B, kn, device=device, dtype=dtype)
+    da = torch.empty(B, d, device=device, dtype=dtype)
+    w = torch.empty(kn, d, device=device, dtype=dtype)
+
+    def call() -> None:
+        torch.mm(a, rows.T, out=q)
+        torch.mm(q, rows, out=da)
+        torch.mm(q.T, a, out=w)
+
+    return call

@@ -99,6 +99,17 @@ def test_write_load_roundtrip_splits_and_train_only_standardisation(tmp_path):
     assert (tmp_path / "f" / "dataset.npz").read_bytes() == (tmp_path / "d" / "dataset.npz").read_bytes()
 
 
+def test_write_dataset_refuses_views_of_different_lengths(tmp_path):
+    views, target, labels, _ = hd.generate_synthetic(small_cfg())
+    splits = hd.make_splits(len(target), 0, 0.2, 0.2, labels)
+    with pytest.raises(hd.DataError, match=r"^dataset x: views and target must have one row per sample, "
+                                           r"got view rows \[200, 199, 200\] and target rows 200$"):
+        hd.write_dataset(tmp_path / "a", [views[0], views[1][:-1], views[2]], target, labels, splits, {"dataset": "x"})
+    with pytest.raises(hd.DataError, match=r"^dataset : views .* target rows 199$"):  # no name given
+        hd.write_dataset(tmp_path / "b", views, target[:-1], labels, splits, {})
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing written half
+
+
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
 def test_corrupted_dataset_is_refused(tmp_path, damage):
     hd.build_synthetic(tmp_path, small_cfg())

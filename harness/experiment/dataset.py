@@ -169,15 +169,15 @@ def write_dataset(
     meta: dict[str, Any],
 ) -> dict[str, Any]:
     out = Path(out_dir)
+    rows = [int(v.shape[0]) for v in views]
+    if not rows or len(set(rows)) != 1 or int(np.shape(target)[0]) != rows[0]:
+        raise DataError(f"dataset {meta.get('dataset') or ''}: views and target must have one row per sample, "
+                        f"got view rows {rows} and target rows {int(np.shape(target)[0])}")
     check_splits(splits, meta.get("dataset"))
     arrays: dict[str, np.ndarray] = {}
-    means, stds = [], []
     for m, x in enumerate(views):
         arrays[f"view_{m}"] = np.ascontiguousarray(x, dtype=np.float32)
-        mean, std = fit_standardization(x[splits["train"]])
-        arrays[f"mean_{m}"], arrays[f"std_{m}"] = mean, std
-        means.append(mean)
-        stds.append(std)
+        arrays[f"mean_{m}"], arrays[f"std_{m}"] = fit_standardization(x[splits["train"]])
     arrays["target"] = np.ascontiguousarray(target, dtype=np.float32)
     if labels is not None:
         arrays["labels"] = labels.astype(np.int64)

@@ -13,7 +13,9 @@ w.r.t. each row of logits, softmax - ls / B, sums to 1 - ls, balancing the align
 
 The volumes come from the fused kernel :func:`objectives.kernels.volume_lse` (base volume x
 squared height of the anchor over the tuple's span: one GEMM of the anchors against every tuple,
-the work of anchor-based InfoNCE), never from B^2 determinants.
+the work of anchor-based InfoNCE), never from B^2 determinants; small batches of up to four
+modalities take :func:`objectives.kernels.small_volume_lse` (the same factorisation with the
+adjugate in closed form and plain autograd: fewer operator calls).
 
 Reference: G. Cicchetti, E. Grassucci, L. Sigillo, D. Comminiello, "Gramian Multimodal
 Representation Learning and Alignment", ICLR 2025 (arXiv 2412.11959); the original trains with
@@ -42,7 +44,7 @@ from objectives._base import (
     check_index,
     check_positive,
 )
-from objectives.kernels import volume_lse
+from objectives.kernels import small_volume_fits, small_volume_lse, volume_lse
 
 
 class GRAM(Objective):
@@ -71,7 +73,9 @@ class GRAM(Objective):
         ls = self.label_smoothing
         # rows are unit vectors up to Objective.prepare's tolerance
         common = {"eps": self.vol_eps, "chunk_size": self.chunk_size, "row_norm": UNIT_ROW_NORM_BOUND}
-        if not self.is_distributed():
+        if not self.is_distributed() and small_volume_fits(z, self.chunk_size):
+            pos, lse = small_volume_lse(z, a, scale, 0.5, 0.5, -ls / total, self.vol_eps)
+        elif not self.is_distributed():
             pos, lse = volume_lse(z, a, scale, 0.5, 0.5, -ls / total, **common)
         else:
             # anchors of this rank against every tuple, and every anchor against this rank's tuples

@@ -13,6 +13,8 @@ Every objective and every divergence estimator calls these; nothing re-derives t
   group of pairs, total, self-similarity of every modality);
 - :mod:`objectives.kernels.volume`: Gram-determinant volumes of (anchor, tuple) pairs by the base
   volume x height factorisation and GRAM's fused log-sum-exp over them;
+  :mod:`objectives.kernels.volume_small`: the same sums for small batches of up to four modalities
+  (closed-form adjugate, plain autograd);
 - :mod:`objectives.kernels.workspace`: reusable CPU scratch memory for those blocks;
 - :mod:`objectives.kernels.plain`: the same sums as plain log-sum-exp blocks, used while
   ``torch.compile`` traces (no host reads, no scratch memory);
@@ -40,6 +42,7 @@ from objectives.kernels.lse import (
 )
 from objectives.kernels.total import sphere_log_mean_kernel, sphere_self_log_mean_kernels, total_lse
 from objectives.kernels.volume import gram_volumes, volume_lse
+from objectives.kernels.volume_small import small_volume_fits, small_volume_lse
 from objectives.kernels.workspace import WORKSPACE_MAX_BYTES, release_workspace
 
 __all__ = [
@@ -57,6 +60,8 @@ __all__ = [
     "pair_lse",
     "release_workspace",
     "resolve_bandwidth",
+    "small_volume_fits",
+    "small_volume_lse",
     "sphere_log_mean_kernel",
     "sphere_self_log_mean_kernels",
     "sq_dists",

@@ -162,6 +162,16 @@ def test_unit_rows_matches_stack_and_normalize():
         torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-12)
 
 
+def test_unit_rows_gradient_at_a_norm_of_exactly_eps_matches_normalize():
+    """At |x| = eps F.normalize's clamp_min still passes the gradient through the norm (projection)."""
+    x = torch.tensor([[[0.5, 0.0, 0.0], [0.0, 0.3, 0.4]]], dtype=torch.float64, requires_grad=True)
+    w = torch.tensor([[[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]], dtype=torch.float64)
+    got = torch.autograd.grad((kernels.unit_rows(x, eps=0.5) * w).sum(), x)[0]
+    ref = torch.autograd.grad((torch.nn.functional.normalize(x, dim=-1, eps=0.5) * w).sum(), x)[0]
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-15)
+    assert got[0, 0].tolist() == [0.0, 4.0, 6.0]  # (g - y <g, y>) / eps with y = (1, 0, 0)
+
+
 @pytest.mark.parametrize("groups", [[(0, [1, 2, 3]), (1, [2, 3]), (2, [3])], [(2, [0, 1, 3])], [(1, [3, 0])]])
 @pytest.mark.parametrize("learnable", [False, True])
 @pytest.mark.parametrize("chunk", [None, 4])

@@ -127,7 +127,6 @@ def _infonce_one_anchor(z: list[Tensor], a: int, scale: float) -> dict[str, Tens
     return {"zeta": zeta, "projection_ratio": proj, "chi": chi, "chi_net": chi_net}
 
 
-@torch.no_grad()
 def infonce_conflicts(
     zs: Sequence[Tensor] | Tensor,
     temperature: float,
@@ -146,22 +145,23 @@ def infonce_conflicts(
     with ``anchor=None``), ``"summary"``: ``{name: summarize(values)}``, and ``"anchor"``,
     ``"temperature"``, ``"M"``, ``"B"``.
     """
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
-        math.isfinite(temperature) and temperature > 0
-    ):
-        raise ValueError(f"temperature must be a finite positive number, got {temperature!r}")
-    z = _prepare(zs, normalize)
-    n_mod = len(z)
-    check_anchor(anchor, n_mod, allow_none=True)
-    anchors = list(range(n_mod)) if anchor is None else [anchor]
-    per = [_infonce_one_anchor(z, a, 1.0 / float(temperature)) for a in anchors]
-    keys = ("zeta", "projection_ratio", "chi", "chi_net")
-    out: dict[str, Any] = {}
-    for k in keys:
-        out[k] = torch.stack([p[k] for p in per]) if anchor is None else per[0][k]
-    out["summary"] = {k: summarize(out[k]) for k in keys}
-    out.update(anchor=anchor, temperature=float(temperature), M=n_mod, B=z[0].shape[0])
-    return out
+    with torch.no_grad():  # statistics of the embeddings, never part of a training graph
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
+            math.isfinite(temperature) and temperature > 0
+        ):
+            raise ValueError(f"temperature must be a finite positive number, got {temperature!r}")
+        z = _prepare(zs, normalize)
+        n_mod = len(z)
+        check_anchor(anchor, n_mod, allow_none=True)
+        anchors = list(range(n_mod)) if anchor is None else [anchor]
+        per = [_infonce_one_anchor(z, a, 1.0 / float(temperature)) for a in anchors]
+        keys = ("zeta", "projection_ratio", "chi", "chi_net")
+        out: dict[str, Any] = {}
+        for k in keys:
+            out[k] = torch.stack([p[k] for p in per]) if anchor is None else per[0][k]
+        out["summary"] = {k: summarize(out[k]) for k in keys}
+        out.update(anchor=anchor, temperature=float(temperature), M=n_mod, B=z[0].shape[0])
+        return out
 
 
 # ----------------------------------------------------------------------------- any objective, via autograd

@@ -65,7 +65,6 @@ def log_mean_kernel(
     return total - math.log(pairs)
 
 
-@torch.no_grad()
 def median_bandwidth_tensor(*xs: Tensor, max_samples: int = 512) -> Tensor:
     """Median pairwise distance over the pooled sample (i != j) as a detached 0-dim float64 tensor
     on the samples' device, with no host-device synchronisation (usable inside ``torch.compile``).
@@ -82,6 +81,7 @@ def median_bandwidth_tensor(*xs: Tensor, max_samples: int = 512) -> Tensor:
     if not xs:
         raise ValueError("median bandwidth needs at least one sample set")
     per_set = max(1, max_samples // len(xs))
+    # detached rows: the heuristic's value never carries a gradient
     pooled = torch.cat([x.detach().reshape(-1, x.shape[-1])[:per_set] for x in xs], dim=0)
     if pooled.shape[0] < 2:
         raise ValueError(f"median bandwidth needs at least 2 samples, got {pooled.shape[0]}")

@@ -42,7 +42,7 @@ class _UnitRows(torch.autograd.Function):
         inv = norms.clamp_min(eps).reciprocal_()
         y.mul_(inv)
         ctx.one_tensor = one_tensor
-        ctx.save_for_backward(y, inv, norms > eps)
+        ctx.save_for_backward(y, inv, norms >= eps)  # clamp_min passes the gradient at equality
         return y
 
     @staticmethod

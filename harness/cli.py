@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "aggregate": ("harness.report.aggregate", "merge per-run metrics into tidy tables"),
     "tables": ("harness.report.tables", "write the paper-analogue tables (CSV, Markdown, LaTeX)"),
     "figures": ("harness.report.figures", "draw the figures (PDF and PNG)"),
-    "claims": ("harness.report.claims", "judge each claim of the paper with a 95%% interval"),
+    "claims": ("harness.report.claims", "judge each claim of the paper: interval, p value and verdict per row"),
 }
 
 

@@ -266,6 +266,8 @@ def test_parameter_gradient_cosine():
     "call,match",
     [
         (lambda zs: infonce_conflicts(zs, 0.0), "temperature.*0.0"),
+        (lambda zs: infonce_conflicts(zs, True), "temperature.*True"),  # a bool is not a temperature
+        (lambda zs: infonce_conflicts(zs, float("inf")), "temperature.*inf"),
         (lambda zs: infonce_conflicts(zs, 0.1, anchor=5), "anchor.*5"),
         (lambda zs: infonce_conflicts(zs[:1], 0.1), "M=2"),
         (lambda zs: infonce_conflicts([zs[0], zs[1][:, :2]], 0.1), r"zs\[1\]"),
@@ -277,3 +279,13 @@ def test_bad_inputs(call, match):
     zs = rand_unit(3, 5, 4, torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match=match):
         call(zs)
+
+
+def test_infonce_conflicts_default_anchor_is_the_first_modality():
+    zs = rand_unit(3, 6, 4, torch.Generator().manual_seed(4))
+    default, first, second = infonce_conflicts(zs, 0.2), infonce_conflicts(zs, 0.2, anchor=0), \
+        infonce_conflicts(zs, 0.2, anchor=1)
+    assert default["anchor"] == 0 and default["B"] == 6 and default["M"] == 3
+    for k in ("zeta", "projection_ratio", "chi", "chi_net"):
+        assert torch.equal(default[k], first[k])
+    assert not torch.allclose(default["zeta"], second["zeta"])

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import sys
+from argparse import ArgumentTypeError
 
 import numpy as np
 import pandas as pd
@@ -307,14 +308,33 @@ def add_arguments(p) -> None:
     p.add_argument("--summary", required=True, help="results/summary.csv")
     p.add_argument("--history", default=None, help="results/history.csv")
     p.add_argument("--generation", default=None, help="results/generation.csv")
-    p.add_argument("--out-md", default="results/claims.md")
-    p.add_argument("--out-csv", default="results/claims.csv")
-    p.add_argument("--confidence", type=float, default=None)
+    p.add_argument("--out-md", default="results/claims.md", help="the claims table as markdown")
+    p.add_argument("--out-csv", default="results/claims.csv", help="the claims table as CSV")
+    p.add_argument("--confidence", type=_confidence, default=None,
+                   help="interval level, strictly between 0 and 1; None: the config's report.confidence, "
+                        "else 0.95")
+
+
+def _confidence(text: str) -> float:
+    """An interval level: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 < value < 1.0:
+        raise ArgumentTypeError(f"must be a number strictly between 0 and 1, got {text!r}")
+    return value
 
 
 def main(args) -> int:
     cfg = load_config(args.config)
-    confidence = args.confidence or cfg.get("config", {}).get("report", {}).get("confidence", 0.95)
+    confidence = args.confidence
+    if confidence is None:
+        confidence = cfg.get("config", {}).get("report", {}).get("confidence", 0.95)
+        if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0.0 < confidence < 1.0:
+            print(f"error: config report.confidence must be a number strictly between 0 and 1, got {confidence!r}",
+                  file=sys.stderr)
+            return 1
     try:
         table = judge(read_csv_or_empty(args.summary), read_csv_or_empty(args.history),
                       read_csv_or_empty(args.generation), cfg, confidence)

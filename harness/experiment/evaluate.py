@@ -141,12 +141,11 @@ def evaluate_run(run_dir, split: str = "test", temperature: float = 0.07, max_ro
         "meta/n_eval": len(rows),
         "meta/modality_names": ",".join(ds.names[:M]),
         "meta/params": json.dumps(cfg["params"], sort_keys=True),
-        "meta/data_sha256": ds.meta.get("sha256"),
         "meta/conflict_temperature": temperature,
         "meta/epochs": cfg.get("epochs"),
         "meta/steps": cfg.get("steps"),
     })
-    out.update(run_meta(cfg))  # weight and data hashes, provenance
+    out.update(run_meta(cfg))  # weight, data and split hashes, provenance
     for k, v in cfg["params"].items():
         out[f"meta/param/{k}"] = v if isinstance(v, (int, float, str, bool)) or v is None else json.dumps(v)
     return out

@@ -134,12 +134,18 @@ def load_checkpoint(path: Path) -> dict:
         raise CheckpointError(f"checkpoint {path} is not a {CHECKPOINT_FORMAT} file; delete it to restart")
     payload = outer.get("payload")
     digest = hashlib.sha256(payload).hexdigest() if isinstance(payload, (bytes, bytearray)) else None
-    if digest != outer.get("sha256"):
+    if digest is None or digest != outer.get("sha256"):
         raise CheckpointError(
             f"checkpoint {path} is corrupted: payload sha256 {digest} != recorded {outer.get('sha256')}; "
             "delete it to restart the run from scratch"
         )
-    return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
+    try:
+        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
+    except Exception as exc:  # a payload whose hash matches but that torch cannot read
+        raise CheckpointError(
+            f"checkpoint {path} holds an unreadable payload ({type(exc).__name__}: {exc}); "
+            "delete it to restart the run from scratch"
+        ) from exc
 
 
 
@@ -377,7 +383,9 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu"):
     cfg["data"] = str(data)
     _check_data(cfg, bind_dataset({"data": str(data)}, ds), run)
     cfg["model_sha256"] = digest
-    cfg.setdefault("split_sha256", ds.split_sha256)
+    # a run that recorded no hashes (older runs) was checked against nothing: name what it read now
+    cfg["data_sha256"] = cfg.get("data_sha256") or ds.meta["sha256"]
+    cfg["split_sha256"] = cfg.get("split_sha256") or ds.split_sha256
     model = MultiEncoder(state["in_dims"], cfg["dim"], cfg["hidden"], cfg["depth"], head=cfg.get("head", "linear"))
     model.load_state_dict(state["model"])
     model.eval()

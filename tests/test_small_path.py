@@ -137,3 +137,24 @@ def test_malformed_inputs_still_raise_the_general_errors():
         fn([torch.randn(4, 3), torch.randn(4, 3, dtype=torch.float64)])
     with pytest.raises(ValueError, match="NaN or inf"):
         fn([torch.randn(4, 3), torch.full((4, 3), float("nan"))])
+
+
+def test_small_path_row_below_eps_gets_the_f_normalize_gradient():
+    """A row of norm between 0 and eps is scaled by 1 / eps, not projected, as F.normalize does."""
+    import torch.nn.functional as F
+
+    from objectives.kernels.small import small_contrastive
+
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.randn(4, 3, generator=g, dtype=torch.float64) for _ in range(2)]
+    xs[0][1] = torch.tensor([0.9e-12, 0.0, 0.0], dtype=torch.float64)
+    xs = [x.requires_grad_() for x in xs]
+    align, unif = small_contrastive(xs, ((0, 1),), 10.0)
+    got = torch.autograd.grad(align + unif, xs)
+    u = F.normalize(torch.stack(xs), dim=-1, eps=1e-12)
+    s = 10.0 * u[0] @ u[1].T
+    ref = -s.diagonal().sum() / 4 + 0.5 * (torch.logsumexp(s, 1).sum() + torch.logsumexp(s, 0).sum()) / 4
+    want = torch.autograd.grad(ref, xs)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-3)  # entries ~1e11 at the tiny row
+    assert abs(float(got[0][1, 0]) - float(want[0][1, 0])) <= 1e-9 * abs(float(want[0][1, 0]))

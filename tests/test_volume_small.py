@@ -121,3 +121,13 @@ def test_gram_objective_small_path_equals_fused_path(M, label_smoothing, monkeyp
     assert torch.allclose(l1, l2, rtol=0, atol=1e-12)
     assert t1.keys() == t2.keys() and all(torch.allclose(t1[k], t2[k], rtol=0, atol=1e-12) for k in t1)
     assert all(torch.allclose(a, b, rtol=0, atol=1e-12) for a, b in zip(g1, g2))
+
+
+def test_fused_volume_lse_mean_term_alone_with_shifted_exp_matches_direct_gradient():
+    """Only the mean term (no row or column log-sum-exp) where exp needs a shift (scale 1000):
+    its gradient is w_mean dL/dz, not the logits."""
+    z = _unit(3, 6, 5, seed=0).requires_grad_()
+    _, lse = volume_lse(z, 0, 1000.0, 0.0, 0.0, 0.3)
+    (got,) = torch.autograd.grad(lse, z)
+    (want,) = torch.autograd.grad(0.3 * (-1000.0 * gram_volumes(z[0], z[1:], 1e-6)).sum(), z)
+    assert torch.allclose(got, want, rtol=1e-9, atol=1e-9)

@@ -92,7 +92,7 @@ class _SmallContrastive(torch.autograd.Function):
     :func:`_small_plan`): alignment = -1 / (B |P|) sum_pairs sum_i s(m_i, n_i), uniformity =
     1 / (B |P|) sum_pairs 1/2 (sum_i lse_j s(m_i, n_j) + sum_j lse_i s(m_i, n_j)). Needs scale
     |u|^2 small enough that exp(s) stays in range (the caller checks). A row below eps gets the
-    gradient g / eps (``F.normalize``'s for an exactly zero row)."""
+    gradient g / eps, as with ``F.normalize``."""
 
     @staticmethod
     def forward(ctx, scale: float, plan: tuple, eps: float, *xs):
@@ -100,7 +100,9 @@ class _SmallContrastive(torch.autograd.Function):
         one = len(xs) == 1
         z = xs[0] if one else torch.stack(xs)
         M, B, d = z.shape
-        inv = torch.linalg.vector_norm(z, dim=-1, keepdim=True).clamp_min_(eps).reciprocal_()
+        norms = torch.linalg.vector_norm(z, dim=-1, keepdim=True)
+        projected = norms >= eps  # F.normalize: a row below eps is only scaled (g / eps), not projected
+        inv = norms.clamp_min_(eps).reciprocal_()
         u = z * inv
         flat = u.view(M, B * d)
         # sum over pairs of u_m . u_n = <u, A u>, and its gradient (A + A^T) u (constants folded in)
@@ -108,16 +110,17 @@ class _SmallContrastive(torch.autograd.Function):
         du_align = torch.mm(w_align_grad, flat).view(M, B, d)
         unif, du_unif = _small_blocks(u, scale, groups, half_unit)
         ctx.one = one
-        ctx.save_for_backward(u, inv, du_align, du_unif)
+        ctx.save_for_backward(u, inv, projected, du_align, du_unif)
         return align, unif
 
     @staticmethod
     def backward(ctx, g_align, g_unif):
         _refuse_double_backward()
-        u, inv, du_align, du_unif = ctx.saved_tensors
+        u, inv, projected, du_align, du_unif = ctx.saved_tensors
         du = (du_unif * g_unif).addcmul_(du_align, g_align)
-        # through u = x / max(|x|, eps): (g - u <g, u>) / |x|
-        dx = torch.addcmul(du, u, torch.linalg.vecdot(du, u).unsqueeze(-1), value=-1.0).mul_(inv)
+        # through u = x / max(|x|, eps): (g - u <g, u>) / |x|, and g / eps for a row below eps
+        dot = torch.linalg.vecdot(du, u).unsqueeze(-1).mul_(projected)
+        dx = torch.addcmul(du, u, dot, value=-1.0).mul_(inv)
         return (None, None, None) + ((dx,) if ctx.one else dx.unbind(0))
 
 

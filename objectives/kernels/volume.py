@@ -382,6 +382,8 @@ class _VolumeLSE(torch.autograd.Function):
                         p_col = logits.sub_(col.unsqueeze(0)).exp_().mul_(w_col)
                         if w_row != 0.0:
                             es.add_(p_col)
+                    if w_row == 0.0 and w_col == 0.0:  # only the mean term: es still holds the logits
+                        es.zero_()
                 if not unshifted or gscale is not None:
                     if w_mean != 0.0:
                         es.add_(w_mean)

@@ -381,11 +381,11 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu"):
     except DataError as exc:
         raise TrainError(f"the dataset of run {run} cannot be loaded: {exc}") from exc
     cfg["data"] = str(data)
-    _check_data(cfg, bind_dataset({"data": str(data)}, ds), run)
+    read = bind_dataset({"data": str(data)}, ds)
+    _check_data(cfg, read, run)
     cfg["model_sha256"] = digest
-    # a run that recorded no hashes (older runs) was checked against nothing: name what it read now
-    cfg["data_sha256"] = cfg.get("data_sha256") or ds.meta["sha256"]
-    cfg["split_sha256"] = cfg.get("split_sha256") or ds.split_sha256
+    # the recorded hashes equal these (checked just above); a run that recorded none names what it read
+    cfg.update(data_sha256=read["data_sha256"], split_sha256=read["split_sha256"])
     model = MultiEncoder(state["in_dims"], cfg["dim"], cfg["hidden"], cfg["depth"], head=cfg.get("head", "linear"))
     model.load_state_dict(state["model"])
     model.eval()

@@ -654,7 +654,10 @@ def test_command_line_options_and_help(capsys, monkeypatch):
                    "--summary SUMMARY results/summary.csv (default: None)",
                    "--history HISTORY results/history.csv (default: None)",
                    "--generation GENERATION results/generation.csv (default: None)",
-                   "--out-md OUT_MD", "--out-csv OUT_CSV", "--confidence CONFIDENCE"):
+                   "--out-md OUT_MD the claims table as markdown (default: results/claims.md)",
+                   "--out-csv OUT_CSV the claims table as CSV (default: results/claims.csv)",
+                   "--confidence CONFIDENCE interval level, strictly between 0 and 1; None: the config's "
+                   "report.confidence, else 0.95 (default: None)"):
         assert option in text
     assert "[--config CONFIG] --summary SUMMARY [--history HISTORY]" in text
 

@@ -158,3 +158,19 @@ def test_small_path_row_below_eps_gets_the_f_normalize_gradient():
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-3)  # entries ~1e11 at the tiny row
     assert abs(float(got[0][1, 0]) - float(want[0][1, 0])) <= 1e-9 * abs(float(want[0][1, 0]))
+
+
+def test_small_path_row_of_norm_exactly_eps_is_projected_as_by_f_normalize():
+    import torch.nn.functional as F
+
+    from objectives.kernels.small import small_contrastive
+
+    xs = [torch.tensor([[0.5, 0.0, 0.0], [0.0, 0.6, 0.8]], dtype=torch.float64, requires_grad=True),
+          torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]], dtype=torch.float64, requires_grad=True)]
+    align, unif = small_contrastive(xs, ((0, 1),), 3.0, eps=0.5)
+    got = torch.autograd.grad(2.0 * align + unif, xs)
+    u = F.normalize(torch.stack(xs), dim=-1, eps=0.5)
+    s = 3.0 * u[0] @ u[1].T
+    ref = 2.0 * -s.diagonal().sum() / 2 + 0.5 * (torch.logsumexp(s, 1).sum() + torch.logsumexp(s, 0).sum()) / 2
+    for a, b in zip(got, torch.autograd.grad(ref, xs)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

@@ -77,6 +77,13 @@ def workdir(module: str, tests: list[str], mutmut: dict, pytest_ini: dict, fresh
     return work
 
 
+def _mangled(function: str) -> str:
+    """mutmut 3's name of a function (``x_name``) or of a method given as ``Class.method``
+    (``xǁClassǁmethod``)."""
+    cls, dot, method = function.partition(".")
+    return f"x\u01c1{cls}\u01c1{method}" if dot else f"x_{function}"
+
+
 def score(work: Path, only: list[str] | None = None) -> dict:
     """Counts per status from ``mutmut results --all true`` (one ``name: status`` line per mutant),
     restricted to the functions ``only`` when given."""
@@ -85,7 +92,7 @@ def score(work: Path, only: list[str] | None = None) -> dict:
     status: dict[str, str] = {}
     for line in out.splitlines():
         name, sep, st = line.strip().rpartition(": ")
-        if sep and (not only or any(f".x_{f}__mutmut_" in name for f in only)):
+        if sep and (not only or any(f".{_mangled(f)}__mutmut_" in name for f in only)):
             status[name] = st
     counts: dict[str, int] = {}
     for st in status.values():
@@ -108,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tests", nargs="+", metavar="PATH",
                    help="run against these tests instead of the module's pairing in pyproject.toml")
     p.add_argument("--only", nargs="+", metavar="FUNCTION",
-                   help="mutate only these functions of the module (mutmut mutant-name patterns)")
+                   help="mutate only these functions (name) or methods (Class.method) of the module")
     args = p.parse_args(argv)
     mutmut, ini = settings()
     modules = ini.pop("_modules")
@@ -124,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         names = []
         if args.only:
             dotted = module.removesuffix(".py").replace("/", ".")
-            names = [f"{dotted}.x_{f}__mutmut_*" for f in args.only]
+            names = [f"{dotted}.{_mangled(f)}__mutmut_*" for f in args.only]
         rc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children),
                              *names], cwd=work, env=env).returncode
         if rc != 0:

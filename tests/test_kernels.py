@@ -264,3 +264,37 @@ def test_negative_scale_matches_autograd():
         torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-8)
         torch.testing.assert_close(torch.autograd.grad(got, a)[0], torch.autograd.grad(ref, a)[0],
                                    rtol=1e-10, atol=1e-8)
+
+
+def test_median_bandwidth_by_hand_pooling_dtypes_and_errors():
+    """Lower median of the off-diagonal pairwise distances of the pooled rows, worked out by hand."""
+    med = kernels.median_bandwidth_tensor
+    # 1-D points 0, 0.1, 0.3, 0.5: distances 0.1, 0.3, 0.5, 0.2, 0.4, 0.2 -> sorted 0.1 0.2 0.2 0.3 0.4 0.5,
+    # lower median 0.2 (squared distances below 1: the diagonal must sort below them)
+    x = torch.tensor([[0.0], [0.1], [0.3], [0.5]], dtype=torch.float64)
+    assert float(med(x)) == pytest.approx(0.2, abs=1e-15)
+    # two sets pooled by rows (not features): the same four points split in two
+    assert float(med(x[:2], x[2:])) == pytest.approx(0.2, abs=1e-15)
+    # max_samples=2 over two sets: one row each, the first rows (0 and 0.3): distance 0.3
+    assert float(med(x[:2], x[2:], max_samples=2)) == pytest.approx(0.3, abs=1e-15)
+    # max_samples=1 over two sets still takes one row of each (at least one per set)
+    assert float(med(x[:2], x[2:], max_samples=1)) == pytest.approx(0.3, abs=1e-15)
+    # a (M, B, d) input is pooled over its rows of d features: rows (0, 0) and (6, 8), distance 10
+    z = torch.tensor([[[0.0, 0.0]], [[6.0, 8.0]]], dtype=torch.float64)
+    assert float(med(z)) == pytest.approx(10.0, abs=1e-12)
+    # float64 stays float64 (a float32 detour would round 1/3); half precision is measured in float32
+    y = torch.tensor([[0.0], [1.0 / 3.0], [2.0 / 3.0]], dtype=torch.float64)
+    assert float(med(y)) == pytest.approx(1.0 / 3.0, abs=1e-14)
+    h = torch.tensor([[0.0], [0.1], [0.35]], dtype=torch.float16)
+    assert float(med(h)) == float(med(h.float()))
+    assert med(h).dtype == torch.float64
+    # at most 512 rows by default: the first 512 of 600 points 0, 1, 2, ...
+    pts = torch.arange(600, dtype=torch.float64).unsqueeze(1)
+    first = pts[:512, 0]
+    dist = (first.unsqueeze(0) - first.unsqueeze(1)).abs()
+    off = dist[~torch.eye(512, dtype=torch.bool)].sort().values
+    assert float(med(pts)) == float(off[(off.numel() - 1) // 2])
+    with pytest.raises(ValueError, match=r"^median bandwidth needs at least one sample set$"):
+        med()
+    with pytest.raises(ValueError, match=r"^median bandwidth needs at least 2 samples, got 1$"):
+        med(torch.zeros(1, 3))

@@ -60,6 +60,8 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             (grad,) = torch.autograd.grad(out.loss, z)
             results.append((out.loss.detach(), {k: v.detach() for k, v in out.terms.items()}, grad))
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+        # no rank tears its connections down while a peer may still be sending (gloo then aborts)
+        torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()
 

@@ -315,14 +315,22 @@ def add_arguments(p) -> None:
                         "else 0.95")
 
 
+CONFIDENCE_RULE = "must be a number strictly between 0 and 1"
+
+
+def _is_confidence(value: object) -> bool:
+    """An interval level: a number (not a bool) strictly between 0 and 1."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0.0 < value < 1.0
+
+
 def _confidence(text: str) -> float:
-    """An interval level: a number strictly between 0 and 1."""
+    """``--confidence``: the text as a float that :func:`_is_confidence` accepts."""
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not 0.0 < value < 1.0:
-        raise ArgumentTypeError(f"must be a number strictly between 0 and 1, got {text!r}")
+    if not _is_confidence(value):
+        raise ArgumentTypeError(f"{CONFIDENCE_RULE}, got {text!r}")
     return value
 
 
@@ -331,9 +339,8 @@ def main(args) -> int:
     confidence = args.confidence
     if confidence is None:
         confidence = cfg.get("config", {}).get("report", {}).get("confidence", 0.95)
-        if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0.0 < confidence < 1.0:
-            print(f"error: config report.confidence must be a number strictly between 0 and 1, got {confidence!r}",
-                  file=sys.stderr)
+        if not _is_confidence(confidence):
+            print(f"error: config report.confidence {CONFIDENCE_RULE}, got {confidence!r}", file=sys.stderr)
             return 1
     try:
         table = judge(read_csv_or_empty(args.summary), read_csv_or_empty(args.history),

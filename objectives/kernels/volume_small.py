@@ -18,8 +18,9 @@ import torch
 from torch import Tensor
 
 #: most tuple columns B (M - 1) the small path takes: its elementwise work grows with K^2 B^2, the
-#: fused kernel's with K B^2; on one CPU thread (AMD EPYC, 2026-11-29) the small path was 1.2-1.8x
-#: faster up to B = 256, 128, 64 at M = 2, 3, 4 and 1.4x slower at M = 2, B = 512
+#: fused kernel's with K B^2. The GRAM objective on one CPU thread (AMD EPYC, 2026-11-29,
+#: ``pytest tests/benchmarks/test_bench_gram.py -k small_path_vs_fused --benchmark-only``): the small
+#: path 1.07-1.56x faster at M = 2..4 up to this size, 1.35x slower at M = 2, B = 512
 SMALL_VOLUME_MAX_COLUMNS = 256
 #: most modalities the small path takes (K = M - 1 <= 3 tuple rows: closed-form cofactors)
 SMALL_VOLUME_MAX_MODALITIES = 4
@@ -38,14 +39,16 @@ def small_volume_fits(z: Tensor, chunk_size: int | None = None) -> bool:
 def _quadratic_form(tuples: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
     """det C_j (B,) and sum_kl adj(C_j)_kl c_ijk c_ijl (B, B) for tuples (K, B, d), c (B, K, B)."""
     k = tuples.shape[0]
-    g = [[(tuples[m] * tuples[n]).sum(-1) for n in range(k)] for m in range(k)]  # entries of C_j, (B,) each
+    # entries of the symmetric C_j, (B,) each: the upper triangle only
+    g = {(m, n): (tuples[m] * tuples[n]).sum(-1) for m in range(k) for n in range(m, k)}
     if k == 1:
-        return g[0][0], c[:, 0].square()
+        return g[0, 0], c[:, 0].square()
     c1, c2 = c[:, 0], c[:, 1]
     if k == 2:
-        (p, q), (_, r) = g
+        p, q, r = g[0, 0], g[0, 1], g[1, 1]
         return p * r - q * q, r * c1.square() - 2.0 * q * c1 * c2 + p * c2.square()
-    (a, b, e3), (_, d, e), (_, _, f) = g  # C = [[a, b, e3], [b, d, e], [e3, e, f]]
+    a, b, e3, d, e, f = g[0, 0], g[0, 1], g[0, 2], g[1, 1], g[1, 2], g[2, 2]
+    # C = [[a, b, e3], [b, d, e], [e3, e, f]]
     c3 = c[:, 2]
     a11, a22, a33 = d * f - e * e, a * f - e3 * e3, a * d - b * b
     a12, a13, a23 = e3 * e - b * f, b * e - e3 * d, b * e3 - a * e

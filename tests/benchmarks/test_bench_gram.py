@@ -28,3 +28,18 @@ def test_small_batch_vs_naive(benchmark, fwd_bwd_of, impl, M, B, d):
     benchmark.group = f"small batch M={M} B={B} d={d}"
     benchmark.extra_info.update(impl=impl, M=M, B=B, d=d)
     benchmark(fwd_bwd_of(impl, M, B, d))
+
+
+SMALL_GRAM = [(2, 32, 32), (2, 256, 128), (3, 64, 64), (3, 128, 128), (4, 64, 64), (2, 512, 128)]
+
+
+@pytest.mark.parametrize("path", ["small", "fused"])
+@pytest.mark.parametrize("M,B,d", SMALL_GRAM, ids=[f"M{m}-B{b}-d{d}" for m, b, d in SMALL_GRAM])
+def test_gram_small_path_vs_fused(benchmark, fwd_bwd_of, monkeypatch, path, M, B, d):
+    """Where GRAM's small-batch path pays (objectives.kernels.volume_small.SMALL_VOLUME_MAX_COLUMNS)."""
+    from objectives.kernels import volume_small
+
+    monkeypatch.setattr(volume_small, "SMALL_VOLUME_MAX_COLUMNS", 10**9 if path == "small" else 0)
+    benchmark.group = f"gram small path vs fused M={M} B={B} d={d}"
+    benchmark.extra_info.update(path=path, M=M, B=B, d=d)
+    benchmark(fwd_bwd_of("gram", M, B, d))

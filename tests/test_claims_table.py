@@ -650,15 +650,16 @@ def test_command_line_options_and_help(capsys, monkeypatch):
         cli.main(["claims", "--help"])
     assert exc.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    for option in ("--config CONFIG results/config.json (default: None)",
-                   "--summary SUMMARY results/summary.csv (default: None)",
-                   "--history HISTORY results/history.csv (default: None)",
-                   "--generation GENERATION results/generation.csv (default: None)",
+    for option in ("--config CONFIG results/config.json --summary",
+                   "--summary SUMMARY results/summary.csv --history",
+                   "--history HISTORY results/history.csv --generation",
+                   "--generation GENERATION results/generation.csv --out-md",
                    "--out-md OUT_MD the claims table as markdown (default: results/claims.md)",
                    "--out-csv OUT_CSV the claims table as CSV (default: results/claims.csv)",
-                   "--confidence CONFIDENCE interval level, strictly between 0 and 1; None: the config's "
-                   "report.confidence, else 0.95 (default: None)"):
+                   "--confidence CONFIDENCE interval level, strictly between 0 and 1; when absent, the config's "
+                   "report.confidence, else 0.95 --log-level"):
         assert option in text
+    assert "None" not in text  # an option without a default says what its absence means instead
     assert "[--config CONFIG] --summary SUMMARY [--history HISTORY]" in text
 
 

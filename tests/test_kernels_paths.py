@@ -597,6 +597,17 @@ def test_small_plan_is_cached_and_the_cache_is_bounded(monkeypatch):
     assert cache[key] is first
 
 
+
+def test_small_contrastive_refuses_a_repeated_pair(monkeypatch):
+    """A pair listed twice would have its block gradient written once instead of added twice:
+    refused, naming the pairs, and nothing cached."""
+    cache = {}
+    monkeypatch.setattr(small, "_small_plans", cache)
+    x = [_randn(3, 2, seed=70 + m) for m in range(2)]
+    with pytest.raises(ValueError, match=r"distinct pairs, got \(\(0, 1\), \(0, 1\)\)"):
+        small.small_contrastive(x, ((0, 1), (0, 1)), 2.0)
+    assert cache == {}
+
 def _t(*shape, dtype=torch.float32, dev="cpu"):
     return torch.zeros(*shape, dtype=dtype, device=dev)
 
@@ -1023,6 +1034,58 @@ def test_gram_volumes_clamp_a_negative_determinant():
     assert float(got) == 0.0
     assert float(gram_volumes(rows[:1], rows[1:].unsqueeze(1), 1e-8)) == pytest.approx(1e-4, rel=1e-6)
 
+
+
+@pytest.mark.parametrize("M", [2, 3, 4, 6, 8])
+@pytest.mark.parametrize("kind", ["collinear", "near_collinear", "random"])
+def test_tuple_volumes_are_direct_determinants(M, kind, monkeypatch):
+    """The scoring volumes by the factorisation equal elimination determinants in float64 (degenerate
+    tuples included), also when the rows come in several steps (here 3 rows per step)."""
+    z = _gram_data(M, 7, 9, seed=40 + M, kind=kind)
+    ref = torch.stack([torch.stack(row) for row in naive_volumes(z[0, :5], z[1:], 1e-4)])
+    monkeypatch.setattr(volume, "_VOLUME_STEP_ENTRIES", 3 * (M - 1) * 7)
+    got = volume.tuple_volumes(z[0, :5], z[1:], 1e-4)
+    assert got.dtype == torch.float64 and got.shape == (5, 7)
+    _close(got, ref, F64)
+    monkeypatch.undo()
+    _close(volume.tuple_volumes(z[0, :5], z[1:], 1e-4), ref, F64)
+    if kind == "collinear":  # the anchor inside its own tuple: V = sqrt(eps)
+        assert float(got[0, 0]) == pytest.approx(0.01, rel=1e-9)
+
+
+def test_tuple_volumes_in_float32_are_float64_accurate():
+    """float32 rows are scored in float64 and returned in float32: within float32 rounding of the
+    float64 values (the direct float32 determinants are ~10x further off), and never tracked by autograd."""
+    z = _unit(_randn(4, 60, 32, seed=3))
+    z[1, 2] = z[0, 2]  # a zero volume
+    ref = gram_volumes(z[0], z[1:], 0.0)
+    x = z.float().requires_grad_(True)
+    got = volume.tuple_volumes(x[0], x[1:])
+    assert got.dtype == torch.float32 and not got.requires_grad
+    assert float((got.double() - ref).abs().max()) < 1e-6
+    assert float(got[2, 2]) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_tuple_volumes_clamp_a_negative_determinant_and_add_eps():
+    """A dependent triple whose determinant rounds below 0 scores 0 with eps = 0 and sqrt(eps) with eps > 0."""
+    g = torch.Generator().manual_seed(1)
+    for _ in range(200):
+        u, w = torch.randn(2, 3, generator=g, dtype=torch.float64)
+        others = torch.stack([w, 0.3 * u + 0.7 * w]).unsqueeze(1)
+        fr = volume._frames(others.transpose(0, 1), torch.float64)
+        if float(u.square().sum() * fr.det[0] - (u @ fr.rows.T).square().sum()) < 0.0:
+            break
+    else:
+        pytest.fail("no negative rounding found")
+    assert float(volume.tuple_volumes(u[None], others)) == 0.0
+    assert float(volume.tuple_volumes(u[None], others, 1e-8)) == pytest.approx(1e-4, rel=1e-6)
+
+
+@pytest.mark.parametrize(("rows", "others"), [((3,), (2, 4, 3)), ((3, 4), (4, 3)), ((3, 4), (0, 3, 4)),
+                                              ((3, 4), (2, 3, 5))])
+def test_tuple_volumes_name_the_bad_shapes(rows, others):
+    with pytest.raises(ValueError, match=r"tuple_volumes needs anchor_rows \(R, d\).*" + str(tuple(rows))):
+        volume.tuple_volumes(torch.zeros(rows), torch.zeros(others))
 
 def _naive_excl(s, skip):
     """prod of s[m] over m not in ``skip`` (a Python loop)."""

@@ -171,6 +171,11 @@ def test_targets_smoke_gram_part(tmp_path):
         measured = list(csv.DictReader(handle))
     assert {r["objective"] for r in measured} == {"gram", "gram_direct", "infonce_anchor"}
     assert {r["clock"] for r in measured} == {"thread"}
+    # the note bounds the speed-up: by the GEMMs alone, and by anchor InfoNCE's time at the same GEMM work
+    t = {r["objective"]: float(r["time_min_s"]) for r in measured}
+    floor = float(next(r for r in measured if r["objective"] == "gram")["gram_gemms_time_min_s"])
+    assert rows[0]["note"].startswith(f"ceiling {t['gram_direct'] / floor:.1f}x: the three GEMMs")
+    assert rows[0]["note"].endswith(f"would be {t['gram_direct'] / t['infonce_anchor']:.1f}x")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")

@@ -84,7 +84,8 @@ def tuple_scores(zs: Sequence[torch.Tensor], m: int, rule: str) -> torch.Tensor:
     every other modality, under ``rule`` (rows are L2-normalised first, as the objectives do):
 
     - ``"gram_volume"``: ``-sqrt(det Gram(z^m_i, z^n_j for n != m))`` (GRAM's volume; the determinant
-      is symmetric in its vectors, so the same for every choice of anchor);
+      is symmetric in its vectors, so the same for every choice of anchor), through the base volume x
+      height factorisation in float64 (``objectives.kernels.tuple_volumes``);
     - ``"symile_mip"``: ``sum_k z^m_ik prod_{n != m} z^n_jk`` (Symile's multilinear inner product);
     - ``"cosine_sum"``: ``sum_{n != m} cos(z^m_i, z^n_j)``.
     """
@@ -93,9 +94,9 @@ def tuple_scores(zs: Sequence[torch.Tensor], m: int, rule: str) -> torch.Tensor:
     if not others:
         raise ValueError("tuple retrieval needs at least 2 modalities")
     if rule == "gram_volume":
-        from objectives.kernels import gram_volumes
+        from objectives.kernels import tuple_volumes
 
-        return -gram_volumes(us[m], torch.stack(others), 0.0)
+        return -tuple_volumes(us[m], torch.stack(others))
     if rule == "symile_mip":
         prod = others[0]
         for o in others[1:]:

@@ -12,7 +12,7 @@ Every objective and every divergence estimator calls these; nothing re-derives t
 - :mod:`objectives.kernels.lse`: the fused log-sum-exp kernels over similarity blocks (pair,
   group of pairs, total, self-similarity of every modality);
 - :mod:`objectives.kernels.volume`: Gram-determinant volumes of (anchor, tuple) pairs by the base
-  volume x height factorisation and GRAM's fused log-sum-exp over them;
+  volume x height factorisation (``tuple_volumes`` for scoring) and GRAM's fused log-sum-exp over them;
   :mod:`objectives.kernels.volume_small`: the same sums for small batches of up to four modalities
   (closed-form adjugate, plain autograd);
 - :mod:`objectives.kernels.workspace`: reusable CPU scratch memory for those blocks;
@@ -41,7 +41,7 @@ from objectives.kernels.lse import (
     pair_lse,
 )
 from objectives.kernels.total import sphere_log_mean_kernel, sphere_self_log_mean_kernels, total_lse
-from objectives.kernels.volume import gram_volumes, volume_lse
+from objectives.kernels.volume import gram_volumes, tuple_volumes, volume_lse
 from objectives.kernels.volume_small import small_volume_fits, small_volume_lse
 from objectives.kernels.workspace import WORKSPACE_MAX_BYTES, release_workspace
 
@@ -66,6 +66,7 @@ __all__ = [
     "sphere_self_log_mean_kernels",
     "sq_dists",
     "total_lse",
+    "tuple_volumes",
     "unit_rows",
     "volume_lse",
 ]

@@ -32,6 +32,8 @@ def _small_plan(pairs: tuple[tuple[int, int], ...], batch: int, scale: float, dt
     key = (pairs, batch, scale, dtype, device)
     plan = _small_plans.get(key)
     if plan is None:
+        if len(set(pairs)) != len(pairs):  # a repeated pair's block gradient would be written, not added
+            raise ValueError(f"small_contrastive needs distinct pairs, got {pairs!r}")
         if len(_small_plans) > 256:
             _small_plans.clear()
         n_mod = 1 + max(max(p) for p in pairs)

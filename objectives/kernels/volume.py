@@ -551,3 +551,39 @@ def gram_volumes(anchor_rows: Tensor, others: Tensor, eps: float, chunk_size: in
         det = torch.linalg.det(gram.double() if low else gram).to(gram.dtype)
         out.append((det.clamp_min(0.0) + eps).sqrt())
     return torch.cat(out, dim=0)
+
+
+
+#: entries of Q (rows x K x N, float64) per step of :func:`tuple_volumes` (~32 MiB)
+_VOLUME_STEP_ENTRIES = 2**22
+
+
+def tuple_volumes(anchor_rows: Tensor, others: Tensor, eps: float = 0.0) -> Tensor:
+    """V[i, j] = sqrt(max(det Gram(anchor_rows[i], others[:, j]), 0) + eps) for scoring, without
+    gradients: the base volume x height factorisation of :func:`volume_lse` in float64 (one GEMM,
+    O(R N (M - 1) d), chunked to ~32 MiB), returned in the input dtype. The same values as
+    :func:`gram_volumes` up to float64 rounding, at the cost of a similarity matrix instead of R N
+    determinants. ``anchor_rows`` (R, d), ``others`` (M - 1, N, d).
+
+        >>> import torch
+        >>> x = torch.randn(5, 4, dtype=torch.float64)
+        >>> others = torch.randn(2, 6, 4, dtype=torch.float64)
+        >>> torch.allclose(tuple_volumes(x, others), gram_volumes(x, others, 0.0))
+        True
+    """
+    if anchor_rows.dim() != 2 or others.dim() != 3 or others.shape[0] < 1 \
+            or others.shape[2] != anchor_rows.shape[1]:
+        raise ValueError(f"tuple_volumes needs anchor_rows (R, d) and others (M - 1, N, d), got "
+                         f"{tuple(anchor_rows.shape)} and {tuple(others.shape)}")
+    with torch.no_grad():  # in the body, not as a decorator: mutmut skips decorated functions
+        fr = _frames(others.transpose(0, 1).double(), dtype=torch.float64)
+        a = anchor_rows.double()
+        norms = a.square().sum(dim=1, keepdim=True)
+        n_other, n, _ = others.shape
+        step = max(1, _VOLUME_STEP_ENTRIES // (n_other * n))
+        out = torch.empty((a.shape[0], n), dtype=anchor_rows.dtype, device=anchor_rows.device)
+        for s0 in range(0, a.shape[0], step):
+            q = (a[s0 : s0 + step] @ fr.rows.T).view(-1, n_other, n)
+            det = torch.addcmul(q.square().sum(dim=1).neg_(), norms[s0 : s0 + step], fr.det.unsqueeze(0))
+            out[s0 : s0 + step] = det.clamp_min_(0.0).add_(float(eps)).sqrt_()
+    return out

@@ -43,3 +43,23 @@ def test_gram_small_path_vs_fused(benchmark, fwd_bwd_of, monkeypatch, path, M, B
     benchmark.group = f"gram small path vs fused M={M} B={B} d={d}"
     benchmark.extra_info.update(path=path, M=M, B=B, d=d)
     benchmark(fwd_bwd_of("gram", M, B, d))
+
+
+SCORING = [(3, 1000, 64), (6, 1000, 64), (3, 2000, 128)]
+
+
+@pytest.mark.parametrize("how", ["factored", "direct"])
+@pytest.mark.parametrize("M,B,d", SCORING, ids=[f"M{m}-B{b}-d{d}" for m, b, d in SCORING])
+def test_scoring_volumes_factored_vs_direct(benchmark, how, M, B, d):
+    """GRAM's own-rule retrieval scores (no gradient): tuple_volumes against B^2 determinants."""
+    import torch
+
+    from objectives.kernels import gram_volumes, tuple_volumes
+
+    z = torch.nn.functional.normalize(torch.randn(M, B, d, generator=torch.Generator().manual_seed(0)), dim=-1)
+    benchmark.group = f"scoring volumes M={M} B={B} d={d}"
+    benchmark.extra_info.update(how=how, M=M, B=B, d=d)
+    if how == "factored":
+        benchmark(tuple_volumes, z[0], z[1:])
+    else:
+        benchmark(gram_volumes, z[0], z[1:], 0.0)

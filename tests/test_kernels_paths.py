@@ -1053,6 +1053,14 @@ def test_tuple_volumes_are_direct_determinants(M, kind, monkeypatch):
         assert float(got[0, 0]) == pytest.approx(0.01, rel=1e-9)
 
 
+
+def test_tuple_volumes_step_over_more_rows_than_dimensions(monkeypatch):
+    """Rows stepped 2 at a time when there are more rows (7) than dimensions (3)."""
+    z = _unit(_randn(3, 7, 3, seed=11))
+    monkeypatch.setattr(volume, "_VOLUME_STEP_ENTRIES", 2 * 2 * 7)
+    ref = torch.stack([torch.stack(row) for row in naive_volumes(z[0], z[1:], 1e-6)])
+    _close(volume.tuple_volumes(z[0], z[1:], 1e-6), ref, F64)
+
 def test_tuple_volumes_in_float32_are_float64_accurate():
     """float32 rows are scored in float64 and returned in float32: within float32 rounding of the
     float64 values (the direct float32 determinants are ~10x further off), and never tracked by autograd."""

@@ -656,7 +656,8 @@ def test_command_line_options_and_help(capsys, monkeypatch):
                    "--generation GENERATION results/generation.csv --out-md",
                    "--out-md OUT_MD the claims table as markdown (default: results/claims.md)",
                    "--out-csv OUT_CSV the claims table as CSV (default: results/claims.csv)",
-                   "--confidence CONFIDENCE interval level, strictly between 0 and 1; when absent, the config's "
+                   "--confidence CONFIDENCE interval level, strictly between 0 and 1; when absent, "
+                   "the config's "
                    "report.confidence, else 0.95 --log-level"):
         assert option in text
     assert "None" not in text  # an option without a default says what its absence means instead

@@ -37,7 +37,8 @@ WITH_EXAMPLES = [name for name in _modules() if _examples(name)]
 
 
 def test_every_public_loss_module_has_an_example():
-    public = sorted(f"objectives.{p.stem}" for p in (ROOT / "objectives").glob("*.py") if not p.stem.startswith("_"))
+    files = (ROOT / "objectives").glob("*.py")
+    public = sorted(f"objectives.{p.stem}" for p in files if not p.stem.startswith("_"))
     assert public, "no loss modules found"
     assert [name for name in public if name not in WITH_EXAMPLES] == []
 
@@ -49,4 +50,4 @@ def test_docstring_examples_run(name):
         runner.run(test)
     result = runner.summarize(verbose=False)
     assert result.attempted > 0
-    assert result.failed == 0, f"{result.failed} of {result.attempted} examples in {name} failed (output above)"
+    assert result.failed == 0, f"{result.failed} of {result.attempted} examples in {name} failed (see above)"

@@ -1075,7 +1075,7 @@ def test_tuple_volumes_in_float32_are_float64_accurate():
 
 
 def test_tuple_volumes_clamp_a_negative_determinant_and_add_eps():
-    """A dependent triple whose determinant rounds below 0 scores 0 with eps = 0 and sqrt(eps) with eps > 0."""
+    """A dependent triple whose determinant rounds below 0 scores 0 with eps = 0, sqrt(eps) with eps > 0."""
     g = torch.Generator().manual_seed(1)
     for _ in range(200):
         u, w = torch.randn(2, 3, generator=g, dtype=torch.float64)

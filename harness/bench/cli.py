@@ -177,10 +177,13 @@ def add_arguments(p) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--clock", choices=list(CLOCKS), default="auto",
                    help="CPU timing: thread CPU time or wall clock (auto: thread time for one torch thread)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed calls per implementation (default 2; --quick: 1)")
-    p.add_argument("--repeats", type=int, default=None, help="timed interleaved rounds, min and median (default 5; --quick: 3)")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="untimed calls per implementation (default 2; --quick: 1)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed interleaved rounds, min and median (default 5; --quick: 3)")
     p.add_argument("--memory", choices=["auto", "all", "none"], default=None,
-                   help="CPU peak memory via a subprocess per configuration (auto: B >= 512; default auto, --quick: none)")
+                   help="CPU peak memory via a subprocess per configuration (auto: B >= 512; default auto, "
+                        "--quick: none)")
     p.add_argument("--slow-s", type=float, default=None,
                    help="time once when the first call exceeds this many seconds (default 10; --quick: never)")
     p.add_argument("--budget-s", type=float, default=None,

@@ -174,8 +174,8 @@ def evaluate_targets(st: Settings, chunk_size: int = 1024, big: bool = True, chu
             floor = g.get("gram_gemms_time_min_s")
             ceiling = "" if not floor else (
                 f"ceiling {direct['time_min_s'] / floor:.1f}x: the three GEMMs any GEMM-based GRAM needs "
-                f"((M-1)B x B x d each, forward + backward) take {floor * 1e3:.1f} ms alone; a GRAM as fast as "
-                f"anchor InfoNCE (the same GEMMs, a simpler elementwise tail) would be "
+                f"((M-1)B x B x d each, forward + backward) take {floor * 1e3:.1f} ms alone; "
+                f"a GRAM as fast as anchor InfoNCE (the same GEMMs, a simpler elementwise tail) would be "
                 f"{direct['time_min_s'] / anchor['time_min_s']:.1f}x")
             judge("6 gram vs direct determinants", f"M={M} B={B} d={d}",
                   f"direct/gram time {speed:.1f}x (gram {g['time_min_s'] * 1e3:.1f} ms, direct "

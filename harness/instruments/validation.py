@@ -46,9 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--factors", nargs="+", default=None,
                         help="bandwidth rules: numbers (h = factor * s) and/or 'median' "
                              "(overrides the preset)")
-    parser.add_argument("--draws", type=int, default=None, help="independent samples per configuration (overrides the preset)")
+    parser.add_argument("--draws", type=int, default=None,
+                        help="independent samples per configuration (overrides the preset)")
     parser.add_argument("--n-samples", type=int, default=None,
-                        help="samples per modality (resubstitution, and exact for M = 2; overrides the preset)")
+                        help="samples per modality (resubstitution, and exact for M = 2; "
+                             "overrides the preset)")
 
 
 def _means(n_mod: int, d: int, target: float, gen: torch.Generator) -> torch.Tensor:

@@ -311,8 +311,8 @@ def add_arguments(p) -> None:
     p.add_argument("--out-md", default="results/claims.md", help="the claims table as markdown")
     p.add_argument("--out-csv", default="results/claims.csv", help="the claims table as CSV")
     p.add_argument("--confidence", type=_confidence, default=None,
-                   help="interval level, strictly between 0 and 1; when absent, the config's report.confidence, "
-                        "else 0.95")
+                   help="interval level, strictly between 0 and 1; when absent, the config's "
+                        "report.confidence, else 0.95")
 
 
 CONFIDENCE_RULE = "must be a number strictly between 0 and 1"

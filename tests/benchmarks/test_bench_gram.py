@@ -56,7 +56,8 @@ def test_scoring_volumes_factored_vs_direct(benchmark, how, M, B, d):
 
     from objectives.kernels import gram_volumes, tuple_volumes
 
-    z = torch.nn.functional.normalize(torch.randn(M, B, d, generator=torch.Generator().manual_seed(0)), dim=-1)
+    gen = torch.Generator().manual_seed(0)
+    z = torch.nn.functional.normalize(torch.randn(M, B, d, generator=gen), dim=-1)
     benchmark.group = f"scoring volumes M={M} B={B} d={d}"
     benchmark.extra_info.update(how=how, M=M, B=B, d=d)
     if how == "factored":

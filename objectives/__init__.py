@@ -13,64 +13,50 @@ CLIP's ``logit_scale`` tensor per call, and every objective runs under ``torch.a
 
 from __future__ import annotations
 
-import inspect
-
 __version__ = "0.2.0"
 
+from objectives import registry
 from objectives._base import Objective, ObjectiveOutput, Temperature
 from objectives._distributed import no_gather
-from objectives.align_uniform import AlignUniform
-from objectives.cs_aligner import CSAligner
-from objectives.gram import GRAM
-from objectives.infonce import DCL, InfoNCE, InfoNCEAnchor, InfoNCEReweighted
-from objectives.symile import Symile
-from objectives.unialign import UniAlign
+from objectives.registry import declare
 
-_REGISTRY: dict[str, type[Objective]] = {
-    cls.name: cls
-    for cls in (InfoNCE, InfoNCEAnchor, InfoNCEReweighted, DCL, AlignUniform, UniAlign, CSAligner, GRAM, Symile)
-}
+# the built-in classes, found by the registry (objectives/registry.py): each module of this package
+# declares its own; nothing here lists them
+globals().update({e.cls.__name__: e.cls for e in registry.builtin().values()})
 
 __all__ = [
     "available",
     "build",
+    "declare",
     "parameters",
+    "registry",
     "no_gather",
     "Objective",
     "ObjectiveOutput",
     "Temperature",
-    *[cls.__name__ for cls in _REGISTRY.values()],
+    *sorted(e.cls.__name__ for e in registry.builtin().values()),
 ]
 
 
 def available() -> list[str]:
-    """Names accepted by :func:`build`, sorted."""
-    return sorted(_REGISTRY)
+    """Names accepted by :func:`build`, sorted: the built-in objectives and those that installed
+    distributions register (entry point group ``unialign_bench.objectives``)."""
+    return registry.available()
 
 
 def parameters(name: str) -> dict[str, object]:
     """Constructor parameters of an objective and their defaults."""
-    cls = _get(name)
-    return {
-        p.name: (None if p.default is inspect.Parameter.empty else p.default)
-        for p in inspect.signature(cls.__init__).parameters.values()
-        if p.name != "self"
-    }
+    return _get(name).parameters()
 
 
-def _get(name: str) -> type[Objective]:
-    if not isinstance(name, str) or name not in _REGISTRY:
-        raise ValueError(f"unknown objective {name!r}; available: {', '.join(available())}")
-    return _REGISTRY[name]
+def _get(name: str) -> registry.Entry:
+    try:
+        return registry.get(name)
+    except registry.ObjectiveError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def build(name: str, **params: object) -> Objective:
-    """Instantiate an objective by name; unknown parameters raise a TypeError naming them."""
-    cls = _get(name)
-    known = parameters(name)
-    unknown = sorted(set(params) - set(known))
-    if unknown:
-        raise TypeError(
-            f"{name} got unknown parameter(s) {unknown}; accepted: {', '.join(sorted(known))}"
-        )
-    return cls(**params)
+    """Instantiate an objective by name (or ``"package.module:Class"``); unknown parameters raise a
+    TypeError naming them."""
+    return _get(name).build(**params)

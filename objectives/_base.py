@@ -444,15 +444,17 @@ class Objective(nn.Module):
             temperature._call_scale = None
 
     def _forward(self, embeddings: Sequence[Tensor] | Tensor) -> ObjectiveOutput:
-        terms = self.fused_terms(embeddings)
-        if terms is None:
+        fused = self.fused_output(embeddings)
+        if fused is None:
             z_local = self.prepare(embeddings)
             rank, size = dist.world()
             local = z_local.shape[1]
             z = dist.gather_rows(z_local)
             rows = slice(rank * local, (rank + 1) * local)
             terms = self.compute(z, rows)
-        loss = functools.reduce(operator.add, terms.values())
+            loss = _sum_terms(terms)
+        else:
+            loss, terms = fused
         if self.check_finite:
             # NaN/inf anywhere in the input reaches the loss: one scalar check instead of a pass over
             # the input on every call; the input is searched only when the loss is not finite
@@ -464,6 +466,13 @@ class Objective(nn.Module):
             elif not math.isfinite(loss.detach().item()):
                 self._raise_if_not_finite(embeddings)
         return ObjectiveOutput(loss=loss, terms=terms, roles={k: self.roles[k] for k in terms})
+
+    def fused_output(self, embeddings: Sequence[Tensor] | Tensor) -> tuple[Tensor, dict[str, Tensor]] | None:
+        """(loss, terms) from one fused node for inputs that allow it (small batches), else None: then
+        prepare() validates and normalises and compute() runs. Default: the sum of
+        :meth:`fused_terms`, when that gives terms."""
+        terms = self.fused_terms(embeddings)
+        return None if terms is None else (_sum_terms(terms), terms)
 
     def fused_terms(self, embeddings: Sequence[Tensor] | Tensor) -> dict[str, Tensor] | None:
         """The terms from one fused node for inputs that allow it (small batches), else None: then
@@ -492,6 +501,11 @@ class Objective(nn.Module):
     @staticmethod
     def is_distributed() -> bool:
         return dist.world()[1] > 1
+
+
+def _sum_terms(terms: dict[str, Tensor]) -> Tensor:
+    """The loss: the sum of the terms (one term is its own sum, no add node)."""
+    return functools.reduce(operator.add, terms.values())
 
 
 def _first_tensor_device(embeddings: Sequence[Tensor] | Tensor) -> torch.device | None:

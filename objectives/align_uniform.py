@@ -22,6 +22,7 @@ from torch import Tensor
 
 from objectives._base import Objective, Role, check_chunk, check_nonnegative, check_positive, self_lmks
 from objectives.kernels import modality_quadratic, pair_laplacian
+from objectives.registry import declare, gemm, loguniform
 
 
 def pairs_sq_dist_sum(z: Tensor, pairs: list[tuple[int, int]], alpha: float = 2.0) -> Tensor:
@@ -36,6 +37,9 @@ def pairs_sq_dist_sum(z: Tensor, pairs: list[tuple[int, int]], alpha: float = 2.
     return sum(((zs[m] - zs[n]).pow(2).sum(-1) + 1e-12).pow(alpha / 2.0).sum() for m, n in pairs)
 
 
+@declare(label="Align+Uniform (Wang & Isola)", colour="#009E73", marker="s",
+         search={"t": loguniform(0.5, 5.0)}, flops=lambda M, B, d, p: 2 * gemm(B, d) * M,
+         roofline_target=0.7)
 class AlignUniform(Objective):
     name = "align_uniform"
     roles: ClassVar[dict[str, Role]] = {"alignment": "alignment", "uniformity": "uniformity"}

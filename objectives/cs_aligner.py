@@ -43,8 +43,13 @@ from objectives._base import (
 from objectives._contrastive import contrastive_parts, pair_list
 from objectives.kernels import median_bandwidth_tensor
 from objectives.kernels.device import host_float, host_values
+from objectives.registry import declare, gemm, loguniform, pair_count
 
 
+# the InfoNCE part 3 P GEMMs, the Cauchy-Schwarz self (2 M) and cross (3 P) blocks
+@declare(label="CS-Aligner", colour="#7B4F9E", marker="X",
+         search={"temperature": loguniform(0.03, 0.3), "lam": loguniform(0.1, 3.0)},
+         flops=lambda M, B, d, p: gemm(B, d) * (6 * pair_count(M, p["pairs"]) + 2 * M), roofline_target=0.7)
 class CSAligner(Objective):
     name = "cs_aligner"
     roles: ClassVar[dict[str, Role]] = {

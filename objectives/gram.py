@@ -45,8 +45,11 @@ from objectives._base import (
     check_positive,
 )
 from objectives.kernels import small_volume_fits, small_volume_lse, volume_lse
+from objectives.registry import declare, gemm, loguniform
 
 
+@declare(label="GRAM", colour="#7F7F7F", marker="*", retrieval_rule="gram_volume",
+         search={"temperature": loguniform(0.03, 0.3)}, flops=lambda M, B, d, p: 3 * gemm(B, d) * (M - 1))
 class GRAM(Objective):
     name = "gram"
     symmetric_in_modalities = False

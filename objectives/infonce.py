@@ -40,7 +40,8 @@ from objectives._base import (
     check_nonnegative,
 )
 from objectives._contrastive import contrastive_parts, pair_list
-from objectives.kernels.small import small_contrastive, small_contrastive_fits
+from objectives.kernels.small import small_contrastive_fits, small_contrastive_loss
+from objectives.registry import declare, gemm, loguniform, pair_count
 
 
 class _PairwiseContrastive(Objective):
@@ -60,7 +61,7 @@ class _PairwiseContrastive(Objective):
     """
 
     roles: ClassVar[dict[str, Role]] = {"alignment": "alignment", "uniformity": "uniformity"}
-    min_batch: ClassVar[int] = 1
+    min_batch: ClassVar[int] = 2  # a batch of one has no negative
     exclude_positive: ClassVar[bool] = False
 
     def __init__(
@@ -81,30 +82,30 @@ class _PairwiseContrastive(Objective):
         self.anchor = check_index("anchor", anchor)
         self.uniformity_weight = check_nonnegative("uniformity_weight", uniformity_weight)
         self.chunk_size = check_chunk(chunk_size)
-        self._pairs: dict[tuple, tuple[tuple[int, int], ...]] = {}  # pair lists of fused_terms
+        self._pairs: dict[tuple, tuple[tuple[int, int], ...]] = {}  # pair lists of fused_output
 
     @property
     def symmetric_in_modalities(self) -> bool:  # type: ignore[override]
         return self.pairs == "all"
 
-    def fused_terms(self, embeddings) -> dict[str, Tensor] | None:
+    def fused_output(self, embeddings) -> tuple[Tensor, dict[str, Tensor]] | None:
         """Small batches in one process (B <= kernels.small.SMALL_MAX_BATCH, fixed temperature, rows
-        normalised inside): normalisation and every pair in one node (kernels.small.small_contrastive)."""
+        normalised inside): normalisation, every pair and the loss itself in one node
+        (kernels.small.small_contrastive_loss)."""
         temperature = self.temperature
         if (self.exclude_positive or not self.normalize or self.chunk_size is not None or temperature.learnable
                 or self.is_distributed()):
             return None
         scale = temperature.scale(torch.float32, None)
         fits = small_contrastive_fits(embeddings, scale)
-        if fits is None or self.anchor >= fits[0]:
+        if fits is None or self.anchor >= fits[0] or fits[1] < self.min_batch:
             return None  # the general path (and its input checks)
         key = (fits[0], self.pairs, self.anchor)
         pairs = self._pairs.get(key)
         if pairs is None:
             pairs = self._pairs[key] = tuple(pair_list(*key))
-        align, unif = small_contrastive(embeddings, pairs, scale)
-        weight = self.uniformity_weight
-        return {"alignment": align, "uniformity": unif if weight == 1.0 else weight * unif}
+        loss, align, unif = small_contrastive_loss(embeddings, pairs, scale, self.uniformity_weight)
+        return loss, {"alignment": align, "uniformity": unif}
 
     def compute(self, z: Tensor, rows: slice) -> dict[str, Tensor]:
         pairs = pair_list(z.shape[0], self.pairs, self.anchor)
@@ -117,6 +118,9 @@ class _PairwiseContrastive(Objective):
         return f"pairs={self.pairs!r}, anchor={self.anchor}, uniformity_weight={self.uniformity_weight}"
 
 
+@declare(label="InfoNCE (all pairs)", colour="#0072B2", marker="o",
+         search={"temperature": loguniform(0.03, 0.3)},
+         flops=lambda M, B, d, p: 3 * gemm(B, d) * pair_count(M, "all"))
 class InfoNCE(_PairwiseContrastive):
     """CLIP loss averaged over all unordered modality pairs m < n.
 
@@ -134,6 +138,9 @@ class InfoNCE(_PairwiseContrastive):
                          normalize, temperature_clamp)
 
 
+@declare(label="InfoNCE (anchor)", colour="#56B4E9", marker="v",
+         search={"temperature": loguniform(0.03, 0.3)},
+         flops=lambda M, B, d, p: 3 * gemm(B, d) * pair_count(M, "anchor"))
 class InfoNCEAnchor(_PairwiseContrastive):
     """Anchor-based multimodal InfoNCE (ImageBind / LanguageBind): mean over n != a of l(a, n)."""
 
@@ -146,6 +153,8 @@ class InfoNCEAnchor(_PairwiseContrastive):
                          chunk_size, normalize, temperature_clamp)
 
 
+@declare(label="InfoNCE, uniformity ×0.5", colour="#332288", marker="P",
+         flops=lambda M, B, d, p: 3 * gemm(B, d) * pair_count(M, p["pairs"]))
 class InfoNCEReweighted(_PairwiseContrastive):
     """InfoNCE with its log-sum-exp (uniformity) part weighted: alignment + w * uniformity.
 
@@ -163,6 +172,8 @@ class InfoNCEReweighted(_PairwiseContrastive):
                          uniformity_weight, chunk_size, normalize, temperature_clamp)
 
 
+@declare(label="DCL", colour="#44AA99", marker="h",
+         flops=lambda M, B, d, p: 3 * gemm(B, d) * pair_count(M, p["pairs"]))
 class DCL(_PairwiseContrastive):
     """Decoupled contrastive learning: the positive leaves each log-sum-exp denominator.
 

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from objectives._base import Objective, Role, Temperature, check_choice, check_chunk
+from objectives.registry import declare, gemm, loguniform
 
 
 def _permutation(n: int, device: torch.device) -> Tensor:
@@ -57,6 +58,10 @@ def _permuted_rows(x: Tensor, perm: Tensor) -> Tensor:
     return x[perm]
 
 
+# trilinear logits are smaller than cosines: a lower temperature range
+@declare(label="Symile", colour="#B8A000", marker="p", retrieval_rule="symile_mip",
+         search={"temperature": loguniform(0.005, 0.1)},
+         flops=lambda M, B, d, p: 3 * gemm(B, d) * M if p["negatives"] == "n" else None)
 class Symile(Objective):
     name = "symile"
     symmetric_in_modalities = True

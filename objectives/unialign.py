@@ -54,6 +54,7 @@ from objectives._base import (
 from objectives.align_uniform import pairs_sq_dist_sum
 from objectives.kernels import log_mean_kernel, median_bandwidth_tensor, modality_quadratic
 from objectives.kernels.device import host_float
+from objectives.registry import declare, loguniform, uniformity_flops
 
 
 def volume_sum(z: Tensor, rows: slice, eps: float) -> Tensor:
@@ -68,6 +69,9 @@ def volume_sum(z: Tensor, rows: slice, eps: float) -> Tensor:
     return (det.clamp_min(0.0) + eps).sqrt().to(z.dtype).sum()
 
 
+@declare(label="UniAlign", colour="#D55E00", marker="D",
+         search={"bandwidth": loguniform(0.25, 1.5), "lam_uni": loguniform(0.1, 3.0)},
+         flops=lambda M, B, d, p: uniformity_flops(M, B, d, p["uniformity"]), roofline_target=0.7)
 class UniAlign(Objective):
     """UniAlign (module docstring). ``uniformity_reduction``: ``"sum"`` (default, the paper's literal
     sum over modalities) or ``"mean"`` (divided by M), so that the uniformity/alignment balance set by

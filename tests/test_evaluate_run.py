@@ -31,6 +31,7 @@ from harness.experiment.metrics import (
 )
 from harness.files import OutputError
 from harness.instruments import conflicts, divergence, gap
+from harness.instruments._inputs import sample_rows
 
 SEED = 3  # the runs' training seed; the dataset's own seed is 1
 INFONCE = {"temperature": 0.2, "chunk_size": None}  # not in sorted order: meta/params sorts them
@@ -65,9 +66,12 @@ def reference(run, split="test", temperature=0.07, max_rows=2048, probes=True) -
         accs = [linear_probe(zs_tr[m].numpy(), ds.labels[tr], zs[m].numpy(), ds.labels[rows]) for m in range(M)]
         out.update({f"probe/acc/{m}": a for m, a in enumerate(accs)})
         out["probe/acc/mean"] = sum(accs) / M
-    sub = [z[:max_rows] for z in zs]
+    idx = sample_rows(len(rows), max_rows, SEED)
+    sub = [z[idx] for z in zs]
+    out["meta/instrument_rows"] = len(idx)
+    out["meta/instrument_sample"] = "all" if len(idx) == len(rows) else "seeded"
     with torch.no_grad():
-        out.update(flatten_metrics("gap", gap.modality_gap(sub)))
+        out.update(flatten_metrics("gap", gap.modality_gap(zs)))
         out["divergence/holder"] = float(divergence.holder(sub, bandwidth="median"))
         est = float(divergence.holder(sub, bandwidth=1.0))
         null = divergence.holder_null([torch.cat([zs_tr[m], zs[m]]) for m in range(M)], M, len(sub[0]), 1.0,
@@ -165,13 +169,12 @@ def test_split_seed_fallbacks_and_non_scalar_parameters(base, monkeypatch):
 def _max_rows_probe(monkeypatch):
     """Replace the row-capped instruments by stubs that record how many rows they were given."""
     seen = []
-    monkeypatch.setattr(gap, "modality_gap", lambda zs: seen.append([z.shape[0] for z in zs]) or {})
-    monkeypatch.setattr(divergence, "holder", lambda *a, **k: torch.tensor(0.0))
     monkeypatch.setattr(divergence, "cauchy_schwarz", lambda *a, **k: torch.tensor(0.0))
+    monkeypatch.setattr(conflicts, "infonce_conflicts", lambda zs, *a, **k: seen.append([z.shape[0] for z in zs]) or {})
+    monkeypatch.setattr(divergence, "holder", lambda *a, **k: torch.tensor(0.0))
     monkeypatch.setattr(divergence, "holder_null", lambda *a, **k: {"mean": 0.0, "sd": 0.0, "q95": 0.0, "n": 0,
                                                                     "size": a[2]})
     monkeypatch.setattr(divergence, "proxy_bound", lambda *a, **k: {"estimator": "stub", "guaranteed": False})
-    monkeypatch.setattr(conflicts, "infonce_conflicts", lambda *a, **k: {})
     monkeypatch.setattr(conflicts, "gradient_conflicts", lambda *a, **k: {})
     return seen
 
@@ -183,7 +186,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def test_default_row_cap_is_2048(tmp_path, monkeypatch):
-    # 2049 test rows: the divergence and conflict statistics take the first 2048, retrieval all of them
+    # 2049 test rows: the divergence and conflict statistics take a seeded sample of 2048, retrieval and
+    # the gap all of them
     rng = np.random.default_rng(0)
     n = 2061
     views = [rng.normal(size=(n, 2)).astype(np.float32) for _ in range(2)]
@@ -195,6 +199,7 @@ def test_default_row_cap_is_2048(tmp_path, monkeypatch):
     seen = _max_rows_probe(monkeypatch)
     out = evaluate.evaluate_run(tmp_path / "run")
     assert seen == [[2048, 2048]] and out["meta/n_eval"] == 2049
+    assert out["meta/instrument_rows"] == 2048 and out["meta/instrument_sample"] == "seeded"
     args = parser().parse_args(["--run", str(tmp_path / "run"), "--out", str(tmp_path / "m.json")])
     threads = recorded_threads(monkeypatch)
     assert evaluate.main(args) == 0 and threads == [1]

@@ -258,7 +258,7 @@ def main(args) -> int:
               f"({time.perf_counter() - t0:.0f}s)")
         return 0
     names = args.objectives.split(",") if args.objectives else objectives.available()
-    unknown = [n for n in names if n not in objectives.available() and n not in BASELINES]
+    unknown = [n for n in names if objectives.registry.find(n) is None and n not in BASELINES]
     if unknown:
         print(f"error: unknown objective(s) {unknown}; available: {objectives.available() + list(BASELINES)}",
               file=sys.stderr)

@@ -144,6 +144,10 @@ def _feasible(impl: Impl, M: int, B: int, d: int) -> bool:
     B^2 M^2 Gram entries (and their float64 determinants' workspace) for autograd."""
     if impl.objective == "gram_direct":
         return B * B * M * M * 8 <= 2 * 2**30
+    if impl.kind == "ours":  # the sizes an objective declares it supports (objectives.registry)
+        from objectives import registry
+
+        return registry.get(impl.objective).supports(M, B, d)
     return True
 
 

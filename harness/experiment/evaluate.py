@@ -44,7 +44,13 @@ Output: one flat JSON object (keys sorted). Metric keys (m, n are modality indic
   ``seed``), ``meta/retrieval_rule``, ``meta/split``, ``meta/n_eval``, ``meta/modality_names`` (comma-joined), ``meta/params`` (JSON
   string) and ``meta/param/<name>`` for each objective parameter, ``meta/data_sha256``.
 
-Divergence and conflict statistics use at most ``--max-rows`` rows of the split (first rows).
+Memory: retrieval (both rules) forms its scores ``--block-rows`` queries at a time and the modality
+gap's uniformity ``--block-rows`` rows at a time, over every row of the split (peak O(block x n)).
+The quadratic instruments -- the KDE divergences and the conflict statistics -- use at most
+``--max-rows`` rows: every row when the split has no more, else a seeded sample
+(``harness.instruments._inputs.sample_rows`` with the run's seed, rows in their split order),
+recorded in ``meta/instrument_rows`` (rows used) and ``meta/instrument_sample`` (``all`` or
+``seeded``).
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ from harness.experiment import keys
 from harness.experiment.data import DataError
 from harness.experiment.distributed import local_objectives
 from harness.experiment.metrics import (
+    RETRIEVAL_BLOCK,
     conflict_summaries,
     flatten_metrics,
     linear_probe,
@@ -70,6 +77,7 @@ from harness.experiment.metrics import (
 from harness.experiment.runs import TrainError, embed_split, load_run, run_meta
 from harness.files import check_output_file, write_json
 from harness.instruments import conflicts, divergence, gap
+from harness.instruments._inputs import sample_rows
 
 # ----------------------------------------------------------------------------- evaluation
 
@@ -78,20 +86,32 @@ def _prefixed(prefix: str, d: dict) -> dict:
     return {f"{prefix}/{k}": v for k, v in d.items()}
 
 
+#: rows standardised and embedded at a time (a multiple of the model's own 4096-row blocks, so the
+#: embeddings are the same bits as one call on every row)
+EMBED_BLOCK = 4 * 4096
+
+
+def _embed(model, ds, rows, M: int) -> list[torch.Tensor]:
+    """``embed_split`` over blocks of EMBED_BLOCK rows: the standardised copy of a split (float32 and
+    its float64 temporaries) is never alive whole, only the (n, d) embeddings are."""
+    parts = [embed_split(model, ds, rows[s : s + EMBED_BLOCK], M) for s in range(0, max(len(rows), 1), EMBED_BLOCK)]
+    return [parts[0][m] if len(parts) == 1 else torch.cat([p[m] for p in parts]) for m in range(M)]
+
+
 def evaluate_run(run_dir, split: str = "test", temperature: float = 0.07, max_rows: int = 2048,
-                 probes: bool = True) -> dict:
+                 probes: bool = True, block_rows: int = RETRIEVAL_BLOCK) -> dict:
 
     cfg, model, loss_fn, ds = load_run(run_dir)
     M = cfg["n_modalities"]
     rows = ds.split(split)
-    zs = embed_split(model, ds, rows, M)
+    zs = _embed(model, ds, rows, M)
     out: dict = {}
     rule = keys.retrieval_rule(cfg["objective"])
-    out.update(_prefixed(keys.RETRIEVAL, retrieval_metrics(zs)))
+    out.update(_prefixed(keys.RETRIEVAL, retrieval_metrics(zs, block=block_rows)))
     with torch.no_grad():
-        out.update(_prefixed(keys.RETRIEVAL_OWN, own_retrieval_metrics(zs, rule)))
+        out.update(_prefixed(keys.RETRIEVAL_OWN, own_retrieval_metrics(zs, rule, block=block_rows)))
     tr = ds.split("train")
-    zs_tr = embed_split(model, ds, tr, M)
+    zs_tr = _embed(model, ds, tr, M)
     if probes and ds.labels is not None:
         accs = []
         for m in range(M):
@@ -99,9 +119,10 @@ def evaluate_run(run_dir, split: str = "test", temperature: float = 0.07, max_ro
             out[f"probe/acc/{m}"] = acc
             accs.append(acc)
         out["probe/acc/mean"] = float(np.mean(accs))
-    sub = [z[:max_rows] for z in zs]
+    idx = sample_rows(len(rows), max_rows, int(cfg["seed"]))
+    sub = [z[idx] for z in zs]
     with torch.no_grad():
-        out.update(flatten_metrics("gap", gap.modality_gap(sub)))
+        out.update(flatten_metrics("gap", gap.modality_gap(zs, block=block_rows)))
         out[keys.HOLDER_MEDIAN] = float(divergence.holder(sub, bandwidth="median"))
         h = divergence.FIXED_BANDWIDTH
         est = float(divergence.holder(sub, bandwidth=h))
@@ -139,6 +160,8 @@ def evaluate_run(run_dir, split: str = "test", temperature: float = 0.07, max_ro
         keys.META_RETRIEVAL_RULE: rule,
         "meta/split": split,
         "meta/n_eval": len(rows),
+        "meta/instrument_rows": int(idx.numel()),
+        "meta/instrument_sample": "all" if idx.numel() == len(rows) else "seeded",
         "meta/modality_names": ",".join(ds.names[:M]),
         "meta/params": json.dumps(cfg["params"], sort_keys=True),
         "meta/conflict_temperature": temperature,
@@ -156,7 +179,10 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="output JSON file")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--temperature", type=positive_float, default=0.07, help="temperature of the InfoNCE conflict statistics")
-    p.add_argument("--max-rows", type=positive_int, default=2048, help="rows used for divergence/conflict statistics")
+    p.add_argument("--max-rows", type=positive_int, default=2048,
+                   help="rows used for divergence/conflict statistics (a seeded sample when the split has more)")
+    p.add_argument("--block-rows", type=positive_int, default=RETRIEVAL_BLOCK,
+                   help="query rows per block of the retrieval scores and the uniformity (peak memory ~ block x n)")
     add_threads_argument(p)
 
 
@@ -164,7 +190,8 @@ def main(args) -> int:
     apply_threads(args)
     check_output_file(args.out)
     try:
-        metrics = evaluate_run(args.run, args.split, args.temperature, args.max_rows)
+        metrics = evaluate_run(args.run, args.split, args.temperature, args.max_rows,
+                               block_rows=getattr(args, "block_rows", RETRIEVAL_BLOCK))
     except (TrainError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

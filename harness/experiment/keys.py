@@ -11,7 +11,7 @@ higher than the true match):
 - ``retrieval/{R1,R5,R10,MedR}/...``: pairwise cosine retrieval, every ordered modality pair
   ``{m}->{n}``, their ``mean``, ``anchor->others`` and ``others->anchor``;
 - ``retrieval_own/{R1,R5,R10,MedR}/...``: each objective scored by its own rule
-  (``meta/retrieval_rule``, :data:`RETRIEVAL_RULES`) on tuple tasks: ``anchor->tuple`` (query an
+  (``meta/retrieval_rule``, ``objectives.registry``) on tuple tasks: ``anchor->tuple`` (query an
   anchor row, gallery the tuples of the other M - 1 modalities), ``tuple->anchor`` (the reverse),
   ``rest->{m}`` for m >= 1 (query the tuple of every modality but m, gallery modality m),
   ``rest->one`` (mean of ``tuple->anchor`` and every ``rest->{m}``) and ``mean`` (mean of
@@ -55,8 +55,7 @@ RETRIEVAL = "retrieval"
 RETRIEVAL_OWN = "retrieval_own"
 RETRIEVAL_STATS = ("R1", "R5", "R10", "MedR")
 
-#: objective name -> its own retrieval rule; every other objective uses ``cosine_sum``
-RETRIEVAL_RULES = {"gram": "gram_volume", "symile": "symile_mip"}
+#: every objective declares its own retrieval rule in the registry (objectives.registry); the default
 DEFAULT_RETRIEVAL_RULE = "cosine_sum"
 RULE_DESCRIPTIONS = {
     "gram_volume": "GRAM: -volume of the Gram matrix of the candidate with the tuple",
@@ -67,8 +66,11 @@ RULE_DESCRIPTIONS = {
 
 
 def retrieval_rule(objective: str) -> str:
-    """The own-rule retrieval score of ``objective`` (by name)."""
-    return RETRIEVAL_RULES.get(str(objective), DEFAULT_RETRIEVAL_RULE)
+    """The own-rule retrieval score of ``objective`` (a registered name or ``package.module:Class``),
+    as its registry entry declares it."""
+    from objectives import registry
+
+    return registry.get(str(objective)).retrieval_rule
 
 
 R1_MEAN = "retrieval/R1/mean"

@@ -32,11 +32,39 @@ def ranks_from_scores(scores: torch.Tensor) -> torch.Tensor:
     return 1 + (scores > true).sum(dim=1)
 
 
-def retrieval_ranks(query: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
-    """Cosine retrieval: rank (1-based) of gallery row i for query row i: 1 + #{j: s_ij > s_ii}."""
+#: query rows per block of the retrieval metrics: peak memory O(RETRIEVAL_BLOCK x n) float64 scores
+RETRIEVAL_BLOCK = 1024
+
+
+def _check_block(block: int) -> int:
+    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+        raise ValueError(f"block must be a positive int, got {block!r}")
+    return block
+
+
+def blocked_ranks(scores_of, n: int, block: int = RETRIEVAL_BLOCK) -> torch.Tensor:
+    """Ranks of :func:`ranks_from_scores` for an (n x n) score matrix that is never held whole:
+    ``scores_of(start, stop)`` returns its rows ``start:stop`` (queries x all n gallery items), one
+    block of at most ``block`` rows at a time."""
+    _check_block(block)
+    ranks = torch.empty(n, dtype=torch.long)
+    for s0 in range(0, n, block):
+        s1 = min(n, s0 + block)
+        s = scores_of(s0, s1)
+        if s.shape != (s1 - s0, n):
+            raise ValueError(f"scores_of({s0}, {s1}) must return shape ({s1 - s0}, {n}), got {tuple(s.shape)}")
+        true = s[torch.arange(s1 - s0), torch.arange(s0, s1)].unsqueeze(1)
+        ranks[s0:s1] = 1 + (s > true).sum(dim=1)
+    return ranks
+
+
+def retrieval_ranks(query: torch.Tensor, gallery: torch.Tensor, block: int = RETRIEVAL_BLOCK) -> torch.Tensor:
+    """Cosine retrieval: rank (1-based) of gallery row i for query row i: 1 + #{j: s_ij > s_ii}, over
+    query blocks of ``block`` rows (the same ranks as the whole matrix)."""
     if query.shape != gallery.shape:
         raise ValueError(f"query {tuple(query.shape)} and gallery {tuple(gallery.shape)} must be paired")
-    return ranks_from_scores(_unit(query) @ _unit(gallery).T)
+    q, g = _unit(query), _unit(gallery)
+    return blocked_ranks(lambda s0, s1: q[s0:s1] @ g.T, q.shape[0], block)
 
 
 def recall_stats(ranks: torch.Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
@@ -64,11 +92,13 @@ def _summarise(per_task: dict[str, torch.Tensor], ks: Sequence[int]) -> dict[str
     return out
 
 
-def retrieval_metrics(zs: Sequence[torch.Tensor], ks: Sequence[int] = (1, 5, 10), anchor: int = 0) -> dict[str, float]:
+def retrieval_metrics(zs: Sequence[torch.Tensor], ks: Sequence[int] = (1, 5, 10), anchor: int = 0,
+                      block: int = RETRIEVAL_BLOCK) -> dict[str, float]:
     """Pairwise cosine retrieval: per ordered pair ``{stat}/{m}->{n}``, their ``mean`` (and
-    ``R1/mean_se``), ``anchor->others`` and ``others->anchor``; keys without prefix (``retrieval/``)."""
+    ``R1/mean_se``), ``anchor->others`` and ``others->anchor``; keys without prefix (``retrieval/``).
+    Scores are formed ``block`` query rows at a time (peak memory O(block x n))."""
     M = len(zs)
-    tasks = {f"{m}->{n}": retrieval_ranks(zs[m], zs[n]) for m in range(M) for n in range(M) if m != n}
+    tasks = {f"{m}->{n}": retrieval_ranks(zs[m], zs[n], block) for m in range(M) for n in range(M) if m != n}
     out = _summarise(tasks, ks)
     for key in [k.split("/")[0] for k in out if k.endswith("/mean") and not k.endswith("_se")]:
         out[f"{key}/anchor->others"] = float(np.mean([out[f"{key}/{anchor}->{n}"] for n in range(M) if n != anchor]))
@@ -77,6 +107,33 @@ def retrieval_metrics(zs: Sequence[torch.Tensor], ks: Sequence[int] = (1, 5, 10)
     cos = [float((us[m] * us[n]).sum(1).mean()) for m in range(M) for n in range(m + 1, M)]
     out["true_pair_cosine/mean"] = float(np.mean(cos))
     return out
+
+
+_RULES = ("gram_volume", "symile_mip", "cosine_sum")
+
+
+def _tuple_scorer(zs: Sequence[torch.Tensor], m: int, rule: str):
+    """``score(rows, cols)``: the block ``S[rows, cols]`` of :func:`tuple_scores` (``rows``, ``cols``
+    slices), so that a caller can walk S in blocks of rows or of columns without holding it."""
+    if rule not in _RULES:
+        raise ValueError(f"retrieval rule must be one of {', '.join(_RULES)}; got {rule!r}")
+    us = [_unit(z) for z in zs]
+    others = [us[n] for n in range(len(us)) if n != m]
+    if not others:
+        raise ValueError("tuple retrieval needs at least 2 modalities")
+    cand = us[m]
+    if rule == "gram_volume":
+        from objectives.kernels import tuple_volumes
+
+        stacked = torch.stack(others)
+        return lambda rows, cols: -tuple_volumes(cand[rows], stacked[:, cols])
+    if rule == "symile_mip":
+        tup = others[0]
+        for o in others[1:]:
+            tup = tup * o
+    else:
+        tup = torch.stack(others).sum(0)
+    return lambda rows, cols: cand[rows] @ tup[cols].T
 
 
 def tuple_scores(zs: Sequence[torch.Tensor], m: int, rule: str) -> torch.Tensor:
@@ -88,27 +145,15 @@ def tuple_scores(zs: Sequence[torch.Tensor], m: int, rule: str) -> torch.Tensor:
       height factorisation in float64 (``objectives.kernels.tuple_volumes``);
     - ``"symile_mip"``: ``sum_k z^m_ik prod_{n != m} z^n_jk`` (Symile's multilinear inner product);
     - ``"cosine_sum"``: ``sum_{n != m} cos(z^m_i, z^n_j)``.
-    """
-    us = [_unit(z) for z in zs]
-    others = [us[n] for n in range(len(us)) if n != m]
-    if not others:
-        raise ValueError("tuple retrieval needs at least 2 modalities")
-    if rule == "gram_volume":
-        from objectives.kernels import tuple_volumes
 
-        return -tuple_volumes(us[m], torch.stack(others))
-    if rule == "symile_mip":
-        prod = others[0]
-        for o in others[1:]:
-            prod = prod * o
-        return us[m] @ prod.T
-    if rule == "cosine_sum":
-        return us[m] @ torch.stack(others).sum(0).T
-    raise ValueError(f"retrieval rule must be one of gram_volume, symile_mip, cosine_sum; got {rule!r}")
+    The whole (n x n) matrix; :func:`own_retrieval_metrics` walks it in blocks instead.
+    """
+    every = slice(None)
+    return _tuple_scorer(zs, m, rule)(every, every)
 
 
 def own_retrieval_metrics(zs: Sequence[torch.Tensor], rule: str, ks: Sequence[int] = (1, 5, 10),
-                          anchor: int = 0) -> dict[str, float]:
+                          anchor: int = 0, block: int = RETRIEVAL_BLOCK) -> dict[str, float]:
     """Tuple retrieval scored by ``rule`` (:func:`tuple_scores`); keys without prefix (``retrieval_own/``):
 
     - ``{stat}/anchor->tuple``: query anchor row i, gallery the tuples of the other modalities;
@@ -116,15 +161,22 @@ def own_retrieval_metrics(zs: Sequence[torch.Tensor], rule: str, ks: Sequence[in
     - ``{stat}/rest->{m}`` (m != anchor): query the tuple of every modality but m, gallery modality m;
     - ``{stat}/rest->one``: mean of ``tuple->anchor`` and every ``rest->{m}``;
     - ``{stat}/mean`` (and ``R1/mean_se``): mean over all M + 1 tasks.
+
+    Scores are formed ``block`` queries at a time (peak memory O(block x n)): the same ranks as
+    the whole matrices.
     """
+    _check_block(block)
     M = len(zs)
+    n = zs[anchor].shape[0]
+    every = slice(None)
     tasks: dict[str, torch.Tensor] = {}
-    s_anchor = tuple_scores(zs, anchor, rule)
-    tasks["anchor->tuple"] = ranks_from_scores(s_anchor)
-    tasks["tuple->anchor"] = ranks_from_scores(s_anchor.T)
+    score_anchor = _tuple_scorer(zs, anchor, rule)
+    tasks["anchor->tuple"] = blocked_ranks(lambda s0, s1: score_anchor(slice(s0, s1), every), n, block)
+    tasks["tuple->anchor"] = blocked_ranks(lambda s0, s1: score_anchor(every, slice(s0, s1)).T, n, block)
     for m in range(M):
         if m != anchor:
-            tasks[f"rest->{m}"] = ranks_from_scores(tuple_scores(zs, m, rule).T)
+            score_m = _tuple_scorer(zs, m, rule)
+            tasks[f"rest->{m}"] = blocked_ranks(lambda s0, s1, f=score_m: f(every, slice(s0, s1)).T, n, block)
     out = _summarise(tasks, ks)
     rest = [t for t in tasks if t != "anchor->tuple"]
     for key in [k.split("/")[0] for k in out if k.endswith("/mean") and not k.endswith("_se")]:

@@ -86,15 +86,20 @@ def parse_params(items: list[str] | None) -> dict[str, Any]:
 
 
 def build_objective(name: str, params: dict[str, Any]):
+    """The objective ``name`` (registered, or ``package.module:Class``) built with ``params``; every
+    failure is a TrainError naming the objective."""
     try:
-        import objectives
+        from objectives import registry
     except ImportError as exc:  # pragma: no cover
         raise TrainError(f"the objectives package cannot be imported: {exc}") from exc
-    names = list(objectives.available())
-    if name not in names:
-        raise TrainError(f"unknown objective {name!r}; available: {', '.join(names)}")
     try:
-        return objectives.build(name, **params)
+        entry = registry.get(name)
+    except registry.ObjectiveError as exc:
+        raise TrainError(str(exc)) from exc
+    try:
+        return entry.build(**params)
+    except registry.ObjectiveError as exc:
+        raise TrainError(str(exc)) from exc
     except (TypeError, ValueError) as exc:
         raise TrainError(f"objective {name!r} rejected its parameters {params}: {exc}") from exc
 
@@ -216,7 +221,7 @@ def check_finished_run(out: Path, cfg: dict[str, Any], total_steps: int) -> None
     prev = read_train_json(out)
     _check_data({**prev.get("config", {}), "data_sha256": prev.get("data_sha256")}, cfg, done)
     verify_weights(out, prev)
-    if not config_diff(prev.get("config", {}), cfg) and prev.get("steps") != total_steps:
+    if not config_diff(prev.get("config", {}), cfg) and prev.get("cap_steps", prev.get("steps")) != total_steps:
         raise TrainError(
             f"{out} holds a finished run of {prev.get('steps')} steps; {_budget(cfg)} ({total_steps} steps) "
             f"would replace the model its results describe; train into another --out, or delete "

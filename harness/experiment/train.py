@@ -49,6 +49,14 @@ Outputs in RUN_DIR (only rank 0 writes):
   ``still_improving``: True when the best validation R@1 in the last quarter of the run exceeds the
   best before it by more than ``still_improving_tolerance`` (1 R@1 point), i.e. the run had not
   converged (None when either part has no evaluation point).
+
+Budget by convergence: with ``--patience P`` (evaluation points) the run stops at the first
+evaluation point where ``val/R1_mean`` has not exceeded its best earlier value by more than
+``--min-delta D`` (R@1 points, default 0) for P consecutive evaluation points; ``--steps``/``--epochs``
+is then the cap. The decision is a function of ``history.csv`` alone, so a resumed run stops at the
+same step as an uninterrupted one. ``train.json`` adds ``cap_steps`` (the budget), ``stopped_step``
+(the last step trained), ``cap_hit`` (True when the run trained the whole cap without meeting the
+stopping rule; always True without ``--patience``), ``patience`` and ``min_delta``.
 """
 
 from __future__ import annotations
@@ -100,7 +108,7 @@ VAL_INSTRUMENTS = ("standard", "full", "core")
 STILL_IMPROVING_TOLERANCE = 1.0
 STILL_IMPROVING_FRACTION = 0.25
 # configuration keys added after runs were first written, with the behaviour those runs had
-LEGACY_CONFIG = {"head": "linear", "weight_decay_groups": "all"}
+LEGACY_CONFIG = {"head": "linear", "weight_decay_groups": "all", "patience": None, "min_delta": 0.0}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -128,6 +136,32 @@ def still_improving(steps: Sequence[int], r1: Sequence[float], total_steps: int,
     if not before or not late:
         return None
     return bool(max(late) > max(before) + tolerance)
+
+
+def convergence_stop(values: Sequence[float], patience: int | None, min_delta: float = 0.0) -> int | None:
+    """Index of the evaluation point at which training stops by convergence, or None.
+
+    A value improves when it exceeds the best earlier value by more than ``min_delta`` (the first
+    finite value always does); the run stops at the first point that ends ``patience`` consecutive
+    points without an improvement. Non-finite values never improve. ``patience`` None: never stops.
+    """
+    if patience is None:
+        return None
+    best, since = None, 0
+    for i, v in enumerate(values):
+        v = float(v)
+        if math.isfinite(v) and (best is None or v > best + min_delta):
+            best, since = v, 0
+        else:
+            since += 1
+            if best is not None and since >= patience:
+                return i
+    return None
+
+
+def _history_stop(history: Sequence[dict], cfg: dict[str, Any]) -> int | None:
+    r1 = [r.get("val/R1_mean", float("nan")) for r in history]
+    return convergence_stop(r1, cfg.get("patience"), cfg.get("min_delta", 0.0))
 
 
 def parameter_groups(model: torch.nn.Module, loss_fn: torch.nn.Module, weight_decay: float,
@@ -233,6 +267,8 @@ class TrainOptions:
     weight_decay_groups: str = "all"
     eval_every_steps: int | None = None
     eval_every: int | None = None
+    patience: int | None = None
+    min_delta: float = 0.0
     select: str = "last"
     val_instruments: str = "standard"
     device: str = "cpu"
@@ -259,6 +295,10 @@ def resolve_config(args) -> dict[str, Any]:
     if eval_every_steps is not None and eval_every is not None:
         raise TrainError(f"give at most one validation cadence, --eval-every-steps K or --eval-every E "
                          f"(got --eval-every-steps {eval_every_steps}, --eval-every {eval_every})")
+    patience = _optional_int(args, "patience", "--patience")
+    min_delta = float(getattr(args, "min_delta", 0.0) or 0.0)
+    if not math.isfinite(min_delta) or min_delta < 0:
+        raise TrainError(f"--min-delta {min_delta} must be a finite number >= 0 (R@1 points)")
     return {
         "data": str(Path(args.data).resolve()),
         "objective": args.objective,
@@ -278,6 +318,8 @@ def resolve_config(args) -> dict[str, Any]:
                                        WEIGHT_DECAY_GROUPS, "all"),
         "eval_every_steps": eval_every_steps,
         "eval_every": eval_every,
+        "patience": patience,
+        "min_delta": min_delta,
         "select": _choice(args, "select", "--select", SELECT_CHOICES, "last"),
         "val_instruments": _choice(args, "val_instruments", "--val-instruments", VAL_INSTRUMENTS, "standard"),
         "out": str(Path(args.out).resolve()),
@@ -309,11 +351,21 @@ def _finished_run(out: Path, cfg: dict[str, Any], plan: Plan) -> dict[str, Any] 
         return None
     prev = json.loads(done.read_text())
     pcfg = with_legacy_defaults(prev["config"])
-    same = (not config_diff(pcfg, cfg) and prev.get("steps") == plan.total_steps
+    same = (not config_diff(pcfg, cfg) and prev.get("cap_steps", prev.get("steps")) == plan.total_steps
             and prev.get("eval_every_steps") == plan.eval_every_steps
             and pcfg.get("select", "last") == cfg["select"]
             and pcfg.get("val_instruments", "standard") == cfg["val_instruments"])
     return prev if same else None
+
+
+def _check_step(objective: str, loss, step: int, parameters=None) -> None:
+    """objectives.registry.check_step as a TrainError (the message names the objective)."""
+    from objectives.registry import ObjectiveError, check_step
+
+    try:
+        check_step(objective, loss, step, parameters)
+    except ObjectiveError as exc:
+        raise TrainError(str(exc)) from exc
 
 
 def _validate(model, loss_fn, xs_val, cfg: dict[str, Any], step: int, last: bool, device, out: Path) -> dict:
@@ -428,7 +480,9 @@ def _train(cfg: dict[str, Any], info: hdist.DistInfo, reporting: ProgressOptions
     sums: dict[str, float] = {}  # loss and terms summed since the last evaluation point
     n_sums = 0
     model.train()
-    while step < plan.total_steps:
+    # a checkpoint written at the stopping point resumes as a finished run
+    stop_at = _history_stop(history, cfg)
+    while step < plan.total_steps and stop_at is None:
         # -- one optimizer step; the shuffle continues across epoch boundaries ------------
         hdist.report_progress(info, step + 1)
         if pos == 0:
@@ -443,7 +497,12 @@ def _train(cfg: dict[str, Any], info: hdist.DistInfo, reporting: ProgressOptions
             raise TrainError(f"objective {cfg['objective']!r} rejected the embeddings at step {step + 1} "
                              f"(--head {cfg['head']}): {exc}") from exc
         optimizer.zero_grad(set_to_none=True)
+        first = samples == 0  # this process's first step: a NaN loss or one without a gradient
+        if first:
+            _check_step(cfg["objective"], res.loss, step + 1)
         res.loss.backward()
+        if first:
+            _check_step(cfg["objective"], res.loss, step + 1, list(model.parameters()))
         hdist.average_gradients(obj_params, info)
         optimizer.step()
         with torch.no_grad():
@@ -454,7 +513,7 @@ def _train(cfg: dict[str, Any], info: hdist.DistInfo, reporting: ProgressOptions
         loss_v = float(res.loss.detach())
         epoch = step / plan.steps_per_epoch
         if not math.isfinite(loss_v):
-            raise TrainError(f"loss became {loss_v} at step {step} (epoch {epoch:.2f})")
+            raise TrainError(f"objective {cfg['objective']!r}: loss became {loss_v} at step {step} (epoch {epoch:.2f})")
         steps.append({"step": step, "epoch": math.ceil(epoch), "loss": loss_v})
         sums["loss"] = sums.get("loss", 0.0) + loss_v
         for k, v in res.terms.items():
@@ -477,6 +536,14 @@ def _train(cfg: dict[str, Any], info: hdist.DistInfo, reporting: ProgressOptions
                 best = {"step": step, "epoch": row["epoch"], "R1": r1, "model": _clone_state(model.state_dict()),
                         "objective": _clone_state(loss_fn.state_dict())}
         history.append(row)
+        stop_at = _history_stop(history, cfg) if info.is_main else None
+        if info.enabled:  # every rank stops with the main one
+            flag = torch.tensor([0 if stop_at is None else 1], device=device)
+            torch.distributed.broadcast(flag, 0)
+            stop_at = None if int(flag) == 0 else len(history) - 1
+        if info.is_main and stop_at is not None and step < plan.total_steps and cfg["val_instruments"] == "standard":
+            # the stopping point is the run's last: give it the last point's conflict keys
+            row.update(_validate(model, loss_fn, xs_val, cfg, step, True, device, out))
         if info.is_main:
             _write_csv(out / "history.csv", history)
             _write_csv(out / "steps.csv", steps)
@@ -515,6 +582,11 @@ def _train(cfg: dict[str, Any], info: hdist.DistInfo, reporting: ProgressOptions
         "modality_dims": ds.dims[:M],
         "n_train": n_train,
         "steps": step,
+        "cap_steps": plan.total_steps,
+        "stopped_step": step,
+        "cap_hit": stop_at is None,
+        "patience": cfg.get("patience"),
+        "min_delta": cfg.get("min_delta", 0.0),
         "steps_per_epoch": plan.steps_per_epoch,
         "eval_every_steps": plan.eval_every_steps,
         "eval_points": len(history),
@@ -530,7 +602,7 @@ def _train(cfg: dict[str, Any], info: hdist.DistInfo, reporting: ProgressOptions
         "selected": _numeric(selected),
         "best_val_step": None if best is None else best["step"],
         "best_val_R1": None if best is None else best["R1"],
-        "still_improving": still_improving([s for s, _ in curve], [v for _, v in curve], plan.total_steps),
+        "still_improving": still_improving([s for s, _ in curve], [v for _, v in curve], step),
         "still_improving_tolerance": STILL_IMPROVING_TOLERANCE,
         "objective_temperature": objective_temperature(loss_fn),
         "torch_version": torch.__version__,
@@ -551,7 +623,8 @@ def _train(cfg: dict[str, Any], info: hdist.DistInfo, reporting: ProgressOptions
 
 def add_arguments(p) -> None:
     p.add_argument("--data", required=True, help="dataset folder from `python -m harness data`")
-    p.add_argument("--objective", required=True, help="objective name (objectives.available())")
+    p.add_argument("--objective", required=True,
+                   help="objective name (objectives.available(), entry points included) or package.module:Class")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="objective parameter, value parsed with yaml.safe_load (repeatable)")
     p.add_argument("--n-modalities", type=int, required=True, help="M: use the first M modalities")
@@ -576,6 +649,11 @@ def add_arguments(p) -> None:
                    help=f"validation metrics every K steps and at the last (default: {DEFAULT_EVAL_POINTS} points)")
     p.add_argument("--eval-every", type=int, default=None,
                    help="validation metrics every K epochs and at the last (instead of --eval-every-steps)")
+    p.add_argument("--patience", type=int, default=None,
+                   help="stop when val R@1 has not improved by more than --min-delta for this many evaluation "
+                        "points; --steps/--epochs is then the cap (default: train the whole budget)")
+    p.add_argument("--min-delta", type=float, default=TrainOptions.min_delta,
+                   help="smallest rise of val R@1 (points) that counts as an improvement for --patience")
     p.add_argument("--select", choices=SELECT_CHOICES, default=TrainOptions.select,
                    help="model.pt weights: after the last step, or at the evaluation point with the best val R@1")
     p.add_argument("--val-instruments", choices=VAL_INSTRUMENTS, default=TrainOptions.val_instruments,

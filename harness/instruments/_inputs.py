@@ -93,3 +93,17 @@ def modality_pairs(n_modalities: int, anchor: int | None = None) -> list[tuple[i
     if anchor is None:
         return [(m, n) for m in range(n_modalities) for n in range(m + 1, n_modalities)]
     return [(anchor, n) for n in range(n_modalities) if n != anchor]
+
+
+def sample_rows(n: int, max_rows: int, seed: int) -> Tensor:
+    """Sorted indices of the rows a quadratic instrument (KDE divergences, conflict statistics) uses:
+    every row when ``n <= max_rows``, else ``max_rows`` rows drawn without replacement by
+    ``torch.randperm`` from a generator seeded with ``seed`` (the same rows for the same arguments,
+    whatever ran before)."""
+    for name, v, low in (("n", n, 0), ("max_rows", max_rows, 1), ("seed", seed, 0)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
+    if n <= max_rows:
+        return torch.arange(n)
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randperm(n, generator=gen)[:max_rows].sort().values

@@ -6,6 +6,9 @@ Writes ``results/claims.md`` and ``results/claims.csv``, entirely from data (nev
 in the config). Every claim has one declared **primary** comparison (the rows behind its verdict: the
 primary metric over datasets and sub-claims); **secondary** rows (``method_tuple``, other scoring
 rules or bandwidths) and **sanity** checks are reported beside it and never enter the verdict.
+``report.challengers``: further variants (an objective from outside the repository, say) judged
+against the same baseline by the same rows; their **challenger** rows give each its own overall
+verdict (its own Holm families) and never enter the method's.
 
 1. conflicts grow with M under InfoNCE: per unit, the least-squares slope of zeta (1a) and chi (1b)
    against M over the baseline's runs; claimed positive.
@@ -44,7 +47,7 @@ from harness.experiment import keys
 from harness.files import atomic_write_text
 from harness.report import main_study_rows, read_csv_or_empty
 from harness.report import stats as st
-from harness.report.aggregate import load_config, to_csv_text, variant_label
+from harness.report.aggregate import load_config, to_csv_text, variant_info, variant_label
 
 #: claim 7 needs at least this many validation points per run
 MIN_EVAL_POINTS = 8
@@ -103,6 +106,32 @@ def _null_note(sub: pd.DataFrame, variants) -> str:
             f"{at_null} of {len(rows)} runs at or below their null mean (no detectable divergence)")
 
 
+def cap_hits(history: pd.DataFrame | None, cfg: dict, dataset: str, variants) -> tuple[int, int]:
+    """(runs that trained their whole step cap, runs) of ``variants`` on ``dataset`` in history.csv.
+
+    A run hit the cap when its last evaluation point is at the cap (``training.steps``, or the
+    variant's own override): it stopped for budget, not by the convergence rule."""
+    if history is None or history.empty or "step" not in history.columns:
+        return 0, 0
+    conf = cfg.get("config", {})
+    base_steps = (conf.get("training") or {}).get("steps")
+    history = st.with_split_seed(history)
+    sub = history[(history["dataset"] == dataset) & history["variant"].isin(list(variants))]
+    hit = n = 0
+    for (variant, *_), g in sub.groupby(["variant", "M"] + keys.UNIT_KEYS, sort=False):
+        cap = ((variant_info(cfg, variant) or {}).get("training") or {}).get("steps", base_steps)
+        if cap is None:  # no declared cap: nothing to count
+            continue
+        n += 1
+        hit += int(g["step"].max() >= cap)
+    return hit, n
+
+
+def _cap_note(history, cfg, dataset, variants) -> str:
+    hit, n = cap_hits(history, cfg, dataset, variants)
+    return f"{hit} of {n} runs hit the step cap" if n else ""
+
+
 def _run_correlations(history: pd.DataFrame, hcol: str, pcol: str, changes: bool) -> tuple[pd.DataFrame, int]:
     """Per run (unit keys + M): Pearson r of the two columns' levels or first differences over the
     run's validation points, for runs with >= MIN_EVAL_POINTS points; also the most points any run has."""
@@ -132,6 +161,9 @@ def judge(summary: pd.DataFrame, history: pd.DataFrame, generation: pd.DataFrame
     methods = [(method, "primary")]
     if report.get("method_tuple") and report["method_tuple"] != method:
         methods.append((report["method_tuple"], "secondary"))
+    # further objectives judged against the same baseline under the same protocol, each its own family
+    methods += [(v, "challenger") for v in report.get("challengers", []) or []
+                if v not in {m for m, _ in methods} | {baseline}]
     main = st.with_split_seed(main_study_rows(summary, cfg)) if not summary.empty else summary
     rows: list[dict] = []
     base_label = variant_label(cfg, baseline)
@@ -145,7 +177,8 @@ def judge(summary: pd.DataFrame, history: pd.DataFrame, generation: pd.DataFrame
             col = keys.column(sub.columns, name)
             res = st.unit_interval(st.slope_units(b, col), confidence)
             rows.append(_row("1", cid, "primary", dataset, base_label, keys.metric_label(name), col, "",
-                             "mean over units of the per-unit slope vs M", +1, res, "per modality"))
+                             "mean over units of the per-unit slope vs M", +1, res,
+                             "; ".join(x for x in ("per modality", _cap_note(history, cfg, dataset, [baseline])) if x)))
         # ---- 2-5: paired differences
         paired = [
             ("2", "2a", "zeta", -1, None, "primary", ""),
@@ -175,7 +208,8 @@ def judge(summary: pd.DataFrame, history: pd.DataFrame, generation: pd.DataFrame
                     rule = _retrieval_rule_note(sub, (variant, baseline))
                 if se_col:
                     note = "; ".join(x for x in (note, f"measurement error from {se_col}") if x)
-                rows.append(_row(claim, cid, row_role if role == "primary" else "secondary", dataset, comp,
+                note = "; ".join(x for x in (note, _cap_note(history, cfg, dataset, (variant, baseline))) if x)
+                rows.append(_row(claim, cid, _role(role, row_role), dataset, comp,
                                  measured, col, rule, _paired_stat(res["ms"]), direction, res, note))
 
     # ---- 6: generation
@@ -201,7 +235,7 @@ def judge(summary: pd.DataFrame, history: pd.DataFrame, generation: pd.DataFrame
         for dataset in sorted(hist["dataset"].unique()):
             for variant, role in methods:
                 sub = hist[(hist["dataset"] == dataset) & (hist["variant"] == variant)]
-                for cid, changes, row_role in (("7", True, role), ("7-levels", False, "secondary")):
+                for cid, changes, row_role in (("7", True, role), ("7-levels", False, _role(role, "secondary"))):
                     rs, most = _run_correlations(sub, hcol, pcol, changes)
                     res = st.fisher_interval(st.fisher_units(rs), confidence)
                     res["n_cells"] = len(rs)
@@ -217,16 +251,31 @@ def judge(summary: pd.DataFrame, history: pd.DataFrame, generation: pd.DataFrame
     # Holm within each verdict family: the primary rows of a claim; secondary and sanity rows each
     # form their own family per claim
     out["p_holm"] = np.nan
-    for idx in out.groupby(["claim", "role"]).groups.values():
+    # a challenger's rows are a family of their own (per claim and challenger)
+    out["_family"] = [_subject(c) if r == "challenger" else "" for c, r in zip(out["comparison"], out["role"])]
+    for idx in out.groupby(["claim", "role", "_family"]).groups.values():
         out.loc[idx, "p_holm"] = st.holm(out.loc[idx, "p"].to_numpy(dtype=float))
     out["verdict"] = [st.verdict(e, p, d, n, confidence)
                       for e, p, d, n in zip(out["estimate"], out["p_holm"], out["_dir"], out["n"])]
     out["note"] = [_reason(r, confidence) for r in out.to_dict("records")]
     out = out[COLUMNS]
-    rank = {"primary": 0, "secondary": 1, "sanity": 2}
+    rank = {"primary": 0, "challenger": 1, "secondary": 2, "sanity": 3}
     out = out.assign(_r=out["role"].map(rank)).sort_values(["claim", "_r", "id", "dataset", "comparison"],
                                                            kind="mergesort")
     return out.drop(columns="_r").reset_index(drop=True)
+
+
+def _role(method_role: str, row_role: str) -> str:
+    """A row's role: the method's rows keep theirs; a challenger's primary rows are "challenger"
+    (its own verdict, apart from the method's); every other row is "secondary"."""
+    if method_role == "primary":
+        return row_role
+    return "challenger" if method_role == "challenger" and row_role in ("primary", "challenger") else "secondary"
+
+
+def _subject(comparison: str) -> str:
+    """The variant label a row is about ("A − B" -> "A")."""
+    return str(comparison).split(" − ")[0]
 
 
 def _reason(r: dict, confidence: float) -> str:
@@ -283,6 +332,18 @@ def render_markdown(table: pd.DataFrame, confidence: float = 0.95) -> str:
         v = list(sub["verdict"]) if not sub.empty else []
         counts = f"{v.count('supported')} / {v.count('contradicted')} / {v.count('inconclusive')}"
         lines.append(f"| {claim} | {statement} | **{overall(v) if v else 'inconclusive (no data)'}** | {counts} |")
+    challengers = table[table["role"] == "challenger"] if not table.empty else table
+    for subject in dict.fromkeys(_subject(c) for c in challengers.get("comparison", [])):
+        mine = challengers[[_subject(c) == subject for c in challengers["comparison"]]]
+        lines += ["", f"## Overall: {subject} (challenger rows, against the same baseline)", "",
+                  "| claim | statement | verdict | challenger rows (supported / contradicted / inconclusive) |",
+                  "|---|---|---|---|"]
+        for claim, statement in CLAIMS.items():
+            v = list(mine[mine["claim"] == claim]["verdict"])
+            if not v:
+                continue
+            counts = f"{v.count('supported')} / {v.count('contradicted')} / {v.count('inconclusive')}"
+            lines.append(f"| {claim} | {statement.replace('UniAlign', subject)} | **{overall(v)}** | {counts} |")
     for claim, statement in CLAIMS.items():
         sub = table[table["claim"] == claim] if not table.empty else table
         lines += ["", f"## Claim {claim}: {statement}", ""]

@@ -28,22 +28,14 @@ _BLUE, _SKY, _GREEN, _VERMILION = "#0072B2", "#56B4E9", "#009E73", "#D55E00"
 _ORANGE, _PURPLE, _PINK, _YELLOW, _GREY, _BLACK = "#E69F00", "#7B4F9E", "#CC79A7", "#B8A000", "#7F7F7F", "#000000"
 _WINE, _OLIVE, _TEAL, _INDIGO = "#882255", "#6B8E23", "#44AA99", "#332288"
 
-# name -> (colour, marker); workflow variants and objective (kernel) names share one table
+# name -> (colour, marker) of workflow variants and benchmark baselines; an objective's own colour
+# and marker are declared beside its class (objectives.registry)
 _FIXED: dict[str, tuple[str, str]] = {
-    "infonce": (_BLUE, "o"),
-    "infonce_anchor": (_SKY, "v"),
     "infonce_anchor1": (_SKY, "<"),
-    "infonce_reweighted": (_INDIGO, "P"),
-    "align_uniform": (_GREEN, "s"),
-    "unialign": (_VERMILION, "D"),
     "unialign_default": (_PINK, "d"),
     "infonce_clip": ("#A6761D", "o"),
     "symile_original": ("#66A61E", "h"),
     "unialign_tuple": (_WINE, "^"),
-    "cs_aligner": (_PURPLE, "X"),
-    "dcl": (_TEAL, "h"),
-    "gram": (_GREY, "*"),
-    "symile": (_YELLOW, "p"),
     "symile_package": (_OLIVE, "p"),
     "naive_clip_loop": (_BLACK, "o"),
     "gram_direct": (_GREY, "x"),
@@ -52,17 +44,9 @@ _FALLBACK_COLOURS = ("#1B9E77", "#D95F02", "#7570B3", "#E7298A", "#66A61E", "#A6
                      "#B2DF8A", "#FB9A99", "#CAB2D6", "#6A3D9A")
 _FALLBACK_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "h", "<", ">")
 
-# readable names of objective / kernel code names (figures with a configuration use its labels)
+# readable names of the benchmark baselines (an objective's label is in objectives.registry; figures
+# with a configuration use its labels)
 _NAMES = {
-    "infonce": "InfoNCE (all pairs)",
-    "infonce_anchor": "InfoNCE (anchor)",
-    "infonce_reweighted": "InfoNCE, uniformity ×0.5",
-    "align_uniform": "Align+Uniform (Wang & Isola)",
-    "unialign": "UniAlign",
-    "cs_aligner": "CS-Aligner",
-    "dcl": "DCL",
-    "gram": "GRAM",
-    "symile": "Symile",
     "symile_package": "Symile (reference package)",
     "naive_clip_loop": "per-pair CLIP loop (naive reference)",
     "gram_direct": "GRAM, direct determinants (reference)",
@@ -101,21 +85,31 @@ RC = {
 HIGHLIGHT_WIDTH = 2.6  # line width of the two objectives a figure compares
 
 
+def _objective(name: str):
+    """The registry entry of ``name`` when it names an objective, else None."""
+    from objectives import registry
+
+    return registry.find(name)
+
+
 def series_style(name: str) -> dict:
-    """Colour and marker of an objective or variant (``color``, ``marker`` keyword arguments)."""
+    """Colour and marker of an objective or variant (``color``, ``marker`` keyword arguments): the
+    fixed table, then the objective's declaration, then a stable palette default by the name."""
+    h = zlib.crc32(name.encode("utf-8"))
+    colour = _FALLBACK_COLOURS[h % len(_FALLBACK_COLOURS)]
+    marker = _FALLBACK_MARKERS[(h // len(_FALLBACK_COLOURS)) % len(_FALLBACK_MARKERS)]
     if name in _FIXED:
         colour, marker = _FIXED[name]
-    else:
-        h = zlib.crc32(name.encode("utf-8"))
-        colour = _FALLBACK_COLOURS[h % len(_FALLBACK_COLOURS)]
-        marker = _FALLBACK_MARKERS[(h // len(_FALLBACK_COLOURS)) % len(_FALLBACK_MARKERS)]
+    elif (entry := _objective(name)) is not None:
+        colour, marker = entry.colour or colour, entry.marker or marker
     return {"color": colour, "marker": marker}
 
 
 def display_name(name: str) -> str:
     """A readable name for an objective or kernel code name (``name[variant]`` keeps its variant)."""
     base, _, variant = name.partition("[")
-    label = _NAMES.get(base, base)
+    entry = None if base in _NAMES else _objective(base)
+    label = _NAMES.get(base) or (entry.label if entry is not None else base)
     return f"{label} [{variant}" if variant else label
 
 

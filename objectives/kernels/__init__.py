@@ -41,7 +41,8 @@ from objectives.kernels.lse import (
     pair_lse,
 )
 from objectives.kernels.total import sphere_log_mean_kernel, sphere_self_log_mean_kernels, total_lse
-from objectives.kernels.volume import gram_volumes, tuple_volumes, volume_lse
+from objectives.kernels.plain import gram_volumes
+from objectives.kernels.volume import tuple_volumes, volume_lse
 from objectives.kernels.volume_small import small_volume_fits, small_volume_lse
 from objectives.kernels.workspace import WORKSPACE_MAX_BYTES, release_workspace
 

@@ -5,7 +5,9 @@ values on the host and write their blocks into reusable scratch memory; a compil
 neither. While tracing, the objectives call these instead: the same sums (up to rounding), written
 as ``logsumexp`` over whole blocks with no data-dependent branch, which the compiler fuses itself.
 ``chunk_size`` does not apply here (autograd keeps every block for the backward anyway). Scales may
-be Python numbers or 0-dim tensors (a learnable temperature, a median bandwidth).
+be Python numbers or 0-dim tensors (a learnable temperature, a median bandwidth). The direct Gram
+determinants (:func:`gram_volumes`) live here too: :mod:`objectives.kernels.volume` imports this
+module, never the other way round.
 """
 
 from __future__ import annotations
@@ -52,10 +54,8 @@ def total_lse(x: Tensor, y: Tensor | None, scale: float | Tensor, exclude_diagon
 def volume_lse(a: Tensor, others: Tensor, scale: float | Tensor, w_row: float, w_col: float,
                w_mean: float = 0.0, eps: float = 1e-6, offset: int = 0) -> tuple[Tensor, Tensor]:
     """The two sums of :func:`objectives.kernels.volume_lse` from the direct Gram determinants
-    (:func:`objectives.kernels.volume.gram_volumes`): ``sum_i V[i, i + offset]`` and
+    (:func:`gram_volumes`): ``sum_i V[i, i + offset]`` and
     ``w_row sum_i lse_j L_ij + w_col sum_j lse_i L_ij + w_mean sum_ij L_ij`` with ``L = -scale V``."""
-    from objectives.kernels.volume import gram_volumes
-
     v = gram_volumes(a, others, eps)
     logits = _work(v) * -scale
     lse = w_row * torch.logsumexp(logits, dim=1).sum()
@@ -64,3 +64,30 @@ def volume_lse(a: Tensor, others: Tensor, scale: float | Tensor, w_row: float, w
     if w_mean != 0.0:
         lse = lse + w_mean * logits.sum()
     return v.diagonal(offset).sum().to(a.dtype), lse.to(a.dtype)
+
+
+def gram_volumes(anchor_rows: Tensor, others: Tensor, eps: float, chunk_size: int | None = None) -> Tensor:
+    """The direct formulation: V[i, j] = sqrt(max(det Gram(anchor_rows[i], others[:, j]), 0) + eps).
+
+    Builds the (R, N, M, M) Gram blocks and takes R N determinants with plain autograd
+    (half precision in float64). The reference the fused :func:`volume_lse` is tested and timed
+    against; it is O(R N M^2 (d + M)) and slow.
+    """
+    n_other, n, _ = others.shape
+    m = n_other + 1
+    inner = torch.einsum("knd,lnd->nkl", others, others)  # (N, M-1, M-1)
+    step = anchor_rows.shape[0] if chunk_size is None else chunk_size
+    out = []
+    for s0 in range(0, anchor_rows.shape[0], step):
+        a = anchor_rows[s0 : s0 + step]
+        r = a.shape[0]
+        cross = torch.einsum("rd,knd->rnk", a, others)  # (R, N, M-1)
+        gram = a.new_empty((r, n, m, m))
+        gram[:, :, 0, 0] = (a * a).sum(-1, keepdim=True)
+        gram[:, :, 0, 1:] = cross
+        gram[:, :, 1:, 0] = cross
+        gram[:, :, 1:, 1:] = inner.unsqueeze(0)
+        low = gram.dtype in (torch.float16, torch.bfloat16)
+        det = torch.linalg.det(gram.double() if low else gram).to(gram.dtype)
+        out.append((det.clamp_min(0.0) + eps).sqrt())
+    return torch.cat(out, dim=0)

@@ -94,10 +94,11 @@ class _SmallContrastive(torch.autograd.Function):
     :func:`_small_plan`): alignment = -1 / (B |P|) sum_pairs sum_i s(m_i, n_i), uniformity =
     1 / (B |P|) sum_pairs 1/2 (sum_i lse_j s(m_i, n_j) + sum_j lse_i s(m_i, n_j)). Needs scale
     |u|^2 small enough that exp(s) stays in range (the caller checks). A row below eps gets the
-    gradient g / eps, as with ``F.normalize``."""
+    gradient g / eps, as with ``F.normalize``. With a ``weight`` (not None) the outputs are (loss,
+    alignment, weight * uniformity), loss their sum, so that a caller needs no separate sum node."""
 
     @staticmethod
-    def forward(ctx, scale: float, plan: tuple, eps: float, *xs):
+    def forward(ctx, scale: float, plan: tuple, eps: float, weight: float | None, *xs):
         groups, w_align, w_align_grad, half_unit = plan
         one = len(xs) == 1
         z = xs[0] if one else torch.stack(xs)
@@ -112,18 +113,34 @@ class _SmallContrastive(torch.autograd.Function):
         du_align = torch.mm(w_align_grad, flat).view(M, B, d)
         unif, du_unif = _small_blocks(u, scale, groups, half_unit)
         ctx.one = one
+        ctx.weight = weight
         ctx.save_for_backward(u, inv, projected, du_align, du_unif)
-        return align, unif
+        if weight is None:
+            return align, unif
+        ctx.set_materialize_grads(False)  # the unused outputs' gradients stay None, no zero tensors
+        unif = unif if weight == 1.0 else unif * weight
+        return align + unif, align, unif
 
     @staticmethod
-    def backward(ctx, g_align, g_unif):
+    def backward(ctx, *grads):
         _refuse_double_backward()
         u, inv, projected, du_align, du_unif = ctx.saved_tensors
+        if ctx.weight is None:
+            g_align, g_unif = grads
+        else:
+            g_loss, g_align, g_unif = grads
+            g_align = g_loss if g_align is None else (g_align if g_loss is None else g_align + g_loss)
+            g_unif = g_loss if g_unif is None else (g_unif if g_loss is None else g_unif + g_loss)
+            if g_align is None or g_unif is None:  # only the uniformity (or only the alignment) was used
+                zero = torch.zeros((), dtype=u.dtype, device=u.device)
+                g_align, g_unif = (zero if g_align is None else g_align), (zero if g_unif is None else g_unif)
+            if ctx.weight != 1.0:
+                g_unif = g_unif * ctx.weight
         du = (du_unif * g_unif).addcmul_(du_align, g_align)
         # through u = x / max(|x|, eps): (g - u <g, u>) / |x|, and g / eps for a row below eps
         dot = torch.linalg.vecdot(du, u).unsqueeze(-1).mul_(projected)
         dx = torch.addcmul(du, u, dot, value=-1.0).mul_(inv)
-        return (None, None, None) + ((dx,) if ctx.one else dx.unbind(0))
+        return (None, None, None, None) + ((dx,) if ctx.one else dx.unbind(0))
 
 
 def small_contrastive(xs: Sequence[Tensor] | Tensor, pairs: tuple[tuple[int, int], ...], scale: float,
@@ -138,7 +155,18 @@ def small_contrastive(xs: Sequence[Tensor] | Tensor, pairs: tuple[tuple[int, int
     first = xs if isinstance(xs, Tensor) else xs[0]
     key = (pairs, first.shape[-2], scale, first.dtype, first.device)
     plan = _small_plans.get(key) or _small_plan(*key)
-    return _SmallContrastive.apply(scale, plan, eps, *((xs,) if first is xs else xs))
+    return _SmallContrastive.apply(scale, plan, eps, None, *((xs,) if first is xs else xs))
+
+
+def small_contrastive_loss(xs: Sequence[Tensor] | Tensor, pairs: tuple[tuple[int, int], ...], scale: float,
+                           weight: float = 1.0, eps: float = 1e-12) -> tuple[Tensor, Tensor, Tensor]:
+    """``(alignment + weight * uniformity, alignment, weight * uniformity)`` of :func:`small_contrastive`
+    from the same one node: the loss needs no separate sum (one autograd node forward and backward
+    fewer per call, what a small batch's time is made of)."""
+    first = xs if isinstance(xs, Tensor) else xs[0]
+    key = (pairs, first.shape[-2], scale, first.dtype, first.device)
+    plan = _small_plans.get(key) or _small_plan(*key)
+    return _SmallContrastive.apply(scale, plan, eps, float(weight), *((xs,) if first is xs else xs))
 
 
 def small_contrastive_fits(xs: object, scale: object) -> tuple[int, int] | None:

@@ -55,8 +55,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from objectives.kernels import plain
 from objectives.kernels.forms import _refuse_double_backward
 from objectives.kernels.lse import _EXP_LIMIT, _work_dtype
+from objectives.kernels.plain import gram_volumes  # noqa: F401  (re-exported; the doctest below)
 from objectives.kernels.workspace import _scratch
 
 # rows per elementwise step inside a block: about this many entries of Q (the (rows, K, N) GEMM
@@ -515,8 +517,6 @@ def volume_lse(
     if w_col != 0.0 and r != (0, z.shape[1]):
         raise ValueError("column log-sum-exps need every anchor row")
     if torch.compiler.is_compiling():  # no host reads in a compiled graph: the direct formulation
-        from objectives.kernels import plain
-
         return plain.volume_lse(z[anchor, r[0] : r[1]], _others(z, anchor)[:, c[0] : c[1]], scale, w_row, w_col,
                                 w_mean, eps, r[0] - c[0])
     learnable = isinstance(scale, Tensor)
@@ -524,34 +524,6 @@ def volume_lse(
     vmax = _volume_bound(z.detach(), float(eps), row_norm)
     return _VolumeLSE.apply(z.contiguous(), scale if learnable else None, int(anchor), r, c, value, float(w_row),
                             float(w_col), float(w_mean), float(eps), chunk_size, vmax, bool(positives))
-
-
-def gram_volumes(anchor_rows: Tensor, others: Tensor, eps: float, chunk_size: int | None = None) -> Tensor:
-    """The direct formulation: V[i, j] = sqrt(max(det Gram(anchor_rows[i], others[:, j]), 0) + eps).
-
-    Builds the (R, N, M, M) Gram blocks and takes R N determinants with plain autograd
-    (half precision in float64). The reference the fused :func:`volume_lse` is tested and timed
-    against; it is O(R N M^2 (d + M)) and slow.
-    """
-    n_other, n, _ = others.shape
-    m = n_other + 1
-    inner = torch.einsum("knd,lnd->nkl", others, others)  # (N, M-1, M-1)
-    step = anchor_rows.shape[0] if chunk_size is None else chunk_size
-    out = []
-    for s0 in range(0, anchor_rows.shape[0], step):
-        a = anchor_rows[s0 : s0 + step]
-        r = a.shape[0]
-        cross = torch.einsum("rd,knd->rnk", a, others)  # (R, N, M-1)
-        gram = a.new_empty((r, n, m, m))
-        gram[:, :, 0, 0] = (a * a).sum(-1, keepdim=True)
-        gram[:, :, 0, 1:] = cross
-        gram[:, :, 1:, 0] = cross
-        gram[:, :, 1:, 1:] = inner.unsqueeze(0)
-        low = gram.dtype in (torch.float16, torch.bfloat16)
-        det = torch.linalg.det(gram.double() if low else gram).to(gram.dtype)
-        out.append((det.clamp_min(0.0) + eps).sqrt())
-    return torch.cat(out, dim=0)
-
 
 
 #: entries of Q (rows x K x N, float64) per step of :func:`tuple_volumes` (~32 MiB)

@@ -249,7 +249,7 @@ class Objective(nn.Module):
     name: ClassVar[str] = ""
     symmetric_in_modalities: ClassVar[bool] = True
     roles: ClassVar[dict[str, Role]] = {}
-    min_batch: ClassVar[int] = 1
+    min_batch: ClassVar[int] = 2  # every objective contrasts a row with others: B = 1 has no negative
     #: with normalize=False, rows must have unit norm (the kernels bound exp() by the row norms);
     #: an objective whose computation takes rows of any norm sets this to False
     unit_rows_required: ClassVar[bool] = True
@@ -301,7 +301,8 @@ class Objective(nn.Module):
             raise TypeError(f"embeddings must be floating point, got dtype {first.dtype}")
         batch, dim = shapes[0]
         if batch < self.min_batch:
-            raise ValueError(f"{self.name} needs a batch of at least B={self.min_batch} rows, got B={batch}")
+            raise ValueError(f"{self.name} needs a batch of at least B={self.min_batch} rows (a batch of one has no "
+                             f"negatives to contrast with), got B={batch}")
         if dim < 1:
             raise ValueError(f"embedding dimension d must be >= 1, got d={dim}")
         if self.normalize:

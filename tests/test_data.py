@@ -266,3 +266,16 @@ def test_data_cli(tmp_path, capsys):
     assert main(["data", "--dataset", "features", "--out", str(tmp_path / "x"),
                  "--features", str(tmp_path / "missing.npz")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_features_with_other_array_names_lists_them_and_the_expected_names(tmp_path):
+    import numpy as np
+
+    from harness.experiment import features
+
+    path = tmp_path / "mine.npz"
+    np.savez(path, img=np.ones((5, 2)), txt=np.ones((5, 3)))
+    with pytest.raises(features.FeatureFormatError) as info:
+        features.read_features(path)
+    msg = str(info.value)
+    assert "['img', 'txt']" in msg and "modality_0" in msg and "np.savez" in msg

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from harness.experiment import keys
-from harness.report import FIGURES, figures, style
+from harness import style
+from harness.report import FIGURES, figures
 
 CFG = {"config": {"report": {"baseline": "infonce", "method": "unialign"},
                   "studies": {"main": {"variants": ["infonce", "unialign", "gram"], "datasets": ["syn"],

@@ -1479,7 +1479,7 @@ def test_write_and_load_dataset_round_trip(tmp_path):
 
 def test_load_dataset_refuses_missing_edited_and_unreadable_files(tmp_path):
     hds = _dataset_module()
-    views = [np.arange(24.0).reshape(12, 2), np.ones((12, 2))]
+    views = [np.arange(24.0).reshape(12, 2), np.arange(24.0).reshape(12, 2)[::-1].copy()]
     splits = hds.make_splits(12, 0, 0.25, 0.25)
     hds.write_dataset(tmp_path, views, views[0], None, splits, {"dataset": "toy"})
     with pytest.raises(hds.DataError, match=r"dataset.json does not exist; create the dataset with "
@@ -1811,7 +1811,7 @@ def test_dataset_messages_dtypes_and_pickles(tmp_path):
                     {"dataset": "toy"}).startswith("dataset toy: split sizes")
     mean, std = hds.fit_standardization(np.array([[0.0], [1.0]]))
     assert std.tolist() == [0.5]
-    views = [np.arange(24.0).reshape(12, 2), np.ones((12, 2))]
+    views = [np.arange(24.0).reshape(12, 2), np.arange(24.0).reshape(12, 2)[::-1].copy()]
     splits = {k: v.astype(np.int32) for k, v in hds.make_splits(12, 0, 0.25, 0.25).items()}
     hds.write_dataset(tmp_path, views, views[0] * 2, None, splits, {"dataset": "toy"})
     with np.load(tmp_path / "dataset.npz") as z:
@@ -1959,3 +1959,14 @@ def test_divergence_defaults_and_closed_form_centroid():
     # the spread is around the mean vector (2, 0), not around the mean of all coordinates
     assert dv.gaussian_holder_closed_form([[0.0, 0.0], [4.0, 0.0]], 1.0, 2.0) == pytest.approx(2.0 / 4.0 * 8.0)
     assert dv.gaussian_holder_closed_form([[0.0], [1.0]], 1.0, 0.5) == pytest.approx(0.5 / 4.0 * 0.5)
+
+
+def test_standardization_in_float64_names_the_modality():
+    hds = _dataset_module()
+    big = np.array([[2e19, 1.0], [4e19, 3.0], [3e19, 2.0]])  # float32 squares of these overflow
+    mean, std = hds.fit_standardization(big, 2)
+    assert np.isfinite(mean).all() and np.isfinite(std).all() and std[0] == pytest.approx(np.std(big[:, 0]), rel=1e-6)
+    with pytest.raises(hds.DataError, match=r"^modality 2 \(2 columns\): standardisation statistics of 1 column"):
+        hds.fit_standardization(np.array([[np.inf, 1.0], [0.0, 2.0]]), 2)
+    with pytest.raises(hds.DataError, match=r"^modality 1 \(3 columns\): every column is constant"):
+        hds.fit_standardization(np.ones((4, 3)), 1)

@@ -386,8 +386,9 @@ def test_cs_aligner_median_bandwidth(M, pairs):
 
 
 # ----------------------------------------------------------------------------- B = 1
-# Defined at B = 1 (each log-sum-exp has one term, the kernel means include the diagonal):
-B1_DEFINED = [
+# A batch of one has no negative: every objective refuses it with a ValueError naming B (some losses
+# have a formal value there -- a log-sum-exp of one term -- that would train nothing, silently)
+B1_UNDEFINED = [
     ("infonce", {"temperature": 0.07}),
     ("infonce_anchor", {"temperature": 0.07, "anchor": 1}),
     ("infonce_reweighted", {"temperature": 0.07, "uniformity_weight": 0.5, "pairs": "all"}),
@@ -395,9 +396,6 @@ B1_DEFINED = [
     ("gram", {"temperature": 0.07}),
     ("symile", {"temperature": 0.07, "negatives": "n_squared"}),
     ("symile", {"temperature": 0.07, "negatives": "n"}),
-]
-# Undefined at B = 1 (a mean / log-sum-exp over i != j is empty): ValueError
-B1_UNDEFINED = [
     ("dcl", {"temperature": 0.07, "pairs": "all"}),
     ("dcl", {"temperature": 0.07, "pairs": "anchor"}),
     ("align_uniform", {}),
@@ -405,13 +403,6 @@ B1_UNDEFINED = [
     ("unialign", {"uniformity": "anchor", "bandwidth": 0.5}),
     ("unialign", {"uniformity": "each", "include_diagonal": False, "tuple": "off", "bandwidth": 0.5}),
 ]
-
-
-@pytest.mark.parametrize("M", [2, 3])
-@pytest.mark.parametrize("name,params", B1_DEFINED,
-                         ids=lambda x: x if isinstance(x, str) else ",".join(f"{k}={v}" for k, v in x.items()))
-def test_batch_of_one_defined(name, params, M):
-    check_against_reference(name, params, M, 1, 8)
 
 
 @pytest.mark.parametrize("name,params", B1_UNDEFINED,

@@ -38,7 +38,7 @@ def test_every_module_of_the_package_declares_its_classes():
 def test_declared_values_are_the_ones_consumers_see():
     from harness.bench.impls import matmul_flops
     from harness.experiment import keys
-    from harness.report import style
+    from harness import style
 
     assert keys.retrieval_rule("gram") == registry.get("gram").retrieval_rule == "gram_volume"
     assert keys.retrieval_rule("infonce") == "cosine_sum"

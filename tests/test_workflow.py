@@ -354,16 +354,6 @@ def test_lint_is_clean(tmp_path):
     assert "Lints for" not in proc.stdout + proc.stderr, proc.stdout[-3000:]
 
 
-def test_schema_params_match_objective_signatures():
-    objectives = pytest.importorskip("objectives")
-    schema = yaml.safe_load(SCHEMA.read_text())
-    enum = set(schema["$defs"]["variant"]["properties"]["objective"]["enum"])
-    assert enum == set(objectives.available())
-    for name in objectives.available():
-        props = set(schema["$defs"][f"params_{name}"]["properties"])
-        assert props == set(objectives.parameters(name)), name
-
-
 def test_snakefmt_check_is_clean():
     exe = Path(sys.executable).parent / "snakefmt"
     if not exe.exists() and shutil.which("snakefmt") is None:

@@ -205,10 +205,10 @@ def rows_to_csv(rows: list[dict]) -> str:
 def plot(rows: list[dict], path: str | os.PathLike) -> list[Path]:
     """Roofline ratio and samples/s against B per objective (the B sweep at its M), PNG + PDF.
 
-    Names, colours and markers come from :mod:`harness.report.style`; the footer names the device,
+    Names, colours and markers come from :mod:`harness.style`; the footer names the device,
     threads, torch version and the date of the measurement as recorded in the rows.
     """
-    from harness.report import style
+    from harness import style
 
     plt = style.pyplot()
     timed = [r for r in rows if r.get("time_min_s") is not None and r.get("chunk_size") in (None, "")]

@@ -19,6 +19,7 @@ import torch
 
 from harness.cli import add_threads_argument, apply_threads, positive_int
 from harness.files import write_json
+from harness.experiment.generate import DECODER_EPOCHS
 
 ROWS = [
     ("retrieval/R1/mean", "R@1 mean (%)"),
@@ -74,7 +75,7 @@ def format_table(results: dict[str, dict[str, dict]]) -> str:
 
 
 def run_compare(out: Path, epochs: int = 10, seed: int = 0, datasets=("synthetic", "uci"), cache_dir=None,
-                decoder_epochs: int = 100, log=print) -> dict:
+                decoder_epochs: int = DECODER_EPOCHS, log=print) -> dict:
     from harness.experiment import data as hd
     from harness.experiment.evaluate import evaluate_run
     from harness.experiment.generate import generate_run
@@ -114,7 +115,7 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--datasets", default="synthetic,uci", help="comma-separated subset of synthetic,uci")
     p.add_argument("--cache-dir", default=None, help="UCI download cache (default resources/ or $UNIALIGN_CACHE)")
-    p.add_argument("--decoder-epochs", type=positive_int, default=100, help="decoder training epochs")
+    p.add_argument("--decoder-epochs", type=positive_int, default=DECODER_EPOCHS, help="decoder training epochs")
     add_threads_argument(p)
 
 

@@ -83,7 +83,8 @@ class Dataset:
     def standardized(self, m: int, rows: np.ndarray | None = None) -> np.ndarray:
         """View m standardised with the training statistics (rows optional), float32."""
         x = self.views[m] if rows is None else self.views[m][rows]
-        return ((x - self.means[m]) / self.stds[m]).astype(np.float32)
+        # float64 arithmetic: a float32 difference of two values near 3e38 overflows
+        return ((x.astype(np.float64) - self.means[m]) / self.stds[m]).astype(np.float32)
 
     @property
     def split_sha256(self) -> str:
@@ -102,11 +103,28 @@ def _rng(seed: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(int(seed)))
 
 
-def fit_standardization(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mean = x.mean(axis=0)
-    std = x.std(axis=0)
+def fit_standardization(x: np.ndarray, modality: int | str = "?") -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and std of the training rows of one view, computed in float64 (float32 squares
+    overflow to inf for finite values above ~1.8e19) and checked: every statistic finite, and at least
+    one column not constant, else a DataError naming the modality and its column count."""
+    x64 = np.asarray(x, dtype=np.float64)
+    cols = x64.shape[1] if x64.ndim == 2 else 0
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = x64.mean(axis=0)
+        std = x64.std(axis=0)
+    bad = int(np.count_nonzero(~(np.isfinite(mean) & np.isfinite(std))))
+    if bad:
+        raise DataError(f"modality {modality} ({cols} columns): standardisation statistics of {bad} column(s) "
+                        "are not finite; the features hold inf/NaN or values beyond float64 range")
+    if cols and not np.any(std >= 1e-8):
+        raise DataError(f"modality {modality} ({cols} columns): every column is constant on the training "
+                        "rows, so the standardised view is all zeros; check the features file")
     std = np.where(std < 1e-8, 1.0, std)
-    return mean.astype(np.float32), std.astype(np.float32)
+    mean32, std32 = mean.astype(np.float32), std.astype(np.float32)
+    if not (np.isfinite(mean32).all() and np.isfinite(std32).all()):
+        raise DataError(f"modality {modality} ({cols} columns): standardisation statistics exceed float32 "
+                        "range (|value| > 3.4e38); rescale the features")
+    return mean32, std32
 
 
 def make_splits(
@@ -177,7 +195,7 @@ def write_dataset(
     arrays: dict[str, np.ndarray] = {}
     for m, x in enumerate(views):
         arrays[f"view_{m}"] = np.ascontiguousarray(x, dtype=np.float32)
-        arrays[f"mean_{m}"], arrays[f"std_{m}"] = fit_standardization(x[splits["train"]])
+        arrays[f"mean_{m}"], arrays[f"std_{m}"] = fit_standardization(x[splits["train"]], m)
     arrays["target"] = np.ascontiguousarray(target, dtype=np.float32)
     if labels is not None:
         arrays["labels"] = labels.astype(np.int64)

@@ -78,8 +78,10 @@ def read_features(path: str | os.PathLike) -> dict[str, Any]:
             )
         if len(mod_keys) < 2:
             raise FeatureFormatError(
-                f"{path}: found {len(mod_keys)} modality array(s) ({mod_keys}); at least two "
-                "(modality_0, modality_1) are needed"
+                f"{path}: found {len(mod_keys)} modality array(s) named modality_<m> among its arrays "
+                f"{sorted(keys)}; at least two (modality_0, modality_1, ...) are needed: save each view under "
+                "modality_<m> (np.savez(path, modality_0=img, modality_1=txt); optional: labels, split, names, "
+                "target)"
             )
         unknown = keys - set(mod_keys) - {"labels", "split", "names", "target"}
         if unknown:

@@ -130,7 +130,11 @@ def generation_metrics(generated: np.ndarray, target: np.ndarray, space: Feature
 # ----------------------------------------------------------------------------- decoder
 
 
-def train_decoder(z: torch.Tensor, target: np.ndarray, seed: int = 0, epochs: int = 150, batch_size: int = 256,
+#: decoder training epochs of every entry point (generate, compare, the workflow's default)
+DECODER_EPOCHS = 150
+
+
+def train_decoder(z: torch.Tensor, target: np.ndarray, seed: int = 0, epochs: int = DECODER_EPOCHS, batch_size: int = 256,
                   lr: float = 2e-3, hidden: int = 256, depth: int = 2) -> tuple[Decoder, np.ndarray, np.ndarray, float]:
     """Decoder on frozen embeddings -> standardised targets (deterministic given the seed)."""
     t = np.asarray(target, np.float32)
@@ -217,7 +221,7 @@ def save_samples(path: Path, samples: dict[str, np.ndarray], target_shape, n_col
 # ----------------------------------------------------------------------------- run
 
 
-def generate_run(run_dir, out_dir, epochs: int = 150, fd_components: int = 16, n_show: int = 10) -> dict:
+def generate_run(run_dir, out_dir, epochs: int = DECODER_EPOCHS, fd_components: int = 16, n_show: int = 10) -> dict:
 
     cfg, model, _loss, ds = load_run(run_dir)
     M = cfg["n_modalities"]
@@ -292,7 +296,7 @@ def save_sample_arrays(path: Path, samples: dict[str, np.ndarray], target_shape,
 def add_arguments(p) -> None:
     p.add_argument("--run", required=True, help="run folder from `python -m harness train`")
     p.add_argument("--out", required=True, help="output folder (generation.json, samples.png)")
-    p.add_argument("--decoder-epochs", type=positive_int, default=150, help="decoder training epochs (batch 256, AdamW lr 2e-3)")
+    p.add_argument("--decoder-epochs", type=positive_int, default=DECODER_EPOCHS, help="decoder training epochs (batch 256, AdamW lr 2e-3)")
     p.add_argument("--fd-components", type=positive_int, default=16, help="PCA dims of the Fréchet-distance space")
     p.add_argument("--n-show", type=positive_int, default=10, help="test samples shown in samples.png")
     add_threads_argument(p)

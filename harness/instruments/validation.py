@@ -128,7 +128,7 @@ def _finding(df) -> str:
 
 def plot(df, out_fig: Path) -> list[Path]:
     """estimate / true against d per estimator; error bars: 95% t interval over draws (when > 1 draw)."""
-    from harness.report import style
+    from harness import style
     from harness.report.aggregate import t_interval
 
     plt = style.pyplot()

@@ -3,7 +3,7 @@
 Every input is named on the command line (the workflow's ``figures`` rule passes them); a figure
 whose input is missing stops the command with an error that names it. Titles are short: what a
 figure shows and how to read it are in the report captions (``workflow/report/<figure>.rst``).
-Colours, markers, sizes and the writer come from :mod:`harness.report.style`.
+Colours, markers, sizes and the writer come from :mod:`harness.style`.
 
 - ``conflicts_vs_m``: ζ and χ against M per objective, mean and 95% t band over seeds;
 - ``divergence_gap_vs_m``: global Hölder divergence and modality gap against M;
@@ -32,7 +32,8 @@ import numpy as np
 import pandas as pd
 
 from harness.experiment import keys
-from harness.report import FIGURES, main_study_rows, read_csv_or_empty, style
+from harness import style
+from harness.report import FIGURES, main_study_rows, read_csv_or_empty
 from harness.report.aggregate import load_config, t_interval, variant_label
 
 __all__ = ["FIGURES", "FigureInputError", "main"]
@@ -192,7 +193,7 @@ def lines_vs_m(summary: pd.DataFrame, cfg: dict, out_dir: Path, name: str, metri
             ax_main.set_ylabel(ylabel)
             bottom = ax_apart if ax_apart is not None else ax_main
             bottom.set_xlabel("number of modalities M")
-            bottom.xaxis.get_major_locator().set_params(integer=True)
+            bottom.set_xticks(sorted(int(m) for m in sub["M"].unique()))  # ticks only at the M values run
             if ax_apart is not None:
                 ax_apart.set_ylabel(ylabel)
                 ax_apart.set_title("objectives far from the compared pair (own scale)", fontsize=style.BASE_FONT - 1)

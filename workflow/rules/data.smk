@@ -26,4 +26,4 @@ rule data:
     benchmark:
         out("benchmarks/data/{dataset}/split{split}.tsv")
     shell:
-        "{params.cmd} > {log} 2>&1"
+        "{params.cmd} > {log:q} 2>&1"

@@ -22,4 +22,4 @@ rule generate:
     benchmark:
         out("benchmarks/generate/{dataset}/{job}.tsv")
     shell:
-        "export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; {params.cmd} > {log} 2>&1"
+        "export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; {params.cmd} > {log:q} 2>&1"

@@ -44,10 +44,10 @@ rule aggregate:
     benchmark:
         out("benchmarks/report/aggregate.tsv")
     shell:
-        "{params.python} -m harness aggregate --config {input.config:q} --metrics {input.metrics:q}"
+        "{params.python:q} -m harness aggregate --config {input.config:q} --metrics {input.metrics:q}"
         " --runs {input.runs:q} --generation {input.generation:q} --benchmarks {input.benchmarks:q}"
         " --out-summary {output.summary:q} --out-history {output.history:q}"
-        " --out-generation {output.generation:q} --out-benchmarks {output.benchmarks:q} > {log} 2>&1"
+        " --out-generation {output.generation:q} --out-benchmarks {output.benchmarks:q} > {log:q} 2>&1"
 
 
 rule tables:
@@ -84,8 +84,8 @@ rule tables:
     benchmark:
         out("benchmarks/report/tables.tsv")
     shell:
-        "{params.python} -m harness tables --config {input.config:q} --summary {input.summary:q}"
-        " --generation {input.generation:q} {params.reference} --out-dir {params.tables_dir:q} > {log} 2>&1"
+        "{params.python:q} -m harness tables --config {input.config:q} --summary {input.summary:q}"
+        " --generation {input.generation:q} {params.reference} --out-dir {params.tables_dir:q} > {log:q} 2>&1"
 
 
 rule figures:
@@ -123,10 +123,10 @@ rule figures:
     benchmark:
         out("benchmarks/report/figures.tsv")
     shell:
-        "export OMP_NUM_THREADS={threads}; {params.python} -m harness figures --config {input.config:q}"
+        "export OMP_NUM_THREADS={threads}; {params.python:q} -m harness figures --config {input.config:q}"
         " --summary {input.summary:q} --history {input.history:q}"
         " --projection {params.projection} --samples {params.samples}"
-        " --out-dir {params.figures_dir:q} > {log} 2>&1"
+        " --out-dir {params.figures_dir:q} > {log:q} 2>&1"
 
 
 rule claims:
@@ -151,6 +151,6 @@ rule claims:
     benchmark:
         out("benchmarks/report/claims.tsv")
     shell:
-        "{params.python} -m harness claims --config {input.config:q} --summary {input.summary:q}"
+        "{params.python:q} -m harness claims --config {input.config:q} --summary {input.summary:q}"
         " --history {input.history:q} --generation {input.generation:q}"
-        " --out-md {output.md:q} --out-csv {output.csv:q} > {log} 2>&1"
+        " --out-md {output.md:q} --out-csv {output.csv:q} > {log:q} 2>&1"

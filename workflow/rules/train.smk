@@ -26,4 +26,4 @@ rule train:
     benchmark:
         out("benchmarks/train/{dataset}/{job}.tsv")
     shell:
-        "export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; {params.cmd} > {log} 2>&1"
+        "export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; {params.cmd} > {log:q} 2>&1"

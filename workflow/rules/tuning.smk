@@ -25,7 +25,7 @@ rule tune:
     benchmark:
         out("benchmarks/tune/{dataset}/{variant}.tsv")
     shell:
-        "export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; {params.cmd} > {log} 2>&1"
+        "export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; {params.cmd} > {log:q} 2>&1"
 
 
 checkpoint select_trials:
@@ -38,7 +38,7 @@ checkpoint select_trials:
     params:
         python=PYTHON,
         metric=TUNING.get("metric", "retrieval/R1/mean"),
-        cells=" ".join(f"{d}:{v}" for (d, v) in _tuned_cells()),
+        cells=[f"{d}:{v}" for (d, v) in _tuned_cells()],
     threads: 1
     resources:
         mem_mb=rule_resource("report", "mem_mb", 2000),
@@ -50,6 +50,6 @@ checkpoint select_trials:
     benchmark:
         out("benchmarks/report/select_trials.tsv")
     shell:
-        "{params.python} -m workflow.scripts.select_trials --metric {params.metric:q}"
-        " --cells {params.cells} --metrics {input.metrics:q} --out-json {output.selected:q}"
-        " --out-csv {output.csv:q} --out-md {output.md:q} > {log} 2>&1"
+        "{params.python:q} -m workflow.scripts.select_trials --metric {params.metric:q}"
+        " --cells {params.cells:q} --metrics {input.metrics:q} --out-json {output.selected:q}"
+        " --out-csv {output.csv:q} --out-md {output.md:q} > {log:q} 2>&1"

@@ -40,7 +40,7 @@ rule validate_estimators:
     benchmark:
         out("benchmarks/validate_estimators.tsv")
     shell:
-        "export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; {params.cmd} > {log} 2>&1"
+        "export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; {params.cmd} > {log:q} 2>&1"
 
 
 # Not part of `all` unless `throughput: {enabled: true}`; run it with `snakemake throughput`.
@@ -75,4 +75,4 @@ rule throughput:
     benchmark:
         out("benchmarks/throughput.tsv")
     shell:
-        "{params.cmd} > {log} 2>&1"
+        "{params.cmd} > {log:q} 2>&1"

@@ -150,4 +150,8 @@ def save(fig, path: str | os.PathLike, formats: tuple[str, ...] = ("png", "pdf")
 
 def legend_below(fig, handles, labels, ncol: int = 4) -> None:
     """One legend for the whole figure, under the panels (constrained layout keeps room for it)."""
-    fig.legend(handles, labels, loc="outside lower center", ncol=min(ncol, max(1, len(labels))), frameon=False)
+    # no wider than the figure: as many columns as the longest label allows (~0.06 in per character)
+    width_in = fig.get_size_inches()[0]
+    longest = max((len(str(lab)) for lab in labels), default=1)
+    fits = max(1, int(width_in // (0.06 * longest + 0.6)))
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(ncol, fits, max(1, len(labels))), frameon=False)

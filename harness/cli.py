@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser()
         parser.parse_args(argv)  # prints help or "invalid choice" naming the command, exits 2
         return 2
-    from harness.files import Interrupted, describe_os_error, interruptible
+    from harness.files import ContentError, Interrupted, describe_os_error, interruptible
 
     name, rest = argv[0], argv[1:]
     parser, module = command_parser(name)
@@ -149,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except ContentError as exc:  # a result file that is truncated, changed or not the plan's: one line
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"error: {describe_os_error(exc)}", file=sys.stderr)
         return 1

@@ -194,18 +194,72 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=True) + "\n")
 
 
-def atomic_save_torch(path: str | os.PathLike, obj: Any) -> Path:
-    import io
-
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    return atomic_write_bytes(path, buffer.getvalue())
-
-
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+# --------------------------------------------------------------------------- sealed JSON records
+# A result record carries the sha256 of its own content (canonical JSON of every other key), so a
+# changed value -- a flipped bit, an edit -- is refused by whoever reads it, not aggregated as is.
+CONTENT_KEY = "meta/content_sha256"
+
+
+class ContentError(ValueError):
+    """A result file is unreadable, truncated, or changed after it was written; one line naming it."""
+
+
+def content_sha256(obj: dict, key: str = CONTENT_KEY) -> str:
+    body = {k: v for k, v in obj.items() if k != key}
+    return sha256_bytes(json.dumps(body, sort_keys=True, allow_nan=True, separators=(",", ":")).encode("utf-8"))
+
+
+def seal(obj: dict, key: str = CONTENT_KEY) -> dict:
+    """``obj`` with its content hash under ``key``."""
+    return {**obj, key: content_sha256(obj, key)}
+
+
+def write_json_sealed(path: str | os.PathLike, obj: dict, key: str = CONTENT_KEY) -> Path:
+    return write_json(path, seal(obj, key))
+
+
+def check_seal(obj: dict, path: str | os.PathLike, key: str = CONTENT_KEY, required: bool = True) -> dict:
+    """``obj`` (read from ``path``) if its recorded content hash matches; a missing one only if not ``required``."""
+    recorded = obj.get(key)
+    if recorded is None:
+        if required:
+            raise ContentError(f"{path} records no {key} (written by an older version, or edited); "
+                               "rerun the step that writes it")
+        return obj
+    actual = content_sha256(obj, key)
+    if actual != recorded:
+        raise ContentError(f"{path} changed after it was written: content sha256 {actual} != recorded {recorded}; "
+                           "rerun the step that writes it")
+    return obj
+
+
+def read_json_sealed(path: str | os.PathLike, key: str = CONTENT_KEY, required: bool = True) -> dict:
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ContentError(f"{path} is unreadable (truncated or corrupted?): {type(exc).__name__}: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise ContentError(f"{path} holds a JSON {type(obj).__name__}, not a record")
+    return check_seal(obj, path, key, required)
+
+
+def check_csv_complete(path: str | os.PathLike, text: str) -> None:
+    """Refuse a CSV whose last line is cut or whose rows have another field count than the header."""
+    import csv
+    import io
+
+    if text and not text.endswith("\n"):
+        raise ContentError(f"{path} is truncated: its last line has no line end")
+    rows = csv.reader(io.StringIO(text))
+    header = next(rows, None)
+    for number, row in enumerate(rows, start=2):
+        if header is not None and len(row) != len(header):
+            raise ContentError(f"{path} line {number} has {len(row)} fields, the header {len(header)}: "
+                               "the file is truncated or corrupted; rerun the step that writes it")
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

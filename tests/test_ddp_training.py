@@ -66,8 +66,8 @@ def test_two_gloo_ranks_match_one_process(tmp_path, objective, params):
     assert f2["world_size"] == 2 and f1["world_size"] == 1
     for k, v in f1["final"].items():
         assert math.isclose(v, f2["final"][k], rel_tol=TOL, abs_tol=TOL), (k, v, f2["final"][k])
-    m1 = torch.load(tmp_path / "single" / "model.pt", weights_only=False)["model"]
-    m2 = torch.load(tmp_path / "ddp" / "model.pt", weights_only=False)["model"]
+    m1 = torch.load(tmp_path / "single" / "model.pt", weights_only=True)["model"]
+    m2 = torch.load(tmp_path / "ddp" / "model.pt", weights_only=True)["model"]
     for k in m1:
         assert torch.allclose(m1[k], m2[k], atol=1e-4), k
 

@@ -249,6 +249,11 @@ def test_main_writes_the_metrics_and_one_line(base, tmp_path, capsys, monkeypatc
     assert threads == [3]
     expected = evaluate.evaluate_run(base / "infonce", "val", 0.2, 5)
     written = json.loads(out.read_text())
+    # the file carries its content hash (aggregation refuses an edited file): it matches the rest
+    from harness.files import CONTENT_KEY, check_seal
+
+    check_seal(written, out)
+    written.pop(CONTENT_KEY)
     assert_same(written, json.loads(json.dumps(expected)))
     assert written["meta/split"] == "val" and written["meta/conflict_temperature"] == 0.2
     assert written["divergence/holder_fixed/null_size"] == 5
@@ -277,9 +282,9 @@ def test_main_reports_a_missing_run_or_split_on_one_line(tmp_path, base, capsys)
 
 
 def test_a_run_without_a_recorded_data_hash_names_the_data_it_read(base, tmp_path):
-    """Older runs recorded no hashes; the metrics still name the dataset and split that were evaluated."""
+    """Older runs recorded no data hashes (only the weights'); the metrics still name the dataset and split that were evaluated."""
     run = tmp_path / "old"
-    write_run_by_hand(run, base / "data", params=dict(INFONCE), seed=SEED, hashes=(), record=False)
+    write_run_by_hand(run, base / "data", params=dict(INFONCE), seed=SEED, hashes=(), record_data_sha256=False)
     out = evaluate.evaluate_run(run, probes=False)
     ds = hd.load_dataset(base / "data")
     assert out["meta/data_sha256"] == ds.meta["sha256"] and out["meta/split_sha256"] == ds.split_sha256

@@ -18,8 +18,8 @@ import torch
 
 from harness.cli import main as cli_main
 from harness.experiment import data as hd
-from harness.experiment.runs import IntegrityError, load_run
-from harness.files import FolderLock
+from harness.experiment.runs import IntegrityError, load_checkpoint, load_run
+from harness.files import FolderLock, sha256_file
 from harness.provenance import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,8 +82,8 @@ def test_run_records_hashes_provenance_and_relative_paths(work):
                 "threads", "date_utc"):
         assert key in info["provenance"], key
     assert info["provenance"]["torch_version"] == torch.__version__
-    assert torch.load(work / "run" / "model.pt", weights_only=False)["config"]["data"] == "../data"
-    assert torch.load(work / "run" / "checkpoint.pt", weights_only=False)  # readable outer file
+    assert torch.load(work / "run" / "model.pt", weights_only=True)["config"]["data"] == "../data"
+    assert load_checkpoint(work / "run" / "checkpoint.pt")["config"]["data"] == "../data"
 
 
 def test_provenance_outside_git(monkeypatch):
@@ -201,14 +201,14 @@ def test_moved_run_and_dataset_still_evaluate(work, tmp_path, capsys):
 
 def test_old_run_with_absolute_paths_loads_where_the_path_exists(work):
     run = work / "run"
-    state = torch.load(run / "model.pt", weights_only=False)
+    state = torch.load(run / "model.pt", weights_only=True)
     state["config"]["data"] = str((work / "data").resolve())
     state["config"]["out"] = str(run.resolve())
     for key in ("data_sha256", "split_sha256"):
         state["config"].pop(key)
     torch.save(state, run / "model.pt")
     info = json.loads((run / "train.json").read_text())
-    info.pop("model_sha256")
+    info["model_sha256"] = sha256_file(run / "model.pt")
     (run / "train.json").write_text(json.dumps(info))
     cfg, _model, _loss, ds = load_run(run)
     assert cfg["data"] == str((work / "data").resolve())

@@ -898,8 +898,8 @@ def test_resume_restores_torch_global_generator(resume_data, tmp_path, monkeypat
     assert info["resumed_from_step"] == 16
     assert cli_main(_train_argv(resume_data, tmp_path / "ref", objective, params)) == 0
     assert (tmp_path / "killed" / "history.csv").read_text() == (tmp_path / "ref" / "history.csv").read_text()
-    a = torch.load(tmp_path / "killed" / "model.pt", weights_only=False)
-    b = torch.load(tmp_path / "ref" / "model.pt", weights_only=False)
+    a = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "ref" / "model.pt", weights_only=True)
     for part in ("model", "objective"):
         assert a[part].keys() == b[part].keys()
         for k in a[part]:
@@ -1821,7 +1821,9 @@ def test_dataset_messages_dtypes_and_pickles(tmp_path):
     np.savez(tmp_path / "dataset.npz", view_0=np.array([{"a": 1}], dtype=object))
     meta = _json.loads((tmp_path / "dataset.json").read_text())
     meta["sha256"] = __import__("hashlib").sha256((tmp_path / "dataset.npz").read_bytes()).hexdigest()
-    (tmp_path / "dataset.json").write_text(_json.dumps(meta))
+    from harness.files import seal
+
+    (tmp_path / "dataset.json").write_text(_json.dumps(seal(meta, hds.META_SEAL)))  # a forged but consistent record
     with pytest.raises(hds.DatasetIntegrityError, match=r"dataset.npz cannot be read: ValueError: "):
         hds.load_dataset(tmp_path)
 

@@ -34,7 +34,8 @@ from harness.experiment.runs import CheckpointError, IntegrityError, TrainError
 from harness.files import FolderLock, LockedError
 from harness.provenance import provenance
 
-FORMAT = "harness-checkpoint-v1"
+FORMAT = "harness-checkpoint-v2"
+MAGIC = (FORMAT + "\n").encode()
 
 
 def sha(data: bytes) -> str:
@@ -179,63 +180,80 @@ def test_checkpoint_round_trip_restores_tensors_and_every_generator(tmp_path):
     assert np.array_equal(before[1], after[1]) and before[2] == after[2] and np.array_equal(before[3], after[3])
 
 
+def split_checkpoint(raw: bytes) -> tuple[str, bytes]:
+    """(recorded sha256, payload) of a checkpoint file: a format line, a hash line, the payload."""
+    assert raw.startswith(MAGIC) and raw[len(MAGIC) + 64:len(MAGIC) + 65] == b"\n"
+    return raw[len(MAGIC):len(MAGIC) + 64].decode(), raw[len(MAGIC) + 65:]
+
+
+def first_line_of_torch_error(payload: bytes) -> str:
+    with pytest.raises(Exception) as raw:
+        torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    return f"{type(raw.value).__name__}: {str(raw.value).strip().splitlines()[0].strip()}"
+
+
 def test_checkpoint_file_is_the_format_the_hash_and_the_payload(tmp_path):
     path = tmp_path / "c.pt"
-    runs.save_checkpoint(path, {"x": torch.arange(3), "config": None})
-    outer = torch.load(path, weights_only=False)
-    assert sorted(outer) == ["format", "payload", "sha256"]
-    assert outer["format"] == FORMAT and outer["sha256"] == sha(outer["payload"])
-    inner = torch.load(io.BytesIO(outer["payload"]), weights_only=False)
+    runs.save_checkpoint(path, {"x": torch.arange(3), "config": None, "v": np.float32(0.5)})
+    digest, payload = split_checkpoint(path.read_bytes())
+    assert digest == sha(payload)
+    # the payload holds tensors and plain python values only: torch's weights_only unpickler reads it
+    inner = torch.load(io.BytesIO(payload), weights_only=True)
     assert torch.equal(inner["x"], torch.arange(3)) and inner["config"] is None
+    back = runs.load_checkpoint(path)
+    assert back["v"] == np.float32(0.5) and type(back["v"]) is np.float32
     # a config that is not a dict is stored as it is
     runs.save_checkpoint(path, {"step": 1})
     assert runs.load_checkpoint(path) == {"step": 1}
-    # a payload held as a bytearray is accepted
-    torch.save({**outer, "payload": bytearray(outer["payload"])}, path)
-    assert torch.equal(runs.load_checkpoint(path)["x"], torch.arange(3))
 
 
 def test_load_checkpoint_refuses_unreadable_foreign_and_damaged_files(tmp_path):
     path = tmp_path / "c.pt"
+    restart = "delete it to restart the run from scratch"
+    foreign = (f"checkpoint {path} is not a {FORMAT} file (a foreign file, or one written by an older version); "
+               f"{restart}")
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(Exception) as raw:
-        torch.load(path, map_location="cpu", weights_only=False)
-    assert message(CheckpointError, runs.load_checkpoint, path) == (
-        f"checkpoint {path} is unreadable (truncated or corrupted: {type(raw.value).__name__}: {raw.value}); "
-        "delete it to restart the run from scratch")
-    foreign = f"checkpoint {path} is not a {FORMAT} file; delete it to restart"
-    # a foreign file is named as such, also one that holds tensors (a model.pt, say)
-    for obj in ([1, 2], {"format": "harness-checkpoint-v0", "payload": b"", "sha256": sha(b"")}, {"payload": b""},
+    assert message(CheckpointError, runs.load_checkpoint, path) == foreign
+    # a torch file is foreign too: an older checkpoint layout, or one that holds tensors (a model.pt, say)
+    for obj in ([1, 2], {"format": "harness-checkpoint-v1", "payload": b"", "sha256": sha(b"")},
                 {"model": {"w": torch.arange(3)}}):
         torch.save(obj, path)
         assert message(CheckpointError, runs.load_checkpoint, path) == foreign
+    assert message(CheckpointError, runs.load_checkpoint, tmp_path / "gone.pt").startswith(
+        f"checkpoint {tmp_path / 'gone.pt'} is unreadable (FileNotFoundError: ")
     # the payload changed after the hash was recorded
     runs.save_checkpoint(path, {"x": torch.arange(3)})
-    outer = torch.load(path, weights_only=False)
-    recorded = outer["sha256"]
-    damaged = outer["payload"][:-1] + bytes([outer["payload"][-1] ^ 1])
-    torch.save({**outer, "payload": damaged}, path)
+    recorded, payload = split_checkpoint(path.read_bytes())
+    damaged = payload[:-1] + bytes([payload[-1] ^ 1])
+    path.write_bytes(MAGIC + recorded.encode() + b"\n" + damaged)
     assert message(CheckpointError, runs.load_checkpoint, path) == (
-        f"checkpoint {path} is corrupted: payload sha256 {sha(damaged)} != recorded {recorded}; "
-        "delete it to restart the run from scratch")
-    # no payload and no hash at all: not a valid checkpoint either
-    torch.save({"format": FORMAT}, path)
+        f"checkpoint {path} is corrupted: payload sha256 {sha(damaged)} != recorded {recorded}; {restart}")
+    # cut inside the header: no complete hash
+    path.write_bytes(MAGIC + recorded[:10].encode())
     assert message(CheckpointError, runs.load_checkpoint, path) == (
-        f"checkpoint {path} is corrupted: payload sha256 None != recorded None; "
-        "delete it to restart the run from scratch")
-    # a payload whose hash matches but that torch cannot read
-    torch.save({"format": FORMAT, "sha256": sha(b"junk"), "payload": b"junk"}, path)
-    with pytest.raises(Exception) as raw:
-        torch.load(io.BytesIO(b"junk"), map_location="cpu", weights_only=False)
+        f"checkpoint {path} is truncated: its header has no complete sha256; {restart}")
+    # cut inside the payload: the hash no longer matches
+    path.write_bytes(MAGIC + recorded.encode() + b"\n" + payload[:-7])
+    assert f"is corrupted: payload sha256 {sha(payload[:-7])} != recorded {recorded}" in message(
+        CheckpointError, runs.load_checkpoint, path)
+    # a payload whose hash matches but that torch cannot read: torch's reason, on one line
+    path.write_bytes(MAGIC + sha(b"junk").encode() + b"\n" + b"junk")
     assert message(CheckpointError, runs.load_checkpoint, path) == (
-        f"checkpoint {path} holds an unreadable payload ({type(raw.value).__name__}: {raw.value}); "
-        "delete it to restart the run from scratch")
-    # a missing payload, or one that is not bytes, has no digest
-    for payload in (None, "text"):
-        torch.save({"format": FORMAT, "sha256": sha(b"text"), "payload": payload}, path)
-        assert message(CheckpointError, runs.load_checkpoint, path) == (
-            f"checkpoint {path} is corrupted: payload sha256 None != recorded {sha(b'text')}; "
-            "delete it to restart the run from scratch")
+        f"checkpoint {path} holds an unreadable payload ({first_line_of_torch_error(b'junk')}); {restart}")
+
+
+def test_load_checkpoint_names_missing_keys(tmp_path):
+    path = tmp_path / "c.pt"
+    runs.save_checkpoint(path, {"step": 1, "model": {}})
+    assert runs.load_checkpoint(path, required=("step", "model"))["step"] == 1
+    assert message(CheckpointError, runs.load_checkpoint, path, required=("step", "optimizer", "torch_rng")) == (
+        f"{path} lacks the key(s) 'optimizer', 'torch_rng' (written by another version, or edited); "
+        "delete it and rerun train")
+    buf = io.BytesIO()
+    torch.save([1, 2], buf)
+    path.write_bytes(MAGIC + sha(buf.getvalue()).encode() + b"\n" + buf.getvalue())
+    assert message(CheckpointError, runs.load_checkpoint, path, required=("step",)) == (
+        f"{path} holds a list, not a dict of saved state; it is not a harness file")
 
 
 # ----------------------------------------------------------------------------- configurations
@@ -488,7 +506,7 @@ def test_write_run_writes_weights_then_a_record_of_them(tmp_path):
     result = {"config": cfg, "steps": 5, "data_sha256": "d1"}
     written = runs.write_run(out, weights, result, device="test-device")
     raw = (out / "model.pt").read_bytes()
-    saved = torch.load(io.BytesIO(raw), weights_only=False)
+    saved = torch.load(io.BytesIO(raw), weights_only=True)
     portable = {"data": "../../data", "out": ".", "lr": 0.1, "split_sha256": "s1", "data_sha256": "d1"}
     assert saved["config"] == portable and saved["in_dims"] == [3, 2]
     assert torch.equal(saved["model"]["w"], torch.arange(4.0))
@@ -503,7 +521,7 @@ def test_write_run_writes_weights_then_a_record_of_them(tmp_path):
     assert cfg["data"] == str(tmp_path / "data") and "model_sha256" not in result and weights["config"] is cfg
     # weights without a config are written as they are; a config without a split hash records None
     info = runs.write_run(out, {"model": {}}, {"config": {"lr": 0.1}})
-    assert torch.load(out / "model.pt", weights_only=False) == {"model": {}}
+    assert torch.load(out / "model.pt", weights_only=True) == {"model": {}}
     assert info["split_sha256"] is None and info["config"] == {"lr": 0.1}
 
 
@@ -563,6 +581,13 @@ def test_check_dataset_for_run_batch_size_and_ranks():
 
 
 # ----------------------------------------------------------------------------- loading a run
+
+
+def record_weights_hash(run: Path) -> None:
+    """Record the current ``model.pt``'s sha256 in ``train.json`` (as train does), so it is read."""
+    info = json.loads((run / "train.json").read_text()) if (run / "train.json").exists() else {}
+    info["model_sha256"] = sha((run / "model.pt").read_bytes())
+    (run / "train.json").write_text(json.dumps(info))
 
 
 def write_run_by_hand(run: Path, data: Path, *, objective="infonce", params=None, seed=3, head=None, dim=4,
@@ -627,11 +652,12 @@ def test_load_run_fills_hashes_from_the_record_and_the_dataset(tiny_data, tmp_pa
     cfg, model, _, ds = runs.load_run(run)
     assert cfg["data_sha256"] == ds.meta["sha256"] and cfg["split_sha256"] == ds.split_sha256
     assert model.head == "linear"  # no head recorded: the linear head
-    # no train.json: nothing to verify the weights or data against; the hashes name the data read now
-    (run / "train.json").unlink()
-    cfg, _, _, _ = runs.load_run(run, device="cpu")
-    assert cfg["data_sha256"] == ds.meta["sha256"] and cfg["split_sha256"] == ds.split_sha256
     assert cfg["model_sha256"] == sha((run / "model.pt").read_bytes())
+    # no train.json: nothing vouches for the weights, so they are not read at all
+    (run / "train.json").unlink()
+    assert message(IntegrityError, runs.load_run, run, device="cpu") == (
+        f"{run / 'model.pt'} has no recorded sha256 ({run / 'train.json'} is missing or lacks model_sha256), so it "
+        f"is not loaded; retrain with `python -m harness train --out {run} ...`, or restore the run's train.json")
 
 
 def test_load_run_refuses_other_data_naming_both_hashes(tiny_data, tmp_path):
@@ -665,17 +691,33 @@ def test_load_run_errors_name_the_file(tiny_data, tmp_path):
     saved = write_run_by_hand(run, tiny_data)
     (run / "model.pt").write_bytes(saved["bytes"][:-1] + bytes([saved["bytes"][-1] ^ 1]))
     assert "the weights changed after training" in message(IntegrityError, runs.load_run, str(run))
-    (run / "train.json").unlink()
     (run / "model.pt").write_bytes(b"not a model")
-    with pytest.raises(Exception) as raw:
-        torch.load(io.BytesIO(b"not a model"), map_location="cpu", weights_only=False)
-    assert message(TrainError, runs.load_run, run) == f"{run / 'model.pt'} is unreadable (truncated or corrupted): {raw.value}"
+    record_weights_hash(run)
+    assert message(TrainError, runs.load_run, run) == (
+        f"{run / 'model.pt'} is unreadable (truncated, corrupted or not a weights file): "
+        f"{first_line_of_torch_error(b'not a model')}")
+    # a weights file that lacks a key, or whose stored config does
+    for drop, where in (("in_dims", run / "model.pt"), ("hidden", f"the config stored in {run / 'model.pt'}")):
+        write_run_by_hand(run, tiny_data)
+        state = torch.load(run / "model.pt", weights_only=True)
+        (state["config"] if drop == "hidden" else state).pop(drop)
+        torch.save(state, run / "model.pt")
+        record_weights_hash(run)
+        assert message(TrainError, runs.load_run, run) == (
+            f"{where} lacks the key(s) {drop!r} (written by another version, or edited); delete it and rerun train")
+    # an interrupted run: the message says that the same train command resumes it
+    (run / "model.pt").unlink()
+    (run / "checkpoint.pt").write_bytes(b"")
+    assert message(TrainError, runs.load_run, run) == (
+        f"{run / 'model.pt'} does not exist but {run / 'checkpoint.pt'} does: training was interrupted; "
+        "rerun the same `python -m harness train` command to resume it")
+    (run / "checkpoint.pt").unlink()
     missing = tmp_path / "gone"
     write_run_by_hand(run, tiny_data)
-    state = torch.load(run / "model.pt", weights_only=False)
+    state = torch.load(run / "model.pt", weights_only=True)
     state["config"]["data"] = "../gone"
     torch.save(state, run / "model.pt")
-    (run / "train.json").unlink()
+    record_weights_hash(run)
     assert message(TrainError, runs.load_run, run) == (
         f"the dataset of run {run} cannot be loaded: {missing / 'dataset.json'} does not exist; create the "
         f"dataset with `python -m harness data --out {missing}`")

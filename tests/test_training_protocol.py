@@ -39,7 +39,7 @@ def run(data, out, **kw) -> int:
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    saved = torch.load(run_dir / "model.pt", weights_only=False)
+    saved = torch.load(run_dir / "model.pt", weights_only=True)
     return {**saved["model"], **{f"objective.{k}": v for k, v in saved["objective"].items()}}
 
 

@@ -30,9 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from harness.files import atomic_write_bytes, sha256_file, write_json
+from harness.files import ContentError, atomic_write_bytes, check_seal, seal, sha256_file, write_json
 
-FORMAT_VERSION = 1
+# 2: dataset.json carries the sha256 of its own fields (``content_sha256``), so an edited field is refused
+FORMAT_VERSION = 2
+META_SEAL = "content_sha256"
 # rows every split must hold: retrieval, probes and validation need pairs
 MIN_SPLIT_ROWS = 2
 
@@ -218,8 +220,28 @@ def write_dataset(
         sha256=hashlib.sha256(data).hexdigest(),
         split_sha256=split_sha256(splits),
     )
+    meta = seal(meta, META_SEAL)
     write_json(out / "dataset.json", meta)
     return meta
+
+
+def _check_meta_against_arrays(meta: dict, arrays: dict, meta_path: Path) -> None:
+    """The record's shape fields must be those of the hashed arrays (a hand-edited record is refused)."""
+    views = sorted(k for k in arrays if k.startswith("view_"))
+    derived = {
+        "n_modalities": len(views),
+        "modality_dims": [int(arrays[f"view_{m}"].shape[1]) for m in range(len(views)) if f"view_{m}" in arrays],
+        "split_sizes": {k: int(len(arrays[f"{k}_idx"])) for k in ("train", "val", "test") if f"{k}_idx" in arrays},
+    }
+    if "view_0" in arrays:
+        derived["n"] = int(arrays["view_0"].shape[0])
+    for key, value in derived.items():
+        if key in meta and meta[key] != value:
+            raise DatasetIntegrityError(f"{meta_path} records {key}={meta[key]!r} but its dataset.npz holds {value!r}: "
+                                        "the record was edited; regenerate it with `python -m harness data`")
+    for key in ("n_modalities", "n"):
+        if key not in meta:
+            raise DatasetIntegrityError(f"{meta_path} lacks the field {key!r}; regenerate it with `python -m harness data`")
 
 
 def load_dataset(data_dir: str | os.PathLike, verify: bool = True) -> Dataset:
@@ -233,7 +255,13 @@ def load_dataset(data_dir: str | os.PathLike, verify: bool = True) -> Dataset:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as exc:
         raise DatasetIntegrityError(f"{meta_path} is not valid JSON (truncated or corrupted?): {exc}") from exc
+    if not isinstance(meta, dict):
+        raise DatasetIntegrityError(f"{meta_path} holds a JSON {type(meta).__name__}, not the dataset's record")
     if verify:
+        try:  # format 1 wrote no seal; its fields are checked against the arrays below
+            check_seal(meta, meta_path, META_SEAL, required=int(meta.get("format_version", 1)) >= 2)
+        except ContentError as exc:
+            raise DatasetIntegrityError(f"{exc} (`python -m harness data`)") from None
         digest = sha256_file(npz_path)
         if digest != meta.get("sha256"):
             raise DatasetIntegrityError(
@@ -245,6 +273,7 @@ def load_dataset(data_dir: str | os.PathLike, verify: bool = True) -> Dataset:
             arrays = {k: z[k] for k in z.files}
     except Exception as exc:
         raise DatasetIntegrityError(f"{npz_path} cannot be read: {type(exc).__name__}: {exc}") from exc
+    _check_meta_against_arrays(meta, arrays, meta_path)
     m_count = int(meta["n_modalities"])
     return Dataset(
         views=[arrays[f"view_{m}"] for m in range(m_count)],

@@ -75,7 +75,7 @@ from harness.experiment.metrics import (
     retrieval_metrics,
 )
 from harness.experiment.runs import TrainError, embed_split, load_run, run_meta
-from harness.files import check_output_file, write_json
+from harness.files import check_output_file, write_json_sealed
 from harness.instruments import conflicts, divergence, gap
 from harness.instruments._inputs import sample_rows
 
@@ -195,7 +195,7 @@ def main(args) -> int:
     except (TrainError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    write_json(Path(args.out), metrics)
+    write_json_sealed(Path(args.out), metrics)  # its content hash: aggregation refuses an edited file
     print(f"wrote {args.out}: R@1 mean {metrics[keys.R1_MEAN]:.1f}, own-rule ({metrics[keys.META_RETRIEVAL_RULE]}) "
           f"{metrics[keys.OWN_R1_MEAN]:.1f}, holder excess {metrics[keys.HOLDER_FIXED_EXCESS]:.4f}")
     return 0

@@ -40,7 +40,7 @@ from harness.cli import add_threads_argument, apply_threads, positive_int
 from harness.experiment.data import DataError
 from harness.experiment.models import Decoder
 from harness.experiment.runs import TrainError, embed_split, load_run, run_meta
-from harness.files import check_output_dir, write_json
+from harness.files import check_output_dir, write_json_sealed
 
 # ----------------------------------------------------------------------------- Fréchet distance
 
@@ -258,7 +258,7 @@ def generate_run(run_dir, out_dir, epochs: int = DECODER_EPOCHS, fd_components: 
     })
     out.update(run_meta(cfg))  # weight and data hashes, provenance
     out_dir = Path(out_dir)
-    write_json(out_dir / "generation.json", out)
+    write_json_sealed(out_dir / "generation.json", out)  # its content hash: aggregation refuses an edited file
     order = ["real", "anchor"] + [k for k in samples if k not in ("real", "anchor")]
     # columns: the first test sample of each class (then evenly spaced rows), not the first rows
     n_te = len(te)

@@ -9,6 +9,11 @@ identity (``data_sha256``, ``split_sha256``); ``train.json`` records ``model_sha
 (:class:`IntegrityError`, naming both hashes and the path). A checkpoint that has trained more
 steps than the budget asked for, or a new budget over a finished run, is refused.
 
+Safe loading: ``model.pt`` and checkpoints are read with torch's weights_only unpickler (tensors and
+plain python types only), after their sha256 is checked against the recorded one; a ``model.pt``
+whose ``train.json`` records no hash is refused unread, so a file planted in a run folder cannot run
+code on ``train`` (resume), ``evaluate``, ``generate`` or the figures.
+
 One writer per run folder: :func:`run_writer` validates the configuration, then holds an exclusive
 lock on ``RUN/.lock`` (naming the holder's PID and host to a second writer) and removes temporary
 files a killed writer left.
@@ -21,7 +26,6 @@ together; absolute paths of older runs still load where they exist.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import math
@@ -38,16 +42,16 @@ from harness.experiment.data import DataError, Dataset, load_dataset
 from harness.experiment.models import MultiEncoder
 from harness.files import (
     FolderLock,
-    atomic_save_torch,
     atomic_write_bytes,
     relative_path,
     resolve_recorded_path,
     sha256_bytes,
+    sha256_file,
     write_json,
 )
 from harness.provenance import flat_provenance, provenance
 
-CHECKPOINT_FORMAT = "harness-checkpoint-v1"
+CHECKPOINT_FORMAT = "harness-checkpoint-v2"
 # config keys that may change between a checkpoint and a resumed command
 # (the budget, the validation cadence and instruments, and the selection do not change the training
 # trajectory: a checkpoint continues under new values)
@@ -64,6 +68,10 @@ class TrainError(RuntimeError):
 
 class CheckpointError(TrainError):
     """A checkpoint is truncated, corrupted or from another configuration."""
+
+
+class UnreadableError(ValueError):
+    """torch could not (or, with weights_only, would not) read a payload; the message is one line."""
 
 
 class IntegrityError(TrainError):
@@ -116,41 +124,102 @@ def objective_temperature(loss_fn, default: float = float("nan")) -> float:
 
 
 
+# A checkpoint is a short text header -- the format name and the payload's sha256 -- followed by the
+# payload that torch.save wrote. The hash is read as text and checked before a byte of the payload is
+# deserialised, and the payload is read with torch's weights_only unpickler (tensors and plain python
+# types only), so a planted file can neither run code nor pass as a checkpoint.
+CHECKPOINT_MAGIC = (CHECKPOINT_FORMAT + "\n").encode("ascii")
+_DIGEST_LEN = 64
+# numpy values (the legacy numpy RNG state is an ndarray; history rows may hold numpy scalars) are
+# stored tagged as tensors and python scalars, which the weights_only unpickler accepts
+_NDARRAY, _NPSCALAR = "__harness_ndarray__", "__harness_npscalar__"
+
+
+def _to_plain(obj):
+    if isinstance(obj, np.ndarray):
+        return {_NDARRAY: torch.from_numpy(np.ascontiguousarray(obj)).clone(), "dtype": str(obj.dtype)}
+    if isinstance(obj, np.generic):
+        return {_NPSCALAR: obj.item(), "dtype": str(obj.dtype)}
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_plain(v) for v in obj)
+    return obj
+
+
+def _from_plain(obj):
+    if isinstance(obj, dict):
+        if _NDARRAY in obj:
+            return obj[_NDARRAY].numpy().astype(obj["dtype"], copy=True)
+        if _NPSCALAR in obj:
+            return np.dtype(obj["dtype"]).type(obj[_NPSCALAR])
+        return {k: _from_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_from_plain(v) for v in obj)
+    return obj
+
+
+def safe_torch_load(payload: bytes, map_location: str = "cpu") -> Any:
+    """``torch.load`` of bytes with the weights_only unpickler; its error cut to one line.
+
+    torch explains a refused global over many lines; the first names what was refused.
+    """
+    try:
+        return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to read is reported as one
+        first = (str(exc).strip().splitlines() or [""])[0].strip()
+        raise UnreadableError(f"{type(exc).__name__}: {first}") from exc
+
+
+def require_keys(state: Any, keys, path: Path | str) -> None:
+    """Refuse a loaded ``model.pt`` or checkpoint that lacks any of ``keys``, naming the key and the file."""
+    if not isinstance(state, dict):
+        raise TrainError(f"{path} holds a {type(state).__name__}, not a dict of saved state; it is not a harness file")
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise TrainError(f"{path} lacks the key(s) {', '.join(map(repr, missing))} (written by another version, "
+                         "or edited); delete it and rerun train")
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write a checkpoint atomically; its ``config`` is stored with paths relative to the run folder."""
     if isinstance(state.get("config"), dict):
         state = {**state, "config": portable_config(state["config"], Path(path).parent)}
     buf = io.BytesIO()
-    torch.save(state, buf)
+    torch.save(_to_plain(state), buf)
     payload = buf.getvalue()
-    atomic_save_torch(path, {"format": CHECKPOINT_FORMAT, "sha256": hashlib.sha256(payload).hexdigest(),
-                             "payload": payload})
+    atomic_write_bytes(path, CHECKPOINT_MAGIC + sha256_bytes(payload).encode("ascii") + b"\n" + payload)
 
 
-def load_checkpoint(path: Path) -> dict:
+def load_checkpoint(path: Path, required=()) -> dict:
+    """The state a checkpoint holds, after its payload hash is checked; ``required`` keys must be in it."""
+    restart = "delete it to restart the run from scratch"
     try:
-        outer = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise CheckpointError(
-            f"checkpoint {path} is unreadable (truncated or corrupted: {type(exc).__name__}: {exc}); "
-            "delete it to restart the run from scratch"
-        ) from exc
-    if not isinstance(outer, dict) or outer.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"checkpoint {path} is not a {CHECKPOINT_FORMAT} file; delete it to restart")
-    payload = outer.get("payload")
-    digest = hashlib.sha256(payload).hexdigest() if isinstance(payload, (bytes, bytearray)) else None
-    if digest is None or digest != outer.get("sha256"):
-        raise CheckpointError(
-            f"checkpoint {path} is corrupted: payload sha256 {digest} != recorded {outer.get('sha256')}; "
-            "delete it to restart the run from scratch"
-        )
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc}); {restart}") from exc
+    if not raw.startswith(CHECKPOINT_MAGIC):
+        raise CheckpointError(f"checkpoint {path} is not a {CHECKPOINT_FORMAT} file (a foreign file, or one "
+                              f"written by an older version); {restart}")
+    head = len(CHECKPOINT_MAGIC)
+    recorded = raw[head:head + _DIGEST_LEN].decode("ascii", "replace")
+    payload = raw[head + _DIGEST_LEN + 1:]
+    if raw[head + _DIGEST_LEN:head + _DIGEST_LEN + 1] != b"\n":
+        raise CheckpointError(f"checkpoint {path} is truncated: its header has no complete sha256; {restart}")
+    digest = sha256_bytes(payload)
+    if digest != recorded:
+        raise CheckpointError(f"checkpoint {path} is corrupted: payload sha256 {digest} != recorded {recorded}; "
+                              f"{restart}")
     try:
-        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
-    except Exception as exc:  # a payload whose hash matches but that torch cannot read
-        raise CheckpointError(
-            f"checkpoint {path} holds an unreadable payload ({type(exc).__name__}: {exc}); "
-            "delete it to restart the run from scratch"
-        ) from exc
+        state = _from_plain(safe_torch_load(payload))
+    except UnreadableError as exc:  # a payload whose hash matches but that torch cannot (or may not) read
+        raise CheckpointError(f"checkpoint {path} holds an unreadable payload ({exc}); {restart}") from exc
+    if required:
+        try:
+            require_keys(state, required, path)
+        except TrainError as exc:
+            raise CheckpointError(str(exc)) from None
+    return state
 
 
 
@@ -296,7 +365,8 @@ def verify_weights(run: Path, record: dict[str, Any] | None, data: bytes | None 
 
 
 def write_run(out: Path, weights: dict[str, Any], result: dict[str, Any], device: str | None = None) -> dict:
-    """Write ``model.pt`` then ``train.json``; the latter records the weights' sha256 and provenance.
+    """Write ``model.pt`` then ``train.json``; the latter records the sha256 of the weights and of
+    ``history.csv`` / ``steps.csv`` (when present), and provenance.
 
     Both store the config with relocatable paths; returns the dict written to ``train.json``.
     """
@@ -314,6 +384,10 @@ def write_run(out: Path, weights: dict[str, Any], result: dict[str, Any], device
     result["model_sha256"] = sha256_bytes(payload)
     result["split_sha256"] = result["config"].get("split_sha256")
     result["provenance"] = provenance(device)
+    # the per-evaluation tables the report reads are bound to the run like the weights
+    for name in ("history", "steps"):
+        if (out / f"{name}.csv").exists():
+            result[f"{name}_sha256"] = sha256_file(out / f"{name}.csv")
     write_json(out / "train.json", result)
     return result
 
@@ -369,14 +443,25 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu"):
     run = Path(run_dir)
     path = run / "model.pt"
     if not path.exists():
+        if (run / "checkpoint.pt").exists():
+            raise TrainError(f"{path} does not exist but {run / 'checkpoint.pt'} does: training was interrupted; "
+                             "rerun the same `python -m harness train` command to resume it")
         raise TrainError(f"{path} does not exist; train first with `python -m harness train --out {run}`")
     record = read_train_json(run) if (run / "train.json").exists() else None
+    if not (record or {}).get("model_sha256"):
+        # without a recorded hash nothing vouches for the bytes: refuse before reading them
+        raise IntegrityError(
+            f"{path} has no recorded sha256 ({run / 'train.json'} is missing or lacks model_sha256), so it is not "
+            f"loaded; retrain with `python -m harness train --out {run} ...`, or restore the run's train.json")
     payload = path.read_bytes()
     digest = verify_weights(run, record, payload)
     try:
-        state = torch.load(io.BytesIO(payload), map_location=device, weights_only=False)
-    except Exception as exc:
-        raise TrainError(f"{path} is unreadable (truncated or corrupted): {exc}") from exc
+        state = safe_torch_load(payload, map_location=device)
+    except UnreadableError as exc:
+        raise TrainError(f"{path} is unreadable (truncated, corrupted or not a weights file): {exc}") from exc
+    require_keys(state, ("config", "in_dims", "model", "objective"), path)
+    require_keys(state["config"], ("data", "dim", "hidden", "depth", "objective", "params"),
+                 f"the config stored in {path}")
     cfg = dict(state["config"])
     if record is not None:
         cfg.setdefault("data_sha256", record.get("data_sha256"))

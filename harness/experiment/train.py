@@ -441,7 +441,9 @@ def _train(cfg: dict[str, Any], info: hdist.DistInfo, reporting: ProgressOptions
     ckpt_path = out / "checkpoint.pt"
     resumed_from = None
     if ckpt_path.exists():
-        state = load_checkpoint(ckpt_path)
+        state = load_checkpoint(ckpt_path, required=(
+            "config", "step", "model", "objective", "optimizer", "shuffle_rng", "torch_rng", "numpy_rng",
+            "history", "steps", "elapsed"))
         check_resume(ckpt_path, state, cfg, plan.total_steps)
         diff = config_diff(with_legacy_defaults(state["config"]), cfg)
         if diff:

@@ -36,16 +36,49 @@ FIGURES = [
 ]
 
 
+#: written by ``harness aggregate`` beside the tables: each table's sha256 and row count
+MANIFEST = "aggregate.json"
+
+
+def read_csv_checked(path: str | Path, manifest: bool = True) -> pd.DataFrame:
+    """A CSV the harness wrote, refused when cut, short of a field, or unlike its manifest entry.
+
+    With ``manifest``, a table listed in the ``aggregate.json`` beside it must have the sha256 and
+    row count recorded there (a truncated or edited summary is an error, not a row of NaNs).
+    """
+    import io
+    import json
+
+    import pandas as pd
+
+    from harness.files import ContentError, check_csv_complete, sha256_bytes
+
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ContentError(f"{path} is unreadable: {type(exc).__name__}: {exc}") from exc
+    entry = None
+    if manifest and (path.parent / MANIFEST).exists():
+        try:
+            entry = json.loads((path.parent / MANIFEST).read_text()).get("tables", {}).get(path.name)
+        except (json.JSONDecodeError, AttributeError) as exc:
+            raise ContentError(f"{path.parent / MANIFEST} is unreadable (truncated or corrupted?): {exc}") from exc
+    if entry is not None and sha256_bytes(raw) != entry.get("sha256"):
+        raise ContentError(f"{path} changed after aggregation: sha256 {sha256_bytes(raw)} != {entry.get('sha256')} "
+                           f"recorded in {path.parent / MANIFEST}; rerun the workflow (or `harness aggregate`)")
+    check_csv_complete(path, text)
+    return pd.read_csv(io.StringIO(text)) if text.strip() else pd.DataFrame()
+
+
 def read_csv_or_empty(path: str | None) -> pd.DataFrame:
-    """A CSV as a frame; an absent, empty or header-less file gives an empty frame (optional inputs)."""
+    """A checked CSV (:func:`read_csv_checked`); an absent or empty file gives an empty frame (optional inputs)."""
     import pandas as pd
 
     if not path or not Path(path).exists() or Path(path).stat().st_size == 0:
         return pd.DataFrame()
-    try:
-        return pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame()
+    return read_csv_checked(path)
 
 
 def main_study_rows(summary: pd.DataFrame, cfg: dict) -> pd.DataFrame:

@@ -43,7 +43,8 @@ from pathlib import Path
 import pandas as pd
 
 from harness.experiment import keys
-from harness.files import atomic_write_text
+from harness.files import ContentError, atomic_write_text, read_json_sealed, sha256_file, write_json
+from harness.report import MANIFEST, read_csv_checked
 from harness.report.stats import t_interval
 
 ID_COLUMNS = keys.ID_COLUMNS
@@ -163,22 +164,89 @@ def _finish(rows: list[dict], sort_extra: Sequence[str] = ()) -> pd.DataFrame:
                           kind="mergesort").reset_index(drop=True)
 
 
+# ----------------------------------------------------------------------------- the plan
+
+
+class AggregateError(ContentError):
+    """The run files found differ from the plan (missing, duplicate, unexpected); one line naming one."""
+
+
+def _planned(cfg: dict, dirs: Sequence[str | Path], kind: str) -> dict[tuple, str] | None:
+    """(dataset, variant, M, seed, split seed) -> job of every run the configuration asks for in ``dirs``.
+
+    None without a plan (``cells`` of results/config.json): a hand-made folder is read as found.
+    """
+    cells = cfg.get("cells")
+    if not cells:
+        return None
+    wanted = {(_dataset(d), Path(d).name) for d in dirs}
+    units = [(int(s), int(k)) for k in cfg.get("split_seeds", [0]) for s in cfg.get("seeds", [])]
+    expected = {}
+    for cell in cells:
+        if (cell["dataset"], cell["job"]) not in wanted:
+            continue
+        for m in cell["generation_ms" if kind == "generation" else "ms"]:
+            for seed, split in units:
+                expected[(cell["dataset"], cell["variant"], int(m), seed, split)] = cell["job"]
+    return expected
+
+
+class _Found:
+    """Run files met while scanning, keyed by cell; a second file for one cell is an error."""
+
+    def __init__(self, kind: str, plan: dict | None):
+        self.kind, self.plan, self.paths = kind, plan, {}
+
+    def unexpected(self, path: Path, why: str) -> None:
+        if self.plan is not None:
+            raise AggregateError(f"aggregate: {path} is not a {self.kind} file the plan asks for ({why}); "
+                                 "move it out of the output folder")
+
+    def add(self, key: tuple, path: Path) -> None:
+        if key in self.paths:
+            raise AggregateError(f"aggregate: {path} and {self.paths[key]} are both the {self.kind} of {_cell(key)}; "
+                                 "remove the stray one")
+        if self.plan is not None and key not in self.plan:
+            raise AggregateError(f"aggregate: {path} is the {self.kind} of {_cell(key)}, which the plan does not "
+                                 "ask for; move it out of the output folder")
+        self.paths[key] = path
+
+    def check_complete(self, where: Sequence[str | Path]) -> None:
+        if self.plan is None:
+            return
+        missing = sorted(set(self.plan) - set(self.paths))
+        if missing:
+            raise AggregateError(
+                f"aggregate: the {self.kind} of {_cell(missing[0])} is missing under "
+                f"{', '.join(str(w) for w in where)} ({len(missing)} of the {len(self.plan)} planned runs have none); "
+                "rerun the workflow to make it")
+
+
+def _cell(key: tuple) -> str:
+    dataset, variant, m, seed, split = key
+    return f"dataset {dataset}, variant {variant}, M={m}, seed {seed}, split seed {split}"
+
+
 # ----------------------------------------------------------------------------- collectors
 
 
 def collect_metrics(dirs: Sequence[str | Path], cfg: dict) -> pd.DataFrame:
     rows = []
+    found = _Found("metrics", _planned(cfg, dirs, "metrics"))
     for d in dirs:
         dataset = _dataset(d)
         for path in sorted(Path(d).glob("*/M*_seed*.json")):
             variant = path.parent.name
             parsed = parse_run_name(path.name)
             if parsed is None:
+                found.unexpected(path, "its name is not M{M}_seed{S}_split{K}.json")
                 continue
-            obj = json.loads(path.read_text())
+            # the content hash is required of the workflow's files; hand-made folders may lack it
+            obj = read_json_sealed(path, required=found.plan is not None)
             m, seed, split = parsed
             if "_split" not in path.name:
                 split = int(obj.get(keys.META_SPLIT_SEED, 0))
+            found.add((dataset, variant, m, seed, split), path)
             row = _ids(cfg, dataset, variant, m, seed, split, fallback_objective=str(obj.get(keys.META_OBJECTIVE, "")))
             if keys.META_RETRIEVAL_RULE in obj:
                 row[keys.RETRIEVAL_RULE] = str(obj[keys.META_RETRIEVAL_RULE])
@@ -190,25 +258,50 @@ def collect_metrics(dirs: Sequence[str | Path], cfg: dict) -> pd.DataFrame:
             row.update(_provenance_items(obj))
             row.update(_numeric_items(obj))
             rows.append(row)
+    found.check_complete(dirs)
     return _finish(rows)
+
+
+def _checked_history(path: Path, required: bool) -> pd.DataFrame:
+    """history.csv, verified against the sha256 its run's train.json records."""
+    record = path.parent / "train.json"
+    if record.exists():
+        try:
+            expected = json.loads(record.read_text()).get("history_sha256")
+        except json.JSONDecodeError as exc:
+            raise ContentError(f"{record} is unreadable (truncated or corrupted?): {exc}") from exc
+    else:
+        expected = None
+    if expected is None:
+        if required:
+            raise ContentError(f"{path} has no sha256 recorded in {record} (the run did not finish, or an older "
+                               "version wrote it); rerun its train step")
+    elif sha256_file(path) != expected:
+        raise ContentError(f"{path} changed after training: sha256 {sha256_file(path)} != {expected} recorded in "
+                           f"{record}; rerun its train step")
+    return read_csv_checked(path, manifest=False)
 
 
 def collect_history(dirs: Sequence[str | Path], cfg: dict) -> pd.DataFrame:
     frames = []
+    found = _Found("history", _planned(cfg, dirs, "history"))
     for d in dirs:
         dataset = _dataset(d)
         for path in sorted(Path(d).glob("*/M*/seed*/history.csv")):
             variant = path.parent.parent.parent.name
             match = _SEED_DIR.match(path.parent.name)
             if match is None or not re.fullmatch(r"M\d+", path.parent.parent.name):
+                found.unexpected(path, "its folder is not M{M}/seed{S}_split{K}")
                 continue
             m = int(path.parent.parent.name[1:])
             seed, split = int(match["seed"]), int(match["split"] or 0)
-            hist = pd.read_csv(path)
+            found.add((dataset, variant, m, seed, split), path)
+            hist = _checked_history(path, required=found.plan is not None)
             ids = _ids(cfg, dataset, variant, m, seed, split)
             for key, value in reversed(list(ids.items())):
                 hist.insert(0, key, value)
             frames.append(hist)
+    found.check_complete(dirs)
     if not frames:
         return pd.DataFrame(columns=ID_COLUMNS + ["epoch"])
     df = pd.concat(frames, ignore_index=True, sort=False)
@@ -221,17 +314,21 @@ def collect_history(dirs: Sequence[str | Path], cfg: dict) -> pd.DataFrame:
 
 def collect_generation(dirs: Sequence[str | Path], cfg: dict) -> pd.DataFrame:
     rows = []
+    found = _Found("generation", _planned(cfg, dirs, "generation"))
     for d in dirs:
         dataset = _dataset(d)
         for path in sorted(Path(d).glob("*/M*_seed*/generation.json")):
             variant = path.parent.parent.name
             parsed = parse_run_name(path.parent.name)
             if parsed is None:
+                found.unexpected(path, "its folder is not M{M}_seed{S}_split{K}")
                 continue
-            obj = json.loads(path.read_text())
+            obj = read_json_sealed(path, required=found.plan is not None)
+            found.add((dataset, variant, *parsed), path)
             row = _ids(cfg, dataset, variant, *parsed, fallback_objective=str(obj.get(keys.META_OBJECTIVE, "")))
             row.update(_numeric_items(obj))
             rows.append(row)
+    found.check_complete(dirs)
     return _finish(rows)
 
 
@@ -269,14 +366,27 @@ def add_arguments(p) -> None:
     p.add_argument("--out-history", default="results/history.csv")
     p.add_argument("--out-generation", default="results/generation.csv")
     p.add_argument("--out-benchmarks", default="results/benchmarks.csv")
+    p.add_argument("--out-manifest", default=None,
+                   help=f"sha256 and row count of each table written (default: {MANIFEST} beside the summary)")
+
+
+def write_manifest(path: str | Path, tables: dict[str, tuple[str | Path, pd.DataFrame]]) -> None:
+    """``aggregate.json``: each table's file name, sha256 and rows; readers of the tables check it."""
+    write_json(path, {"tables": {Path(p).name: {"sha256": sha256_file(p), "rows": len(df)}
+                                 for p, df in tables.values()}})
 
 
 def main(args) -> int:
     cfg = load_config(args.config)
-    summary = collect_metrics(args.metrics, cfg)
-    write_csv(summary, args.out_summary)
-    write_csv(collect_history(args.runs, cfg), args.out_history)
-    write_csv(collect_generation(args.generation, cfg), args.out_generation)
-    write_csv(collect_benchmarks(args.benchmarks), args.out_benchmarks)
-    print(f"aggregate: {len(summary)} runs -> {args.out_summary}")
+    # a missing, duplicate, unexpected or changed run file raises ContentError: one line, nothing written
+    tables = {
+        "summary": (args.out_summary, collect_metrics(args.metrics, cfg)),
+        "history": (args.out_history, collect_history(args.runs, cfg)),
+        "generation": (args.out_generation, collect_generation(args.generation, cfg)),
+    }
+    for path, df in tables.values():
+        write_csv(df, path)
+    write_csv(collect_benchmarks(args.benchmarks), args.out_benchmarks)  # timings: not checked by readers
+    write_manifest(args.out_manifest or Path(args.out_summary).with_name(MANIFEST), tables)
+    print(f"aggregate: {len(tables['summary'][1])} runs -> {args.out_summary}")
     return 0

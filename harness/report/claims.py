@@ -30,6 +30,10 @@ verdict (its own Holm families) and never enter the method's.
    of the validation Hölder divergence and of the proxy bound between consecutive evaluations: two
    quantities that merely both fall during training correlate in level, not necessarily in change.
    Per-unit mean Fisher z, t interval, back-transformed; claimed positive. Secondary: the levels.
+8. the advantage grows with M (the question of the title, asked directly): per unit, the
+   least-squares slope over M of the paired difference method - baseline of zeta (8a), chi (8b), the
+   Hölder excess (8c), the gap (8d), claimed negative, and of R@1 (8e), claimed positive; Holm over
+   the five rows. Judged when ``report.m_slopes`` is true (the default config sets it).
 
 Units, pairing, intervals, Holm's correction and the verdict rule: :mod:`harness.report.stats`.
 """
@@ -51,6 +55,8 @@ from harness.report.aggregate import load_config, to_csv_text, variant_info, var
 
 #: claim 7 needs at least this many validation points per run
 MIN_EVAL_POINTS = 8
+# claim 8: (id, metric, claimed sign of the slope of method - baseline over M): the advantage widens
+M_SLOPES = (("8a", "zeta", -1), ("8b", "chi", -1), ("8c", "holder_excess", -1), ("8d", "gap", -1), ("8e", "R1", +1))
 
 RULE = st.RULE
 CLAIMS = {
@@ -61,7 +67,18 @@ CLAIMS = {
     "5": "UniAlign improves retrieval vs InfoNCE",
     "6": "UniAlign improves generation vs InfoNCE",
     "7": "The proxy moves with the global Hölder divergence during training",
+    "8": "UniAlign's advantage over InfoNCE grows with M",
 }
+# judged only when the configuration asks (report.m_slopes); listed only when judged
+OPTIONAL_CLAIMS = {"8"}
+
+
+def listed_claims(table: pd.DataFrame) -> list[str]:
+    """The claims a report lists: every claim, an optional one only when the table has its rows."""
+    judged = set(table["claim"]) if not table.empty else set()
+    return [c for c in CLAIMS if c not in OPTIONAL_CLAIMS or c in judged]
+
+
 COLUMNS = ["claim", "id", "role", "statement", "dataset", "comparison", "measured", "column", "rule",
            "statistic", "direction", "estimate", "ci_low", "ci_high", "n", "n_cells", "p", "p_holm",
            "verdict", "note"]
@@ -211,6 +228,18 @@ def judge(summary: pd.DataFrame, history: pd.DataFrame, generation: pd.DataFrame
                 note = "; ".join(x for x in (note, _cap_note(history, cfg, dataset, (variant, baseline))) if x)
                 rows.append(_row(claim, cid, _role(role, row_role), dataset, comp,
                                  measured, col, rule, _paired_stat(res["ms"]), direction, res, note))
+            # ---- 8: the M question asked directly: per unit, the slope over M of the paired difference
+            for cid, name, direction in (M_SLOPES if report.get("m_slopes", False) else ()):
+                col = keys.column(sub.columns, name)
+                cells = st.paired_cells(sub, col, variant, baseline)
+                res = st.unit_interval(st.slope_units(cells, "d"), confidence)
+                res["n_cells"] = len(cells)
+                ms = sorted(int(m) for m in cells["M"].unique()) if len(cells) else []
+                rows.append(_row("8", cid, role, dataset, comp, f"slope over M of the difference in "
+                                 f"{keys.metric_label(name)}", col, "",
+                                 "mean over units of the per-unit slope vs M of the paired difference "
+                                 + (f"(M = {', '.join(map(str, ms))})" if ms else "(no paired runs)"), direction, res,
+                                 _cap_note(history, cfg, dataset, (variant, baseline))))
 
     # ---- 6: generation
     if generation is not None and not generation.empty:
@@ -302,7 +331,7 @@ def _num(x: float) -> str:
 DESIGN = (
     "Statistical design (harness/report/stats.py). The unit is one (training seed, data-split seed) "
     "pair of a dataset: runs at different M of one unit share their split and test rows, so a unit "
-    "contributes one value, its mean paired difference over M (claim 1: its own slope vs M; claim 7: its "
+    "contributes one value, its mean paired difference over M (claim 1: its own slope vs M; claim 8: the slope vs M of its paired differences; claim 7: its "
     "mean Fisher z over M). Method and baseline runs are paired by (dataset, M, seed, split seed). "
     "Intervals: Student t over units (n - 1 degrees of freedom) with the test-query standard error of "
     "retrieval R@1 (claim 5) and the same-distribution null's spread of the divergence estimator "
@@ -327,7 +356,8 @@ def render_markdown(table: pd.DataFrame, confidence: float = 0.95) -> str:
     lines += ["## Overall (primary rows)", "",
               "| claim | statement | verdict | primary rows (supported / contradicted / inconclusive) |",
               "|---|---|---|---|"]
-    for claim, statement in CLAIMS.items():
+    for claim in listed_claims(table):
+        statement = CLAIMS[claim]
         sub = table[(table["claim"] == claim) & (table["role"] == "primary")] if not table.empty else table
         v = list(sub["verdict"]) if not sub.empty else []
         counts = f"{v.count('supported')} / {v.count('contradicted')} / {v.count('inconclusive')}"
@@ -344,7 +374,8 @@ def render_markdown(table: pd.DataFrame, confidence: float = 0.95) -> str:
                 continue
             counts = f"{v.count('supported')} / {v.count('contradicted')} / {v.count('inconclusive')}"
             lines.append(f"| {claim} | {statement.replace('UniAlign', subject)} | **{overall(v)}** | {counts} |")
-    for claim, statement in CLAIMS.items():
+    for claim in listed_claims(table):
+        statement = CLAIMS[claim]
         sub = table[table["claim"] == claim] if not table.empty else table
         lines += ["", f"## Claim {claim}: {statement}", ""]
         if sub.empty:
@@ -411,7 +442,7 @@ def main(args) -> int:
         return 1
     atomic_write_text(args.out_csv, to_csv_text(table))
     atomic_write_text(args.out_md, render_markdown(table, confidence))
-    for claim in CLAIMS:
+    for claim in listed_claims(table):
         prim = table[(table["claim"] == claim) & (table["role"] == "primary")] if not table.empty else table
         print(f"claim {claim}: {overall(list(prim['verdict'])) if not prim.empty else 'inconclusive (no data)'}")
     return 0

@@ -256,9 +256,12 @@ def parse_labelled(items: Sequence[str] | None, option: str) -> list[tuple[str, 
 
 
 def _embeddings(run_dir: Path):
-    from harness.experiment.runs import embed_split, load_run
+    from harness.experiment.runs import TrainError, embed_split, load_run
 
-    cfg, model, _loss, ds = load_run(run_dir)
+    try:
+        cfg, model, _loss, ds = load_run(run_dir)
+    except TrainError as exc:  # a missing, unverified or unreadable run: one line, not a traceback
+        raise FigureInputError(f"projection_pca: {exc}") from exc
     zs = embed_split(model, ds, ds.split("test"), cfg["n_modalities"])
     return [z.detach().numpy() for z in zs], ds.names[: cfg["n_modalities"]], cfg, ds.meta.get("dataset")
 

@@ -31,6 +31,7 @@ rule aggregate:
         history=out("results/history.csv"),
         generation=out("results/generation.csv"),
         benchmarks=out("results/benchmarks.csv"),
+        manifest=out("results/aggregate.json"),
     params:
         python=PYTHON,
     threads: 1
@@ -47,7 +48,8 @@ rule aggregate:
         "{params.python:q} -m harness aggregate --config {input.config:q} --metrics {input.metrics:q}"
         " --runs {input.runs:q} --generation {input.generation:q} --benchmarks {input.benchmarks:q}"
         " --out-summary {output.summary:q} --out-history {output.history:q}"
-        " --out-generation {output.generation:q} --out-benchmarks {output.benchmarks:q} > {log:q} 2>&1"
+        " --out-generation {output.generation:q} --out-benchmarks {output.benchmarks:q}"
+        " --out-manifest {output.manifest:q} > {log:q} 2>&1"
 
 
 rule tables:

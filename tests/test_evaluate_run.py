@@ -261,7 +261,8 @@ def test_main_writes_the_metrics_and_one_line(base, tmp_path, capsys, monkeypatc
     assert captured.err == ""
     assert captured.out == (
         f"wrote {out}: R@1 mean {written['retrieval/R1/mean']:.1f}, own-rule (cosine_sum) "
-        f"{written['retrieval_own/R1/mean']:.1f}, holder excess {written['divergence/holder_fixed/excess']:.4f}\n")
+        f"{written['retrieval_own/R1/mean']:.1f}, divergence/holder_fixed/excess "
+        f"{written['divergence/holder_fixed/excess']:.4f} (nats over the same-distribution null)\n")
 
 
 def test_main_reports_a_missing_run_or_split_on_one_line(tmp_path, base, capsys):

@@ -197,5 +197,6 @@ def main(args) -> int:
         return 1
     write_json_sealed(Path(args.out), metrics)  # its content hash: aggregation refuses an edited file
     print(f"wrote {args.out}: R@1 mean {metrics[keys.R1_MEAN]:.1f}, own-rule ({metrics[keys.META_RETRIEVAL_RULE]}) "
-          f"{metrics[keys.OWN_R1_MEAN]:.1f}, holder excess {metrics[keys.HOLDER_FIXED_EXCESS]:.4f}")
+          f"{metrics[keys.OWN_R1_MEAN]:.1f}, {keys.HOLDER_FIXED_EXCESS} {metrics[keys.HOLDER_FIXED_EXCESS]:.4f} "
+          "(nats over the same-distribution null)")
     return 0

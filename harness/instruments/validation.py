@@ -129,7 +129,7 @@ def _finding(df) -> str:
 def plot(df, out_fig: Path) -> list[Path]:
     """estimate / true against d per estimator; error bars: 95% t interval over draws (when > 1 draw)."""
     from harness import style
-    from harness.report.aggregate import t_interval
+    from harness.intervals import t_interval
 
     plt = style.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True, layout="constrained")

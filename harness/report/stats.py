@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from harness.experiment import keys
+from harness.intervals import t_interval  # noqa: F401 - part of this module's interface
 
 #: at least this many units for a verdict (a t interval needs a standard deviation)
 MIN_UNITS = 2
@@ -49,22 +50,6 @@ RULE = (
 
 
 # ----------------------------------------------------------------------------- elementary
-
-
-def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float, float, int]:
-    """(mean, sd, low, high, n) with a Student t interval over ``values`` (finite ones); NaN bounds when n < 2."""
-    from scipy import stats
-
-    x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
-    n = int(x.size)
-    if n == 0:
-        return (math.nan, math.nan, math.nan, math.nan, 0)
-    mean = float(x.mean())
-    if n < 2:
-        return (mean, math.nan, math.nan, math.nan, n)
-    sd = float(x.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
-    return (mean, sd, mean - half, mean + half, n)
 
 
 def t_test(estimate: float, se: float, df: int, confidence: float = 0.95) -> tuple[float, float, float]:

@@ -43,8 +43,8 @@ MANIFEST = "aggregate.json"
 def read_csv_checked(path: str | Path, manifest: bool = True) -> pd.DataFrame:
     """A CSV the harness wrote, refused when cut, short of a field, or unlike its manifest entry.
 
-    With ``manifest``, a table listed in the ``aggregate.json`` beside it must have the sha256 and
-    row count recorded there (a truncated or edited summary is an error, not a row of NaNs).
+    With ``manifest``, a table listed in the ``aggregate.json`` beside it must have the sha256
+    recorded there (a truncated or edited summary is an error, not a row of NaNs).
     """
     import io
     import json

@@ -171,8 +171,8 @@ class AggregateError(ContentError):
     """The run files found differ from the plan (missing, duplicate, unexpected); one line naming one."""
 
 
-def _planned(cfg: dict, dirs: Sequence[str | Path], kind: str) -> dict[tuple, str] | None:
-    """(dataset, variant, M, seed, split seed) -> job of every run the configuration asks for in ``dirs``.
+def _planned(cfg: dict, dirs: Sequence[str | Path], kind: str) -> set[tuple] | None:
+    """(dataset, variant, M, seed, split seed) of every run the configuration asks for in ``dirs``.
 
     None without a plan (``cells`` of results/config.json): a hand-made folder is read as found.
     """
@@ -181,20 +181,16 @@ def _planned(cfg: dict, dirs: Sequence[str | Path], kind: str) -> dict[tuple, st
         return None
     wanted = {(_dataset(d), Path(d).name) for d in dirs}
     units = [(int(s), int(k)) for k in cfg.get("split_seeds", [0]) for s in cfg.get("seeds", [])]
-    expected = {}
-    for cell in cells:
-        if (cell["dataset"], cell["job"]) not in wanted:
-            continue
-        for m in cell["generation_ms" if kind == "generation" else "ms"]:
-            for seed, split in units:
-                expected[(cell["dataset"], cell["variant"], int(m), seed, split)] = cell["job"]
-    return expected
+    return {(cell["dataset"], cell["variant"], int(m), seed, split)
+            for cell in cells if (cell["dataset"], cell["job"]) in wanted
+            for m in cell["generation_ms" if kind == "generation" else "ms"]
+            for seed, split in units}
 
 
 class _Found:
     """Run files met while scanning, keyed by cell; a second file for one cell is an error."""
 
-    def __init__(self, kind: str, plan: dict | None):
+    def __init__(self, kind: str, plan: set | None):
         self.kind, self.plan, self.paths = kind, plan, {}
 
     def unexpected(self, path: Path, why: str) -> None:
@@ -214,7 +210,7 @@ class _Found:
     def check_complete(self, where: Sequence[str | Path]) -> None:
         if self.plan is None:
             return
-        missing = sorted(set(self.plan) - set(self.paths))
+        missing = sorted(self.plan - set(self.paths))
         if missing:
             raise AggregateError(
                 f"aggregate: the {self.kind} of {_cell(missing[0])} is missing under "
@@ -265,19 +261,14 @@ def collect_metrics(dirs: Sequence[str | Path], cfg: dict) -> pd.DataFrame:
 def _checked_history(path: Path, required: bool) -> pd.DataFrame:
     """history.csv, verified against the sha256 its run's train.json records."""
     record = path.parent / "train.json"
-    if record.exists():
-        try:
-            expected = json.loads(record.read_text()).get("history_sha256")
-        except json.JSONDecodeError as exc:
-            raise ContentError(f"{record} is unreadable (truncated or corrupted?): {exc}") from exc
-    else:
-        expected = None
+    # train.json carries no seal of its own (its hashes bind the files beside it)
+    expected = read_json_sealed(record, required=False).get("history_sha256") if record.exists() else None
     if expected is None:
         if required:
             raise ContentError(f"{path} has no sha256 recorded in {record} (the run did not finish, or an older "
                                "version wrote it); rerun its train step")
-    elif sha256_file(path) != expected:
-        raise ContentError(f"{path} changed after training: sha256 {sha256_file(path)} != {expected} recorded in "
+    elif (actual := sha256_file(path)) != expected:
+        raise ContentError(f"{path} changed after training: sha256 {actual} != {expected} recorded in "
                            f"{record}; rerun its train step")
     return read_csv_checked(path, manifest=False)
 

@@ -58,6 +58,32 @@ def _fail(message: str):
     raise PlanError(message)
 
 
+def schema_error_message(error: Exception) -> str:
+    """One paragraph for a config schema violation (a jsonschema ``ValidationError``, as Snakemake's
+    ``validate`` raises it): the key's dotted path, what is wrong and, for an unknown key, the keys
+    allowed there -- instead of the schema dump Snakemake prints."""
+    path = ".".join(str(p) for p in getattr(error, "absolute_path", [])) or "(top level)"
+    schema = getattr(error, "schema", None) or {}
+    instance = getattr(error, "instance", None)
+    if getattr(error, "validator", None) == "additionalProperties" and isinstance(instance, dict):
+        allowed = sorted(schema.get("properties", {}))
+        unknown = sorted(str(k) for k in instance if k not in allowed)
+        where = "at the top level" if path == "(top level)" else f"under `{path}`"
+        return (f"invalid configuration: unknown key(s) {', '.join(repr(k) for k in unknown)} {where}; "
+                f"allowed keys there: {', '.join(allowed) or '(none)'} (config/README.md)")
+    return f"invalid configuration: `{path}`: {getattr(error, 'message', error)} (config/README.md)"
+
+
+def _merge_into(base: dict, overlay: dict) -> None:
+    """Merge ``overlay`` into ``base`` the way Snakemake merges --configfile overlays: nested
+    mappings key by key, every other value (lists included) replaced."""
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge_into(base[key], value)
+        else:
+            base[key] = value
+
+
 def variant_objective(spec: dict) -> str:
     """What ``harness train --objective`` gets for a variant: its registered name or its module path."""
     return str(spec.get("module") or spec["objective"])
@@ -195,9 +221,10 @@ class Plan:
         for key in ("baseline", "method", "method_tuple"):
             if key in self.report and self.report[key] not in variants:
                 _fail(f"report.{key} names {self.report[key]!r}, which is not defined under variants")
-        for v in self.report.get("challengers", []) or []:
-            if v not in variants:
-                _fail(f"report.challengers names {v!r}, which is not defined under variants")
+        for field in ("challengers", "controls"):
+            for v in self.report.get(field, []) or []:
+                if v not in variants:
+                    _fail(f"report.{field} names {v!r}, which is not defined under variants")
 
     def entry(self, variant: str):
         """The registry entry of a variant's objective (objectives.registry)."""
@@ -538,7 +565,57 @@ class Plan:
         if self.throughput.get("enabled", False):
             targets += [self.out(p) for p in ("results/throughput.csv", "figures/throughput.png",
                                               "figures/throughput.pdf")]
+        if self.robustness_names():
+            targets.append(self.out("results/robustness.csv"))
         return targets
+
+    # ------------------------------------------------------------------------- robustness
+    def robustness_names(self) -> list[str]:
+        """The declared perturbations (``robustness.perturbations``) when robustness is enabled."""
+        spec = self.config.get("robustness", {}) or {}
+        return sorted(spec.get("perturbations", {}) or {}) if spec.get("enabled", False) else []
+
+    def robustness_dir(self, name: str) -> str:
+        return self.out(f"robustness/{name}")
+
+    def robustness_claims(self) -> list[str]:
+        return [f"{self.robustness_dir(n)}/results/claims.csv" for n in self.robustness_names()]
+
+    def robustness_config(self, name: str) -> dict:
+        """The configuration of one perturbation's sweep: this one with the perturbation's overlay
+        merged on top (mappings key by key, lists and scalars replace, as --configfile does), cut to
+        what the primary verdicts read: the baseline and the method in the main study and the
+        generation step; the secondary studies hold only the method's runs, no validation, no
+        throughput, no nested robustness; written under ``robustness/<name>``."""
+        import copy
+
+        perturbations = (self.config.get("robustness", {}) or {}).get("perturbations", {}) or {}
+        if name not in perturbations:
+            _fail(f"robustness.perturbations has no {name!r} (declared: {', '.join(sorted(perturbations)) or 'none'})")
+        cfg = copy.deepcopy(self.config)
+        _merge_into(cfg, copy.deepcopy(perturbations[name] or {}))
+        report = cfg.setdefault("report", {})
+        pair = [report.get("baseline", "infonce"), report.get("method", "unialign")]
+        main = cfg["studies"]["main"]
+        main["variants"] = pair
+        for study, spec in cfg["studies"].items():
+            if study != "main":  # every key replaced: the default config merged beneath adds nothing back
+                cfg["studies"][study] = {"description": spec.get("description", study), "base": pair[1],
+                                         "variants": [pair[1]], "ms": [main["ms"][0]],
+                                         "datasets": [main["datasets"][0]]}
+        gen = cfg.setdefault("generation", {})
+        gen["variants"] = [v for v in gen.get("variants", []) if v in pair] or pair
+        report.update(method_tuple=pair[1], controls=[], challengers=[])
+        cfg["validation"] = {**(cfg.get("validation") or {}), "enabled": False}
+        cfg["throughput"] = {**(cfg.get("throughput") or {}), "enabled": False}
+        cfg["robustness"] = {"enabled": False, "perturbations": {}}
+        cfg["output_root"] = self.robustness_dir(name)
+        return cfg
+
+    def robustness_args(self) -> str:
+        """--perturbed NAME=CLAIMS.CSV arguments of the claims rule."""
+        return shlex.join(a for n, path in zip(self.robustness_names(), self.robustness_claims())
+                          for a in ("--perturbed", f"{n}={path}"))
 
     def paper_reference(self) -> list[str]:
         path = self.config.get("paper_reference", os.path.join("config", "paper_reference.csv"))

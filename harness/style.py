@@ -36,6 +36,7 @@ _FIXED: dict[str, tuple[str, str]] = {
     "infonce_clip": ("#A6761D", "o"),
     "symile_original": ("#66A61E", "h"),
     "unialign_tuple": (_WINE, "^"),
+    "unialign_full": (_ORANGE, "v"),
     "symile_package": (_OLIVE, "p"),
     "naive_clip_loop": (_BLACK, "o"),
     "gram_direct": (_GREY, "x"),

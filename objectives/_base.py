@@ -456,17 +456,22 @@ class Objective(nn.Module):
             loss = _sum_terms(terms)
         else:
             loss, terms = fused
-        if self.check_finite:
-            # NaN/inf anywhere in the input reaches the loss: one scalar check instead of a pass over
-            # the input on every call; the input is searched only when the loss is not finite
-            if checks_on_device(loss):
-                torch._assert_async(
-                    torch.isfinite(loss.detach()),
-                    f"{self.name}: the loss is not finite (NaN or inf in the embeddings, or an overflow)",
-                )
-            elif not math.isfinite(loss.detach().item()):
-                self._raise_if_not_finite(embeddings)
+        self._check_loss(loss, embeddings)
         return ObjectiveOutput(loss=loss, terms=terms, roles={k: self.roles[k] for k in terms})
+
+    def _check_loss(self, loss: Tensor, embeddings: Sequence[Tensor] | Tensor) -> None:
+        """With ``check_finite``: NaN/inf anywhere in the input reaches the loss, so one scalar check
+        instead of a pass over the input on every call; the input is searched only when the loss is
+        not finite."""
+        if not self.check_finite:
+            return
+        if checks_on_device(loss):
+            torch._assert_async(
+                torch.isfinite(loss.detach()),
+                f"{self.name}: the loss is not finite (NaN or inf in the embeddings, or an overflow)",
+            )
+        elif not math.isfinite(loss.item()):
+            self._raise_if_not_finite(embeddings)
 
     def fused_output(self, embeddings: Sequence[Tensor] | Tensor) -> tuple[Tensor, dict[str, Tensor]] | None:
         """(loss, terms) from one fused node for inputs that allow it (small batches), else None: then

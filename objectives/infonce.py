@@ -25,6 +25,7 @@ positional tensors and CLIP's exponentiated logit scale, which receives its grad
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
@@ -32,6 +33,7 @@ from torch import Tensor
 
 from objectives._base import (
     Objective,
+    ObjectiveOutput,
     Role,
     Temperature,
     check_choice,
@@ -40,7 +42,12 @@ from objectives._base import (
     check_nonnegative,
 )
 from objectives._contrastive import contrastive_parts, pair_list
-from objectives.kernels.small import small_contrastive_fits, small_contrastive_loss
+from objectives.kernels.small import (
+    _small_plan,
+    _SmallContrastive,
+    small_contrastive_fits,
+    small_contrastive_loss,
+)
 from objectives.registry import declare, gemm, loguniform, pair_count
 
 
@@ -83,10 +90,60 @@ class _PairwiseContrastive(Objective):
         self.uniformity_weight = check_nonnegative("uniformity_weight", uniformity_weight)
         self.chunk_size = check_chunk(chunk_size)
         self._pairs: dict[tuple, tuple[tuple[int, int], ...]] = {}  # pair lists of fused_output
+        self._fast: dict[tuple, tuple] = {}  # forward's small-path signatures (see _fast_plan)
 
     @property
     def symmetric_in_modalities(self) -> bool:  # type: ignore[override]
         return self.pairs == "all"
+
+    def forward(self, *embeddings: Tensor | Sequence[Tensor], logit_scale: Tensor | float | None = None,
+                output_dict: bool = False) -> ObjectiveOutput | dict[str, Tensor]:
+        """:meth:`objectives.Objective.forward`. A call without ``logit_scale`` or ``output_dict`` on
+        modalities whose (M, shape, dtype, device) already took the small path goes there directly,
+        with that signature's checks and constants from the first such call: at small B the general
+        path's layers (call parsing, input checks, temperature swap) are a tenth of the call."""
+        if logit_scale is None and output_dict is False and not torch.compiler.is_compiling():
+            xs = embeddings[0] if len(embeddings) == 1 else embeddings
+            fast = self._fast_plan(xs)
+            if fast is not None and not self.is_distributed() and not torch.is_autocast_enabled(fast[0]):
+                loss, align, unif = _SmallContrastive.apply(fast[1], fast[2], 1e-12, self.uniformity_weight,
+                                                            *xs)
+                self._check_loss(loss, xs)
+                return ObjectiveOutput(loss=loss, terms={"alignment": align, "uniformity": unif},
+                                       roles=dict(self.roles))
+        return super().forward(*embeddings, logit_scale=logit_scale, output_dict=output_dict)
+
+    def _fast_plan(self, xs) -> tuple | None:
+        """(device type, scale, small-path plan) for a list or tuple of M (B, d) tensors of one shape,
+        dtype and device that the small path takes with this objective's settings, else None. The
+        verdict is kept per signature (kernels.small.SMALL_MAX_BATCH as it was at the first call)."""
+        if type(xs) is not list and type(xs) is not tuple or len(xs) < 2:
+            return None
+        first = xs[0]
+        if not isinstance(first, Tensor):
+            return None
+        shape, dtype, device = first.shape, first.dtype, first.device
+        for t in xs[1:]:
+            if not isinstance(t, Tensor) or t.shape != shape or t.dtype != dtype or t.device != device:
+                return None
+        temperature = self._modules["temperature"]
+        if (temperature.learnable or temperature._call_scale is not None or self.exclude_positive
+                or not self.normalize or self.chunk_size is not None):
+            return None
+        scale = 1.0 / temperature._fixed
+        key = (len(xs), shape, dtype, device, scale, self.pairs, self.anchor)
+        fast = self._fast.get(key)
+        if fast is None:  # the checks of this signature, once; False: the general path takes it
+            fits = small_contrastive_fits(xs, scale)
+            if len(self._fast) > 64:
+                self._fast.clear()
+            if fits is None or self.anchor >= fits[0] or fits[1] < self.min_batch:
+                fast = False
+            else:
+                pairs = tuple(pair_list(fits[0], self.pairs, self.anchor))
+                fast = (device.type, scale, _small_plan(pairs, fits[1], scale, dtype, device))
+            self._fast[key] = fast
+        return fast or None
 
     def fused_output(self, embeddings) -> tuple[Tensor, dict[str, Tensor]] | None:
         """Small batches in one process (B <= kernels.small.SMALL_MAX_BATCH, fixed temperature, rows

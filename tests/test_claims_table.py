@@ -4,8 +4,8 @@ Markdown of ``render_markdown`` line by line, and ``python -m harness claims`` e
 
 The numbers are built so that each row's value can be worked out on paper: three units (seeds 0, 1, 2,
 one data split) at M = 2 and 4, with paired differences that do not depend on M, so a unit's value is
-its difference and the interval is a Student t interval over three values (plus the shared
-measurement error where the metric has one)."""
+its difference and the interval is a Student t interval over three values (the units' own spread:
+nothing is added for the test queries or the estimator's noise, which that spread already holds)."""
 
 from __future__ import annotations
 
@@ -139,19 +139,24 @@ def _expected_rows(confidence: float = 0.95) -> list[dict]:
     t = lambda v, e=0.0: _t(v, e, confidence)
     z1a, z1b = t([0.1, 0.2, 0.3]), t([0.05, 0.051, 0.052])
     d2a, d2b, d2c = t([-0.1, -0.2, -0.3]), t([-0.2, -0.21, -0.22]), t([-0.4, -0.3, -0.2])
-    d3, d3m, d4 = t([-0.2, -0.19, -0.18], 0.05), t([-0.1, -0.2, -0.3]), t([0.3, 0.31, 0.32])
-    d5, d5own = t([5.0, 6.0, 7.0], 0.5), t([-1.0, 0.0, 2.0], 0.5)
+    d3, d3m, d4 = t([-0.2, -0.19, -0.18]), t([-0.1, -0.2, -0.3]), t([0.3, 0.31, 0.32])
+    d5, d5own = t([5.0, 6.0, 7.0]), t([-1.0, 0.0, 2.0])
     d6a, d6b = t([-2.0, -3.0, -4.0]), t([0.1, 0.15, 0.2])
     r7, r7l = _fisher(list(CHANGE_RS), confidence), _fisher(_level_rs(_history()), confidence)
     comp = "UniAlign − InfoNCE"
     lab = keys.metric_label
-    se_note = "measurement error from {}".format
+    control = "control: the method's own slope (chi is 0 at M = 2 by definition)"
     rows = [
         # claim 1: one slope per unit; Holm over 1a and 1b (1b has the smaller p)
         ("1", "1a", "primary", "InfoNCE", lab("zeta"), keys.ZETA, "", "mean over units of the per-unit slope vs M",
          "increase", z1a, 3, 3, max(2 * z1b[3], z1a[3]), "per modality"),
         ("1", "1b", "primary", "InfoNCE", lab("chi"), keys.CHI, "", "mean over units of the per-unit slope vs M",
          "increase", z1b, 3, 3, 2 * z1b[3], "per modality"),
+        # controls: the method's own slopes (here equal to the baseline's), a Holm family of their own
+        ("1", "1a", "control", "UniAlign", lab("zeta"), keys.ZETA, "", "mean over units of the per-unit slope vs M",
+         "increase", z1a, 3, 3, max(2 * z1b[3], z1a[3]), control),
+        ("1", "1b", "control", "UniAlign", lab("chi"), keys.CHI, "", "mean over units of the per-unit slope vs M",
+         "increase", z1b, 3, 3, 2 * z1b[3], control),
         ("2", "2a", "primary", comp, lab("zeta"), keys.ZETA, "", PAIRED, "decrease", d2a, 3, 6,
          max(2 * d2b[3], d2a[3]), ""),
         ("2", "2b", "primary", comp, lab("chi"), keys.CHI, "", PAIRED, "decrease", d2b, 3, 6, 2 * d2b[3], ""),
@@ -159,15 +164,15 @@ def _expected_rows(confidence: float = 0.95) -> list[dict]:
          d2c[3], "sanity check, not evidence: UniAlign decouples its own terms by construction"),
         ("3", "3", "primary", comp, lab("holder_excess"), keys.HOLDER_FIXED_EXCESS, "", PAIRED, "decrease", d3, 3, 6,
          d3[3], "fixed KDE bandwidth h = 0.5; null sd median 0.035 nats; 4 of 12 runs at or below their null mean "
-                "(no detectable divergence); " + se_note(keys.HOLDER_FIXED_NULL_SD)),
+                "(no detectable divergence); clipped at 0 (the null) before differencing; " + claims.ESTIMATOR_NOTE),
         ("3", "3-median", "secondary", comp, lab("holder"), keys.HOLDER_MEDIAN, "", PAIRED, "decrease", d3m, 3, 6,
          d3m[3], "median bandwidth: the bandwidth differs between the runs compared"),
         ("4", "4", "primary", comp, lab("gap"), keys.GAP, "", PAIRED, "decrease", d4, 3, 6, d4[3], ""),
         ("5", "5", "primary", comp, lab("R1"), keys.R1_MEAN, "pairwise_cosine", PAIRED, "increase", d5, 3, 6, d5[3],
-         se_note(keys.R1_MEAN_SE)),
+         ""),
         ("5", "5-own", "secondary", comp, lab("R1_own"), keys.OWN_R1_MEAN,
          "own rules infonce: cosine_sum; unialign: unialign_tuple", PAIRED, "increase", d5own, 3, 6, d5own[3],
-         se_note(keys.OWN_R1_MEAN_SE)),
+         ""),
         ("6", "6a", "primary", comp, "cross-modal Fréchet distance", keys.GEN_CROSS_FD, "",
          "mean paired difference over units (M = 3)", "decrease", d6a, 3, 3, 2 * min(d6a[3], d6b[3]),
          "generation runs at these M only"),
@@ -176,10 +181,10 @@ def _expected_rows(confidence: float = 0.95) -> list[dict]:
          "generation runs at these M only"),
         ("7", "7", "primary", "UniAlign", "Pearson r of changes between consecutive evaluations",
          f"{keys.VAL_HOLDER} ~ {keys.VAL_PROXY}", "", "mean Fisher z over units, back-transformed", "increase", r7,
-         4, 5, r7[3], "5 runs with >= 8 evaluation points (most in any run: 9)"),
+         4, 5, r7[3], "5 runs with >= 8 evaluation points (most in any run: 9); " + claims.ESTIMATOR_NOTE),
         ("7", "7-levels", "secondary", "UniAlign", "Pearson r of levels (confounded by training time)",
          f"{keys.VAL_HOLDER} ~ {keys.VAL_PROXY}", "", "mean Fisher z over units, back-transformed", "increase",
-         r7l, 4, 5, r7l[3], "5 runs with >= 8 evaluation points (most in any run: 9)"),
+         r7l, 4, 5, r7l[3], "5 runs with >= 8 evaluation points (most in any run: 9); " + claims.ESTIMATOR_NOTE),
     ]
     out = []
     for (claim, cid, role, comparison, measured, column, rule, statistic, direction, (est, lo, hi, p), n, n_cells,
@@ -222,14 +227,14 @@ def test_every_column_of_every_row_by_hand():
     # the p values the verdicts below rest on, worked out once more
     p = {e["id"]: e["p"] for e in expected}
     assert p["1a"] == pytest.approx(0.0742, abs=1e-4) and p["2c"] == pytest.approx(0.0351, abs=1e-4)
-    assert p["3"] == pytest.approx(0.0636, abs=1e-4) and p["5"] == pytest.approx(0.0158, abs=1e-4)
+    assert p["3"] == pytest.approx(0.000922, abs=1e-6) and p["5"] == pytest.approx(0.00913, abs=1e-5)
     assert p["6a"] == pytest.approx(0.0351, abs=1e-4) and p["6b"] == pytest.approx(0.0351, abs=1e-4)
     holm6 = next(e["p_holm"] for e in expected if e["id"] == "6a")
     verdicts = {"1a": "inconclusive", "1b": "supported", "2a": "inconclusive", "2b": "supported", "2c": "supported",
-                "3": "inconclusive", "3-median": "inconclusive", "4": "contradicted", "5": "supported",
+                "3": "supported", "3-median": "inconclusive", "4": "contradicted", "5": "supported",
                 "5-own": "inconclusive", "6a": "inconclusive", "6b": "inconclusive", "7": "inconclusive",
                 "7-levels": "inconclusive"}
-    reasons = {cid: CONTAINS_0.format(3) for cid in ("1a", "2a", "3", "3-median", "5-own")}
+    reasons = {cid: CONTAINS_0.format(3) for cid in ("1a", "2a", "3-median", "5-own")}
     reasons["7"] = reasons["7-levels"] = CONTAINS_0.format(4)
     for cid in ("6a", "6b"):  # significant alone, not after Holm's correction over 6a and 6b
         reasons[cid] = f"inconclusive: p = {p[cid]:.3g} < 0.05 before Holm's correction, {holm6:.3g} after"
@@ -245,8 +250,8 @@ def test_every_column_of_every_row_by_hand():
 
 def test_confidence_reaches_every_interval_and_verdict():
     table = claims.judge(_summary(), _history(), _generation(), _cfg(), confidence=0.9)
-    expected = _expected_rows(confidence=0.9)
-    got = table.set_index("id")
+    expected = [e for e in _expected_rows(confidence=0.9) if e["role"] != "control"]
+    got = table[table["role"] != "control"].set_index("id")
     for e in expected:
         assert got.loc[e["id"], "ci_low"] == pytest.approx(e["ci_low"], rel=1e-6), e["id"]
         assert got.loc[e["id"], "ci_high"] == pytest.approx(e["ci_high"], rel=1e-6), e["id"]
@@ -255,7 +260,7 @@ def test_confidence_reaches_every_interval_and_verdict():
     # 6a and 6b: 0.0702 after Holm < 0.1
     assert got.loc["6a", "verdict"] == "supported" and got.loc["6a", "note"] == "generation runs at these M only"
     assert got.loc["3", "verdict"] == "supported" and got.loc["3-median", "verdict"] == "supported"
-    assert got.loc["5-own", "note"] == f"measurement error from {keys.OWN_R1_MEAN_SE}; {CONTAINS_0.format(3)}"
+    assert got.loc["5-own", "note"] == CONTAINS_0.format(3)
     # the default confidence is 95 %
     pd.testing.assert_frame_equal(claims.judge(_summary(), _history(), _generation(), _cfg()),
                                   claims.judge(_summary(), _history(), _generation(), _cfg(), confidence=0.95))
@@ -280,11 +285,12 @@ def test_report_section_names_the_compared_variants():
     pd.testing.assert_frame_equal(table[cols], ref[cols])
     # without labels the variants' names are shown
     assert set(table[table["claim"].isin(["2", "3", "4", "5", "6"])]["comparison"]) == {"ua − nce"}
-    assert set(table[table["claim"] == "1"]["comparison"]) == {"nce"}
+    assert set(table[(table["claim"] == "1") & (table["role"] == "primary")]["comparison"]) == {"nce"}
+    assert set(table[table["role"] == "control"]["comparison"]) == {"ua"}
     assert set(table[table["claim"] == "7"]["comparison"]) == {"ua"}
-    r5own = table.set_index("id").loc["5-own"]
+    r5own = table[table["role"] != "control"].set_index("id").loc["5-own"]
     assert r5own["rule"] == "own rules nce: cosine_sum; ua: unialign_tuple"
-    assert r5own["note"].startswith("measurement error from retrieval_own/R1/mean_se")
+    assert "measurement error" not in r5own["note"]
 
 
 @pytest.mark.parametrize("cfg", [{}, {"config": {}}, {"config": {"report": None}}, {"config": {"report": {}}},
@@ -296,8 +302,8 @@ def test_report_defaults_are_infonce_and_unialign_without_a_tuple_variant(cfg):
     explicit = {"config": {"report": {"baseline": "infonce", "method": "unialign"}}}
     table = claims.judge(main, _history(), _generation(), cfg)
     pd.testing.assert_frame_equal(table, claims.judge(main, _history(), _generation(), explicit))
-    assert len(table) == 14 and set(table["comparison"]) == {"infonce", "unialign − infonce", "unialign"}
-    assert set(table["role"]) == {"primary", "secondary", "sanity"}
+    assert len(table) == 16 and set(table["comparison"]) == {"infonce", "unialign − infonce", "unialign"}
+    assert set(table["role"]) == {"primary", "secondary", "control", "sanity"}
     assert (table["n"] >= 3).all()
 
 
@@ -342,7 +348,7 @@ def test_tuple_variant_rows_are_secondary_and_rows_are_ordered():
     assert [k[:3] for k in key if k[0] == "6"] == [("6", "primary", "6a")] * 2 + [("6", "primary", "6b")] * 2 + \
         [("6", "secondary", "6a")] * 2 + [("6", "secondary", "6b")] * 2
     assert [k[0] for k in key] == sorted(k[0] for k in key)
-    assert len(table) == 2 * (2 + 2 * 8 + 2 * 2 + 2 * 2) == 52
+    assert len(table) == 2 * (2 + 2 + 2 * 8 + 2 * 2 + 2 * 2) == 56
     # the tuple variant's rows: its own differences, Holm within claim 2's secondary rows
     sec2 = table[(table["claim"] == "2") & (table["role"] == "secondary")].set_index(["id", "dataset"])
     ps = sec2["p"].to_numpy()
@@ -395,11 +401,12 @@ def test_a_dataset_without_the_compared_variants():
     # own-rule row no rule
     other = _summary("c")
     other = other[other["variant"] == "unialign"].assign(variant="other")
-    table = claims.judge(other, None, None, {"config": {"report": {}}}).set_index("id")
+    table = claims.judge(other, None, None, {"config": {"report": {}}})
+    table = table[table["role"] != "control"].set_index("id")
     assert len(table) == 10 and (table["n"] == 0).all() and (table["n_cells"] == 0).all()
     assert (table["verdict"] == "inconclusive").all()
-    assert table.loc["3", "note"] == ("measurement error from divergence/holder_fixed/null_sd; "
-                                      "inconclusive: 0 unit(s), a verdict needs >= 2")
+    assert table.loc["3", "note"] == ("clipped at 0 (the null) before differencing; " + claims.ESTIMATOR_NOTE
+                                      + "; inconclusive: 0 unit(s), a verdict needs >= 2")
     assert table.loc["5-own", "rule"] == "" and table.loc["4", "note"] == "inconclusive: 0 unit(s), a verdict needs >= 2"
     assert table.loc["2a", "statistic"] == "mean paired difference over units (M = –)"
     assert math.isnan(table.loc["1a", "estimate"]) and math.isnan(table.loc["2a", "p_holm"])
@@ -484,7 +491,8 @@ def _md_table() -> pd.DataFrame:
              estimate=0.123456, ci_low=math.nan, ci_high=2.5, n=3, p=0.012345, p_holm=0.02469, verdict="supported",
              note="a | b"),
         dict(base, claim="1", id="1c", role="primary", measured="m", rule="r", direction="decrease",
-             estimate=-0.5, ci_low=-1.0, ci_high=0.25, n=4, p=0.5, p_holm=1.0, verdict="inconclusive", note="n"),
+             estimate=-0.5, ci_low=-1.0, ci_high=0.25, n=4, p=0.5, p_holm=1.0, verdict="inconclusive", note="n",
+             effect=0.25, effect_unit="u", power=0.5, mde=0.7, p_tost=0.3, p_tost_holm=0.6),
         dict(base, claim="1", id="1b", role="secondary", measured="m", rule=math.nan, direction="decrease",
              estimate=-1234.5, ci_low=-2000.0, ci_high=-1000.0, n=5, p=0.001, p_holm=0.001,
              verdict="contradicted", note=math.nan),
@@ -506,33 +514,33 @@ def _md_expected(pct: str, rows: dict[str, list[str]], overall: dict[str, tuple[
              ("Written by `python -m harness claims` (harness/report/claims.py) from results/summary.csv, "
               "results/history.csv and results/generation.csv; nothing here is edited by hand."), "",
              claims.RULE, "", claims.DESIGN, "", "## Overall (primary rows)", "",
-             "| claim | statement | verdict | primary rows (supported / contradicted / inconclusive) |",
+             "| claim | statement | verdict | primary rows (supported / contradicted / no effect / inconclusive) |",
              "|---|---|---|---|"]
     for k, statement in c.items():
-        v, counts = overall.get(k, ("inconclusive (no data)", "0 / 0 / 0"))
+        v, counts = overall.get(k, ("inconclusive (no data)", "0 / 0 / 0 / 0"))
         lines.append(f"| {k} | {statement} | **{v}** | {counts} |")
     header = [(f"| id | role | dataset | comparison | measured | rule | statistic | estimate | {pct} CI | n units "
-               "| p (Holm) | verdict | note |"), "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+               "| p (Holm) | effect of interest | power | MDE | TOST p (Holm) | verdict | note |"), "|" + "---|" * 17]
     for k, statement in c.items():
         lines += ["", f"## Claim {k}: {statement}", ""]
         lines += header + rows[k] if k in rows else ["No data: the sweep did not produce the runs this claim needs."]
     return "\n".join(lines) + "\n"
 
 
-MD_OVERALL = {"1": ("supported", "1 / 0 / 1"), "3": ("mixed", "1 / 1 / 0")}
+MD_OVERALL = {"1": ("supported", "1 / 0 / 0 / 1"), "3": ("mixed", "1 / 1 / 0 / 0")}
 MD_ROWS = {
     "1": [("| 1a | primary | syn | A − B | m\\|x [col] (claimed increase) | – | stat | 0.123 | [–, 2.5] | 3 "
-           "| 0.0123 (0.0247) | supported | a \\| b |"),
+           "| 0.0123 (0.0247) | – | – | – | – | supported | a \\| b |"),
           ("| 1c | primary | syn | A − B | m [col] (claimed decrease) | r | stat | -0.5 | [-1, 0.25] | 4 | 0.5 (1) "
-           "| inconclusive | n |"),
+           "| ±0.25 u | 0.5 | 0.7 | 0.3 (0.6) | inconclusive | n |"),
           ("| 1b | secondary | syn | A − B | m [col] (claimed decrease) | – | stat | -1.23e+03 | [-2e+03, -1e+03] | 5 "
-           "| 0.001 (0.001) | contradicted |  |")],
+           "| 0.001 (0.001) | – | – | – | – | contradicted |  |")],
     "3": [("| 3 | primary | syn | A − B | m [col] (claimed decrease) | own | stat | 1e-05 | [1e-06, 2e-05] | 2 "
-           "| – (–) | contradicted |  |"),
+           "| – (–) | – | – | – | – | contradicted |  |"),
           ("| 3b | primary | syn | A − B | m [col] (claimed decrease) | – | stat | -1 | [-2, -0.5] | 2 | 0.01 (0.02) "
-           "| supported |  |")],
+           "| – | – | – | – | supported |  |")],
     "5": [("| 5-own | secondary | syn | A − B | m [col] (claimed increase) | – | stat | 0 | [-1, 1] | 3 | 1 (1) "
-           "| inconclusive |  |")],
+           "| – | – | – | – | inconclusive |  |")],
 }
 
 
@@ -687,3 +695,59 @@ def test_command_line_refuses_a_config_confidence_outside_zero_one(tmp_path, cap
     assert rc == 1 and out == ""
     assert err == f"error: config report.confidence must be a number strictly between 0 and 1, got {value!r}\n"
     assert not md.exists() and not csv.exists()
+
+
+def test_declared_effects_give_power_detectable_effect_and_equivalence():
+    # 2b: the paired chi differences -0.2, -0.21, -0.22 (sd 0.01); 4: gap +0.3, +0.31, +0.32
+    effects = {"2b": {"value": 0.5, "unit": "chi"}, "4": {"value": 0.05, "unit": "gap"}, 5: {"value": 20.0}}
+    table = claims.judge(_summary(), _history(), _generation(), _cfg(effects=effects))
+    rows = table[table["role"] == "primary"].set_index("id")
+    se, df = 0.01 / math.sqrt(3), 2
+    # the 2a/2b family holds two rows: power and MDE at the Bonferroni level 0.05 / 2
+    assert rows.loc["2b", "power"] == pytest.approx(st_power(0.5, se, df, 0.025), rel=1e-9)
+    assert rows.loc["2b", "mde"] == pytest.approx(st_mde(se, df, 0.025), rel=1e-9)
+    assert rows.loc["2b", "effect_unit"] == "chi" and rows.loc["2b", "verdict"] == "supported"
+    assert "declared effect of interest 0.5 chi" in rows.loc["2b", "note"]
+    assert "the whole interval lies within the effect of interest" in rows.loc["2b", "note"]
+    # gap: significant (contradicted) and outside +-0.05: no equivalence
+    assert rows.loc["4", "verdict"] == "contradicted" and rows.loc["4", "p_tost"] > 0.5
+    # R@1 +5..+7 with a declared 20 points (an int key, as YAML writes `5:`): supported, inside
+    assert rows.loc["5", "effect"] == 20.0 and rows.loc["5", "p_tost"] < 0.05
+    # an undeclared row has none of it
+    assert math.isnan(rows.loc["2a", "power"]) and math.isnan(rows.loc["2a", "p_tost"])
+
+
+def test_an_equivalent_row_concludes_no_effect_of_interest():
+    summary = _summary()
+    # own-rule R@1 differences -1, 0, 2 (inconclusive); declared effect 30 points: equivalent
+    table = claims.judge(summary, _history(), _generation(), _cfg(effects={"5-own": {"value": 30.0}}))
+    row = table[table["role"] != "control"].set_index("id").loc["5-own"]
+    assert row["verdict"] == "no effect of interest" and row["p_tost_holm"] < 0.05
+
+
+def test_control_rows_enter_no_verdict():
+    summary = _summary()
+    ctrl = summary[summary["variant"] == "unialign"].assign(variant="infonce_half")
+    cfg = _cfg(controls=["infonce_half"])
+    cfg["config"]["variants"]["infonce_half"] = {"label": "Half"}
+    table = claims.judge(pd.concat([summary, ctrl], ignore_index=True), _history(), _generation(), cfg)
+    ctl = table[(table["role"] == "control") & (table["comparison"] == "Half − InfoNCE")]
+    assert sorted(ctl["id"]) == ["2a", "2b", "4"] and (ctl["n"] == 3).all()
+    # the same numbers as the method's rows (the control copies it), its own Holm family
+    prim = table[table["role"] == "primary"].set_index("id")
+    assert ctl.set_index("id").loc["4", "estimate"] == pytest.approx(prim.loc["4", "estimate"])
+    plain = claims.judge(summary, _history(), _generation(), _cfg())
+    pd.testing.assert_frame_equal(plain[plain["role"] == "primary"].reset_index(drop=True),
+                                  table[table["role"] == "primary"].reset_index(drop=True))
+
+
+def st_power(effect, se, df, alpha):
+    from harness.report import stats as st
+
+    return st.power_at(effect, se, df, alpha)
+
+
+def st_mde(se, df, alpha):
+    from harness.report import stats as st
+
+    return st.minimal_detectable_effect(se, df, alpha, claims.MDE_POWER)

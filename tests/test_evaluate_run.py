@@ -116,7 +116,7 @@ def test_evaluate_run_defaults_against_the_instruments(base):
     assert torch.initial_seed() == SEED
     ds = hd.load_dataset(base / "data")
     meta = {"meta/dataset": "synthetic", "meta/objective": "infonce", "meta/n_modalities": 3, "meta/seed": SEED,
-            "meta/split_seed": 1, "meta/retrieval_rule": "cosine_sum", "meta/split": "test", "meta/n_eval": 12,
+            "meta/split_seed": 1, "meta/retrieval_rule": "cosine_sum", "meta/split": "test", "meta/n_eval": 12, "meta/n_eval_below_min": True,
             "meta/modality_names": "syn0,syn1,syn2", "meta/params": '{"chunk_size": null, "temperature": 0.2}',
             "meta/data_sha256": ds.meta["sha256"], "meta/conflict_temperature": 0.07, "meta/epochs": 1,
             "meta/steps": None, "meta/param/temperature": 0.2, "meta/param/chunk_size": None}
@@ -133,7 +133,7 @@ def test_evaluate_run_split_temperature_rows_and_no_probes(base):
     out = evaluate.evaluate_run(base / "symile", split="val", temperature=0.2, max_rows=5, probes=False)
     assert not any(k.startswith("probe/") for k in out)
     meta = {"meta/dataset": "synthetic", "meta/objective": "symile", "meta/n_modalities": 3, "meta/seed": SEED,
-            "meta/split_seed": 1, "meta/retrieval_rule": "symile_mip", "meta/split": "val", "meta/n_eval": 12,
+            "meta/split_seed": 1, "meta/retrieval_rule": "symile_mip", "meta/split": "val", "meta/n_eval": 12, "meta/n_eval_below_min": False,
             "meta/modality_names": "syn0,syn1,syn2", "meta/params": '{"negatives": "n"}',
             "meta/conflict_temperature": 0.2, "meta/epochs": None, "meta/steps": 9, "meta/param/negatives": "n"}
     assert {k: out[k] for k in meta} == meta

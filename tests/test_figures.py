@@ -30,7 +30,8 @@ def summary(n_eval: int | None = 250) -> pd.DataFrame:
                 row = {"dataset": "syn", "variant": variant, "label": variant, "objective": variant, "M": m,
                        "seed": seed, keys.ZETA: zeta + 0.002 * rng.normal(), keys.CHI: 0.1 * m,
                        keys.HOLDER_MEDIAN: 0.01 * m, keys.GAP: 0.1, keys.R1_MEAN: 40 - 5 * m + rng.normal(),
-                       keys.ALIGNMENT: 0.5, keys.UNIFORMITY: -2.0}
+                       keys.ALIGNMENT: 0.5, keys.UNIFORMITY: -2.0,
+                       keys.HOLDER_FIXED_EXCESS: 0.001 * m * (variant == "infonce") + 0.0005 * seed}
                 if n_eval is not None:
                     row[keys.N_EVAL] = n_eval
                 rows.append(row)
@@ -60,7 +61,8 @@ def inputs(tmp_path):
 
 
 def test_summary_and_history_figures_drawn(inputs):
-    names = ["conflicts_vs_m", "divergence_gap_vs_m", "retrieval_vs_m", "alignment_uniformity", "proxy_vs_divergence"]
+    names = ["conflicts_vs_m", "divergence_gap_vs_m", "retrieval_vs_m", "alignment_uniformity", "proxy_vs_divergence",
+             "advantage_vs_m"]
     assert run_main(inputs, "--summary", str(inputs / "summary.csv"), "--history", str(inputs / "history.csv"),
                     "--only", *names) == 0
     for name in names:
@@ -104,7 +106,7 @@ def test_far_objectives_get_their_own_panel():
 
 def test_one_style_per_objective_everywhere():
     main = ["infonce", "infonce_anchor", "align_uniform", "unialign", "unialign_default", "unialign_tuple",
-            "cs_aligner", "gram", "symile"]
+            "unialign_full", "cs_aligner", "gram", "symile"]
     colours = [style.series_style(v)["color"] for v in main]
     assert len(set(colours)) == len(main)
     assert style.series_style("gram") == style.series_style("gram")
@@ -156,3 +158,69 @@ def test_generated_samples_from_arrays(tmp_path):
 
 def test_figure_list_is_the_report_list():
     assert figures.FIGURES is FIGURES
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The matplotlib figure a figure function saves (instead of its files)."""
+    seen = {}
+
+    def save(fig, stem):
+        seen["fig"] = fig
+        return [stem]
+
+    monkeypatch.setattr(figures.style, "save", save)
+    return seen
+
+
+def test_conflicts_panels_and_uninformative_bands(tmp_path, drawn):
+    df = summary()
+    wide = df["variant"] == "gram"
+    df.loc[wide, keys.ZETA] = np.tile([-0.9, 0.2, 0.95], int(wide.sum()) // 3)  # a band over most of [-1, 1]
+    figures.lines_vs_m(df, CFG, tmp_path, "conflicts_vs_m", ["zeta", "chi"], "t", apart_panels=False)
+    fig = drawn["fig"]
+    assert len(fig.axes) == 2  # one dataset x (zeta, chi): no far-objective panels
+    title = fig._suptitle.get_text()
+    assert "no band for gram on $\\zeta$" in title and "over 90%" in title
+    zeta_ax = fig.axes[0]
+    assert len(zeta_ax.collections) == 2  # bands of infonce and unialign only
+
+
+def test_marker_size_key_and_r_definition(tmp_path, drawn):
+    figures.alignment_uniformity(summary(), CFG, tmp_path)
+    legend = drawn["fig"].axes[-1].get_legend()
+    assert legend is not None and legend.get_title().get_text() == "marker area"
+    assert [t.get_text() for t in legend.get_texts()] == ["M=2", "M=3", "M=4"]
+    hist = history()
+    hist["split_seed"] = 0
+    figures.proxy_vs_divergence(hist, CFG, tmp_path)
+    titles = [ax.get_title() for ax in drawn["fig"].axes]
+    assert all("Pearson r(D_H, proxy) over a run's evaluations" in t and "mean of 2 runs" in t for t in titles), titles
+
+
+def test_advantage_vs_m_draws_the_paired_difference_per_m(inputs, monkeypatch):
+    """Each point is the mean over units of method - baseline at that M (the claims' pairing), the
+    Hölder excess clipped at 0 as claims 3 and 8 read it."""
+    seen = []
+    real = figures.curve
+
+    def spy(df, col):
+        out = real(df, col)
+        seen.append(out.assign(n_rows=len(df)))
+        return out
+
+    monkeypatch.setattr(figures, "curve", spy)
+    table = summary()
+    written = figures.advantage_vs_m(table, CFG, inputs / "figs")
+    assert [p.suffix for p in written] == [".png", ".pdf"]
+    # five metrics x one method (the tuple variant of CFG is absent from the summary)
+    assert len(seen) == 5 and all(list(c["M"]) == [2, 3, 4] for c in seen)
+    by_hand = []
+    for m in (2, 3, 4):
+        u = table[(table["variant"] == "unialign") & (table["M"] == m)].sort_values("seed")
+        b = table[(table["variant"] == "infonce") & (table["M"] == m)].sort_values("seed")
+        by_hand.append(float((u[keys.R1_MEAN].to_numpy() - b[keys.R1_MEAN].to_numpy()).mean()))
+    assert list(seen[4]["mean"]) == pytest.approx(by_hand)
+    assert list(seen[2]["mean"]) == pytest.approx([-0.002, -0.003, -0.004])  # excess: method 0.0005 s, base 0.001 m
+    with pytest.raises(figures.FigureInputError, match="no runs of 'infonce'"):
+        figures.advantage_vs_m(table[table["variant"] != "infonce"], CFG, inputs / "figs")

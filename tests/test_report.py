@@ -231,17 +231,25 @@ def test_paired_by_key_with_shuffled_rows_and_missing_cells():
     assert not ((cells["M"] == 4) & (cells["seed"] == 2)).any()
 
 
-def test_claim3_effect_must_clear_the_estimator_null():
+def test_claim3_values_are_clipped_at_the_estimator_null():
     df = frame(1.0, 0.0)
     uni = df["variant"] != "infonce"
-    df[keys.HOLDER_FIXED_EXCESS] = np.where(uni, -0.003, 0.0) + 1e-4 * (df["seed"] - 2)
-    df[keys.HOLDER_FIXED_NULL_SD] = 0.0
+    df[keys.HOLDER_FIXED_NULL_SD] = 0.01
+    # the method below its null (no detectable divergence), the baseline above it: a real decrease
+    df[keys.HOLDER_FIXED_EXCESS] = np.where(uni, -0.003, 0.02) + 1e-4 * (df["seed"] - 2)
     row = claims.judge(df, pd.DataFrame(), pd.DataFrame(), CFG).set_index("id").loc["3"]
-    assert row["verdict"] == "supported"  # tiny seed spread, no estimator noise: decided
-    df[keys.HOLDER_FIXED_NULL_SD] = 0.01  # the estimator scatters by 0.01 nats on one distribution
+    assert row["verdict"] == "supported" and row["estimate"] == pytest.approx(-0.02, abs=1e-3)
+    assert "null sd median 0.01" in row["note"] and "clipped at 0" in row["note"]
+    # both at or below their null: more negative than the null is not "less divergence"
+    df[keys.HOLDER_FIXED_EXCESS] = np.where(uni, -0.003, -0.001) - 1e-4 * df["seed"]
     row = claims.judge(df, pd.DataFrame(), pd.DataFrame(), CFG).set_index("id").loc["3"]
-    assert row["verdict"] == "inconclusive" and row["ci_low"] < 0 < row["ci_high"]
-    assert "null sd median 0.01" in row["note"]
+    assert row["estimate"] == 0.0 and row["verdict"] != "supported"
+    # the estimator's null spread is not added on top of the units' spread
+    df[keys.HOLDER_FIXED_EXCESS] = np.where(uni, 0.01, 0.02) + 1e-4 * (df["seed"] - 2)
+    tight = claims.judge(df, pd.DataFrame(), pd.DataFrame(), CFG).set_index("id").loc["3"]
+    df[keys.HOLDER_FIXED_NULL_SD] = 1.0
+    same = claims.judge(df, pd.DataFrame(), pd.DataFrame(), CFG).set_index("id").loc["3"]
+    assert (tight["ci_low"], tight["ci_high"]) == (same["ci_low"], same["ci_high"])
 
 
 def test_claims_missing_column_is_an_error_naming_it():

@@ -174,3 +174,29 @@ def test_small_path_row_of_norm_exactly_eps_is_projected_as_by_f_normalize():
     ref = 2.0 * -s.diagonal().sum() / 2 + 0.5 * (torch.logsumexp(s, 1).sum() + torch.logsumexp(s, 0).sum()) / 2
     for a, b in zip(got, torch.autograd.grad(ref, xs)):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_repeated_calls_take_the_cached_signature_and_agree_with_the_general_path(monkeypatch):
+    """forward keeps each signature's verdict: the second call of a shape equals the first and the
+    general path (loss, terms, gradients); another shape, a malformed call and an out-of-range anchor
+    after it are still judged afresh."""
+    calls = _spy(monkeypatch)
+    fn = objectives.build("infonce_reweighted", uniformity_weight=0.4)
+    raw = make_zs(3, 6, 5, seed=11)
+    zs = [z.detach().requires_grad_(True) for z in raw]
+    first, second = fn(zs), fn(zs)
+    assert len(calls) == 2
+    general, g_general = _run("infonce_reweighted", {"uniformity_weight": 0.4}, raw, torch.float64, True,
+                              monkeypatch)
+    torch.testing.assert_close(second.loss, general.loss, rtol=1e-12, atol=1e-12)
+    assert second.roles == general.roles and set(second.terms) == set(general.terms)
+    for key, term in second.terms.items():
+        torch.testing.assert_close(term, first.terms[key], rtol=0, atol=0)
+        for a, b in zip(torch.autograd.grad(term, zs, retain_graph=True), g_general[key]):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="same"):
+        fn([zs[0], zs[1][:5], zs[2]])
+    anchored = objectives.build("infonce_anchor", anchor=2)
+    anchored(zs)
+    with pytest.raises(ValueError, match="anchor=2 is out of range"):
+        anchored(zs[:2])

@@ -103,3 +103,52 @@ def test_fisher_interval_is_computed_on_z_not_on_r():
     two_m = pd.DataFrame({"dataset": "d", "seed": 0, "split_seed": 0, "M": [2, 3], "r": [0.9, 0.99]})
     u = st.fisher_units(two_m)
     assert len(u) == 1 and u["value"].iloc[0] == pytest.approx(np.arctanh([0.9, 0.99]).mean())
+
+
+# ----------------------------------------------------------------------------- power, detectable effect, equivalence
+
+
+def test_power_matches_a_simulation_of_the_t_test():
+    """power_at against the rejection rate of scipy's one-sample t test on simulated units."""
+    from scipy import stats as sps
+
+    from harness.report import stats as st
+
+    rng = np.random.default_rng(0)
+    n, sd, effect, alpha = 4, 1.0, 1.5, 0.05
+    draws = rng.normal(effect, sd, size=(40000, n))
+    rate = float((sps.ttest_1samp(draws, 0.0, axis=1).pvalue < alpha).mean())
+    assert st.power_at(effect, sd / np.sqrt(n), n - 1, alpha) == pytest.approx(rate, abs=0.01)
+    # at no effect the power is the level; it rises with the effect and with the units
+    assert st.power_at(0.0, 0.5, 3, alpha) == pytest.approx(alpha, abs=1e-9)
+    assert st.power_at(1.0, 0.5, 3, alpha) < st.power_at(2.0, 0.5, 3, alpha) < st.power_at(2.0, 0.25, 15, alpha)
+
+
+def test_minimal_detectable_effect_has_the_asked_power():
+    from harness.report import stats as st
+
+    for se, df, alpha in ((0.5, 2, 0.05), (0.01, 9, 0.0125), (3.0, 29, 0.05)):
+        mde = st.minimal_detectable_effect(se, df, alpha, 0.8)
+        assert st.power_at(mde, se, df, alpha) == pytest.approx(0.8, abs=1e-6)
+    # few units at a strict level: the far tail of the noncentral t must not break the search
+    assert math.isfinite(st.minimal_detectable_effect(1.0, 2, 0.05 / 4, 0.8))
+    assert math.isnan(st.minimal_detectable_effect(math.nan, 2, 0.05))
+
+
+def test_tost_by_hand_and_the_no_effect_verdict():
+    from scipy import stats as sps
+
+    from harness.report import stats as st
+
+    est, se, df, delta = 0.1, 0.2, 5, 1.0
+    by_hand = max(sps.t.sf((est + delta) / se, df), sps.t.cdf((est - delta) / se, df))
+    assert st.tost(est, se, df, delta) == pytest.approx(by_hand, rel=1e-12)
+    assert st.tost(est, se, df, delta) < 0.05 < st.tost(est, se, df, 0.3)
+    # significant -> supported / contradicted; else an equivalence below alpha -> no effect of interest
+    assert st.verdict(est, 0.5, +1, 6, 0.95, p_tost_adjusted=0.01) == st.NO_EFFECT
+    assert st.verdict(est, 0.5, +1, 6, 0.95, p_tost_adjusted=0.2) == "inconclusive"
+    assert st.verdict(est, 0.01, -1, 6, 0.95, p_tost_adjusted=0.01) == "contradicted"
+    assert st.verdict(est, 0.5, +1, 1, 0.95, p_tost_adjusted=0.0) == "inconclusive"  # one unit decides nothing
+    assert st.overall([st.NO_EFFECT, st.NO_EFFECT]) == st.NO_EFFECT
+    assert st.overall([st.NO_EFFECT, "inconclusive"]) == "inconclusive"
+    assert st.overall([st.NO_EFFECT, "supported"]) == "supported"

@@ -6,6 +6,7 @@ Fast (well under 30 s on 2 cores): the quick grid is 3 tiny shapes x 11 implemen
 import csv
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -35,7 +36,7 @@ def test_quick_csv_is_well_formed(quick_run):
     assert rc == 0
     assert header == tp.COLUMNS
     names = {r["objective"] for r in rows}
-    assert names == set(objectives.available()) | set(tp.BASELINES)
+    assert names == set(objectives.available()) | {b for b in tp.BASELINES if tp.peer_missing(b) is None}
     shapes = {(int(r["M"]), int(r["B"]), int(r["d"])) for r in rows}
     assert shapes == set(bench_grid.grid("quick"))
     assert len(rows) == len(shapes) * len(names)
@@ -88,6 +89,33 @@ def test_symile_package_row_uses_the_same_loss():
     torch.manual_seed(3)
     ours = tp.make_loss(tp.Impl("symile"), torch.device("cpu"))(zs)
     assert torch.allclose(peer, ours, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("peer", sorted(tp.PEERS))
+def test_peer_rows_use_the_same_loss_and_gradient(peer):
+    """open_clip's ClipLoss and info-nce-pytorch, averaged over all pairs, are the infonce loss."""
+    if tp.peer_missing(peer):
+        pytest.skip(tp.peer_missing(peer))
+    zs = [torch.randn(12, 6, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    got = tp.make_loss(tp.Impl(peer), torch.device("cpu"))(zs)
+    ours = objectives.build("infonce", temperature=tp.TEMPERATURE)(zs).loss
+    torch.testing.assert_close(got, ours, rtol=1e-10, atol=1e-12)
+    for a, b in zip(torch.autograd.grad(got, zs), torch.autograd.grad(ours, zs)):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    assert tp.peer_version(peer) != ""
+
+
+def test_a_missing_peer_is_named_and_left_out(monkeypatch):
+    """Without its package a peer is skipped with the package to install, never timed as a failure."""
+    real = tp.importlib.util.find_spec
+    monkeypatch.setattr(tp.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "open_clip" else real(name, *a))
+    reason = tp.peer_missing("open_clip_loss")
+    assert reason is not None and "open_clip_torch" in reason and "[bench]" in reason
+    assert "open_clip_loss" not in {i.objective for i in tp.default_impls(["infonce"])}
+    with pytest.raises(ImportError, match="open_clip_torch"):
+        tp.make_loss(tp.Impl("open_clip_loss"), torch.device("cpu"))
+    assert tp.peer_missing("infonce") is None
 
 
 def test_memory_probe_subprocess():
@@ -185,3 +213,21 @@ def test_gpu_mode_refused_without_cuda(tmp_path, capsys):
     assert "CUDA is not available" in capsys.readouterr().err
     assert not (tmp_path / "g.csv").exists()
     assert bench_grid.grid("gpu")[-1] == (4, 16384, 512)
+
+
+def test_replot_redraws_the_figure_from_a_csv_without_measuring(tmp_path, monkeypatch):
+    import argparse
+
+    from harness.bench import cli, grid
+
+    def no_timing(*a, **k):
+        raise AssertionError("--replot must not measure")
+
+    monkeypatch.setattr(grid, "run_grid", no_timing)
+    p = argparse.ArgumentParser()
+    cli.add_arguments(p)
+    fig = tmp_path / "t.png"
+    table = str(Path(__file__).resolve().parents[1] / "results" / "throughput.csv")
+    assert cli.main(p.parse_args(["--replot", table, "--fig", str(fig)])) == 0
+    assert fig.read_bytes()[:4] == b"\x89PNG" and (tmp_path / "t.pdf").exists()
+    assert cli.main(p.parse_args(["--replot", table, "--fig", ""])) == 2

@@ -24,7 +24,8 @@ pytestmark = pytest.mark.skipif(shutil.which("snakemake") is None and not (Path(
 TABLES = ["table1_retrieval", "table2_ablation", "table3_generation", "table5_sensitivity", "table_conflicts",
           "table_divergence_gap", "paper_reference"]
 FIGURES = ["conflicts_vs_m", "divergence_gap_vs_m", "retrieval_vs_m", "alignment_uniformity", "projection_pca",
-           "generated_samples", "proxy_vs_divergence", "estimator_validation"]  # the last by validate-estimators
+           "generated_samples", "proxy_vs_divergence", "advantage_vs_m",
+           "estimator_validation"]  # the last by validate-estimators
 TINY_ROOT = Path(yaml.safe_load(TINY.read_text())["output_root"])
 # the fixture adds a user features dataset (written by config/README.md's snippet) to the tiny run
 FEATURES_OVERLAY = {
@@ -330,6 +331,20 @@ def test_config_errors_name_the_key(tmp_path, data, needle):
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert needle in out, out[-3000:]
+
+
+@pytest.mark.parametrize("data, where, allowed", [
+    ({"training": {"epoch": 3}}, "'epoch' under `training`", "batch_size, depth, dim, eval_every_steps"),
+    ({"reprot": {}}, "'reprot' at the top level", "report, resources"),
+])
+def test_config_typo_is_one_paragraph_with_the_allowed_keys(tmp_path, data, where, allowed):
+    proc = snakemake("-n", "--configfile", str(TINY), str(overlay(tmp_path, "bad", data)), cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    line = next((x for x in out.splitlines() if x.startswith("invalid configuration: unknown key")), "")
+    assert where in line and "allowed keys there:" in line and allowed in line, out[-3000:]
+    assert "Failed validating" not in out and "additionalProperties" not in out  # no schema dump
+    assert len(out.splitlines()) < 15, out
 
 
 def test_default_and_paper_configs_plan(tmp_path):

@@ -160,6 +160,8 @@ def add_arguments(p) -> None:
     size.add_argument("--gpu", action="store_true",
                       help="every objective on CUDA, float32 and bfloat16, B up to 16384 (CUDA events); "
                            "writes results/throughput_gpu.csv and figures/throughput_gpu.* unless --out / --fig")
+    size.add_argument("--replot", metavar="CSV", default=None,
+                      help="measure nothing: redraw --fig from a throughput CSV written earlier")
     size.add_argument("--breakdown", action="store_true",
                       help="print where one forward + backward spends its time (GEMM vs the rest) for "
                            "--objectives (default infonce) at --shapes (default the target-1 sizes)")
@@ -199,6 +201,15 @@ def add_arguments(p) -> None:
 def main(args) -> int:
     import objectives
 
+    if args.replot:
+        from harness.bench import grid as bench_grid
+
+        if not args.fig:
+            print("error: --replot needs --fig", file=sys.stderr)
+            return 2
+        written = bench_grid.plot(bench_grid.rows_from_csv(args.replot), args.fig)
+        print(f"throughput: redrew {', '.join(map(str, written))} from {args.replot}")
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.gpu:

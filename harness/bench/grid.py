@@ -202,8 +202,13 @@ def rows_to_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+#: drawn bold in the throughput figure (with the reference implementations): the compared pair
+HIGHLIGHT = ("infonce", "unialign")
+
+
 def plot(rows: list[dict], path: str | os.PathLike) -> list[Path]:
-    """Roofline ratio and samples/s against B per objective (the B sweep at its M), PNG + PDF.
+    """The achieved matmul FLOP rate over a plain GEMM's FLOP rate, and samples/s, against B per
+    objective (the B sweep at its M), PNG + PDF.
 
     Names, colours and markers come from :mod:`harness.style`; the footer names the device,
     threads, torch version and the date of the measurement as recorded in the rows.
@@ -222,13 +227,17 @@ def plot(rows: list[dict], path: str | os.PathLike) -> list[Path]:
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.0), layout="constrained")
     for lab in labels:
         pts = sorted((r["B"], r.get("roofline_ratio"), r["samples_per_s"]) for r in sel if _label(r) == lab)
-        st = dict(style.series_style(lab.partition("[")[0]), linestyle="--" if lab in BASELINES else "-",
-                  label=style.display_name(lab))
+        name = lab.partition("[")[0]
+        # the compared pair and the references stand out; the other objectives stay in their colours, thin
+        loud = name in HIGHLIGHT or lab in BASELINES
+        st = dict(style.series_style(name), linestyle="--" if lab in BASELINES else "-",
+                  lw=style.HIGHLIGHT_WIDTH if loud else 1.0, ms=6 if loud else 3.5, alpha=1.0 if loud else 0.75,
+                  zorder=3 if loud else 2, label=style.display_name(lab))
         xs = [p[0] for p in pts if p[1] is not None]
         if xs:
             axes[0].plot(xs, [p[1] for p in pts if p[1] is not None], **st)
         axes[1].plot([p[0] for p in pts], [p[2] for p in pts], **st)
-    for ax, ylab in zip(axes, ("matmul FLOP rate / GEMM rate (roofline ratio)", "samples / s (forward + backward)")):
+    for ax, ylab in zip(axes, ("achieved matmul FLOP rate / GEMM FLOP rate", "samples / s (forward + backward)")):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("batch size B")
         ax.set_ylabel(ylab)

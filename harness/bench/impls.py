@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 TEMPERATURE = 0.07
 NUMERIC_BANDWIDTH = 0.5
-BASELINES = ("naive_clip_loop", "symile_package", "gram_direct")
+# the losses a user would pick instead of ours, from their PyPI packages (the optional `bench` extra):
+# timed where installed, skipped with PEERS' reason where not
+PEERS = {"open_clip_loss": "open_clip_torch", "info_nce_pytorch": "info-nce-pytorch"}
+BASELINES = ("naive_clip_loop", "symile_package", "gram_direct", *PEERS)
 
 COLUMNS = [
     "mode", "objective", "kind", "variant", "params", "M", "B", "d", "chunk_size", "dtype", "device",
@@ -66,7 +72,7 @@ def default_impls(objective_names: list[str], bandwidths: list[str] | None = Non
             out.append(Impl(name, tuple(sorted(extra.items()))))
     if baselines:
         for b in BASELINES:
-            if b not in objective_names:
+            if b not in objective_names and peer_missing(b) is None:
                 out.append(Impl(b))
     return out
 
@@ -78,7 +84,7 @@ def matmul_flops(name: str, M: int, B: int, d: int, params: dict | None = None) 
 
     params = params or {}
     unit = registry.gemm(B, d)  # one B x B x d product
-    if name == "naive_clip_loop":
+    if name == "naive_clip_loop" or name in PEERS:  # the same loss: the same minimal work
         return 3 * unit * registry.pair_count(M, "all")
     if name == "symile_package":
         return 3 * unit * M if params.get("negatives", "n") == "n" else None
@@ -106,6 +112,80 @@ def naive_clip_loop(zs: list[torch.Tensor], temperature: float = TEMPERATURE) ->
     return total / n
 
 
+def peer_missing(name: str) -> str | None:
+    """Why the peer ``name`` cannot run here (its package is not installed), or None (it can, or
+    ``name`` is no peer)."""
+    package = PEERS.get(name)
+    if package is None:
+        return None
+    module = "open_clip" if name == "open_clip_loss" else "info_nce"
+    if importlib.util.find_spec(module) is None:
+        return f"{name} needs the PyPI package {package} (pip install -e '.[bench]')"
+    return None
+
+
+def peer_version(name: str) -> str:
+    """The installed version of a peer's package ("" where it is not installed)."""
+    try:
+        return importlib.metadata.version(PEERS[name])
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+
+
+def _open_clip_loss_class():
+    """open_clip's ``ClipLoss``. Importing ``open_clip`` loads its whole model zoo (torchvision, timm,
+    tokenizers); ``open_clip/loss.py`` itself needs only torch, so it is loaded from its file."""
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(peer_missing("open_clip_loss") or "open_clip has no package folder")
+    path = Path(list(spec.submodule_search_locations)[0]) / "loss.py"
+    loader_spec = importlib.util.spec_from_file_location("_open_clip_loss", path)
+    module = importlib.util.module_from_spec(loader_spec)
+    loader_spec.loader.exec_module(module)
+    return module.ClipLoss
+
+
+def pairwise_peer(name: str, device: torch.device) -> Callable[[list[torch.Tensor]], torch.Tensor]:
+    """A peer's two-modality CLIP loss averaged over all modality pairs (the value of ``infonce`` and
+    ``naive_clip_loop``): ``open_clip_loss`` is ``open_clip.loss.ClipLoss()(a, b, 1 / 0.07)`` on
+    L2-normalised rows (open_clip normalises in the model, so here inside the timed call);
+    ``info_nce_pytorch`` is ``info_nce.InfoNCE(temperature=0.07)``, which normalises itself, taken
+    both ways (a, b) and (b, a) and halved (the package's loss is one-directional)."""
+    if name == "open_clip_loss":
+        clip = _open_clip_loss_class()()
+        scales: dict[torch.dtype, torch.Tensor] = {}
+
+        def pair(a, b):
+            if a.dtype not in scales:  # built once per dtype
+                scales[a.dtype] = torch.tensor(1.0 / TEMPERATURE, dtype=a.dtype, device=device)
+            return clip(a, b, scales[a.dtype])
+
+        prepare = True
+    elif name == "info_nce_pytorch":
+        import info_nce  # the PyPI package info-nce-pytorch
+
+        one_way = info_nce.InfoNCE(temperature=TEMPERATURE)
+
+        def pair(a, b):
+            return 0.5 * (one_way(a, b) + one_way(b, a))
+
+        prepare = False
+    else:
+        raise ValueError(f"no peer named {name!r}; peers: {sorted(PEERS)}")
+
+    def loss(zs):
+        if prepare:
+            zs = [F.normalize(z, dim=-1) for z in zs]
+        total, n = 0.0, 0
+        for m in range(len(zs)):
+            for k in range(m + 1, len(zs)):
+                total = total + pair(zs[m], zs[k])
+                n += 1
+        return total / n
+
+    return loss
+
+
 def gram_direct(zs: list[torch.Tensor], temperature: float = TEMPERATURE, eps: float = 1e-6) -> torch.Tensor:
     """GRAM's loss the direct way: every (anchor, tuple) Gram matrix (M x M) built and its determinant
     taken (objectives.kernels.gram_volumes, B^2 of them), F.cross_entropy both ways, autograd (the
@@ -125,6 +205,11 @@ def make_loss(impl: Impl, device: torch.device) -> Callable[[list[torch.Tensor]]
         return naive_clip_loop
     if impl.objective == "gram_direct":
         return gram_direct
+    if impl.objective in PEERS:
+        missing = peer_missing(impl.objective)
+        if missing:
+            raise ImportError(missing)
+        return pairwise_peer(impl.objective, device)
     if impl.objective == "symile_package":
         import symile  # the PyPI peer
 

@@ -11,7 +11,15 @@ from pathlib import Path
 import torch
 
 from harness.bench.grid import Settings, run_grid
-from harness.bench.impls import NUMERIC_BANDWIDTH, Impl, gemm_call, matmul_flops
+from harness.bench.impls import (
+    NUMERIC_BANDWIDTH,
+    PEERS,
+    Impl,
+    gemm_call,
+    matmul_flops,
+    peer_missing,
+    peer_version,
+)
 from harness.bench.timing import device_name, interleaved, loadavg, probe_memory
 from harness.bench.training import training_throughput
 
@@ -57,8 +65,10 @@ def evaluate_targets(st: Settings, chunk_size: int = 1024, big: bool = True, chu
                         "met": "yes" if met else "no", "gap": gap, "note": note})
 
     # 1. all-pairs InfoNCE: roofline (eager tail and generated tail) and never slower than the naive loop
+    # or the peers' packages (timed in the same interleaved rounds; a peer not installed is reported)
     if 1 in parts:
-        t1 = [Impl("infonce"), Impl("naive_clip_loop")]
+        peers = [name for name in PEERS if peer_missing(name) is None]
+        t1 = [Impl("infonce"), Impl("naive_clip_loop")] + [Impl(name) for name in peers]
         generated = Impl("infonce", (("generated_kernels", True),), "generated")
         small = [(M, B, d) for M in (2, 3, 4) for B in (32, 64, 256) for d in (32, 64)]
         mid = [(3, 1024, 128), (4, 1024, 256)]
@@ -84,6 +94,27 @@ def evaluate_targets(st: Settings, chunk_size: int = 1024, big: bool = True, chu
               ">= 1.0x at every size", not slower,
               f"slower at {len(slower)}/{len(sp)} sizes", " ".join(f"({m},{b},{d}):{sp[(m, b, d)]:.2f}x"
                                                                   for m, b, d in slower))
+        for name in PEERS:
+            what = f"1 infonce never slower than {name}"
+            missing = peer_missing(name)
+            if missing:
+                judge(what, f"{len(sizes)} sizes", "not measured", ">= 1.0x at every size", False, "", missing)
+                continue
+            sp = {}
+            for (M, B, d) in sizes:
+                ours, peer = _row(rows, "infonce", M, B, d), _row(rows, name, M, B, d)
+                if ours and peer:
+                    sp[(M, B, d)] = peer["time_min_s"] / ours["time_min_s"]
+            worst = min(sp, key=sp.get)
+            slower = [k for k, v in sp.items() if v < 1.0]
+            judge(what, f"{len(sp)} sizes (B=32..{bigs[-1][1]})",
+                  f"worst speed-up {sp[worst]:.2f}x at M={worst[0]} B={worst[1]} d={worst[2]}",
+                  ">= 1.0x at every size", not slower and len(sp) == len(sizes),
+                  f"slower at {len(slower)}/{len(sp)} sizes",
+                  f"{PEERS[name]} {peer_version(name)}; M=2: " + " ".join(
+                      f"B={b} d={d}:{sp[(m, b, d)]:.2f}x" for m, b, d in sizes if m == 2 and (m, b, d) in sp)
+                  + ("; slower at " + " ".join(f"({m},{b},{d}):{sp[(m, b, d)]:.2f}x" for m, b, d in slower)
+                     if slower else ""))
 
     # 2. kernel objectives at B >= 2048, d = 512; unialign vs infonce at equal M, B, d
     if 2 in parts:

@@ -41,7 +41,7 @@ Output: one flat JSON object (keys sorted). Metric keys (m, n are modality indic
   objective on the split's embeddings (alignment-vs-uniformity cosine, intra-alignment pull cosines).
 - Metadata: ``meta/dataset``, ``meta/objective``, ``meta/n_modalities``, ``meta/seed``,
   ``meta/split_seed`` (the seed that drew the data split: dataset.json ``split_seed``, else its
-  ``seed``), ``meta/retrieval_rule``, ``meta/split``, ``meta/n_eval``, ``meta/modality_names`` (comma-joined), ``meta/params`` (JSON
+  ``seed``), ``meta/retrieval_rule``, ``meta/split``, ``meta/n_eval``, ``meta/n_eval_below_min`` (test split under ``MIN_TEST_ROWS`` = 200 rows: also a stderr warning), ``meta/modality_names`` (comma-joined), ``meta/params`` (JSON
   string) and ``meta/param/<name>`` for each objective parameter, ``meta/data_sha256``.
 
 Memory: retrieval (both rules) forms its scores ``--block-rows`` queries at a time and the modality
@@ -89,6 +89,9 @@ def _prefixed(prefix: str, d: dict) -> dict:
 #: rows standardised and embedded at a time (a multiple of the model's own 4096-row blocks, so the
 #: embeddings are the same bits as one call on every row)
 EMBED_BLOCK = 4 * 4096
+#: the smallest test split whose numbers are reported without a warning: below it one row moves a
+#: retrieval percentage by more than 0.5 points (a stderr line and ``meta/n_eval_below_min``)
+MIN_TEST_ROWS = 200
 
 
 def _embed(model, ds, rows, M: int) -> list[torch.Tensor]:
@@ -104,6 +107,10 @@ def evaluate_run(run_dir, split: str = "test", temperature: float = 0.07, max_ro
     cfg, model, loss_fn, ds = load_run(run_dir)
     M = cfg["n_modalities"]
     rows = ds.split(split)
+    below = split == "test" and len(rows) < MIN_TEST_ROWS
+    if below:
+        print(f"warning: {run_dir}: the test split has {len(rows)} rows (< {MIN_TEST_ROWS}): one row moves R@1 "
+              f"by {100 / max(len(rows), 1):.1f} points; read its numbers with that resolution", file=sys.stderr)
     zs = _embed(model, ds, rows, M)
     out: dict = {}
     rule = keys.retrieval_rule(cfg["objective"])
@@ -160,6 +167,7 @@ def evaluate_run(run_dir, split: str = "test", temperature: float = 0.07, max_ro
         keys.META_RETRIEVAL_RULE: rule,
         "meta/split": split,
         "meta/n_eval": len(rows),
+        "meta/n_eval_below_min": below,
         "meta/instrument_rows": int(idx.numel()),
         "meta/instrument_sample": "all" if idx.numel() == len(rows) else "seeded",
         "meta/modality_names": ",".join(ds.names[:M]),

@@ -33,6 +33,7 @@ FIGURES = [
     "projection_pca",
     "generated_samples",
     "proxy_vs_divergence",
+    "advantage_vs_m",
 ]
 
 

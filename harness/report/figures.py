@@ -13,6 +13,8 @@ Colours, markers, sizes and the writer come from :mod:`harness.style`.
   by the compared runs (``--projection VARIANT=RUN_DIR``), equal aspect, centroids marked;
 - ``generated_samples``: decoded samples per condition (``--samples VARIANT=GENERATION_DIR``,
   ``samples.npz`` inside);
+- ``advantage_vs_m``: the paired difference method − baseline (and the tuple variant's) of ζ, χ,
+  the Hölder excess, the gap and R@1 against M, mean over units and 95% t band (the M question);
 - ``proxy_vs_divergence``: change of the validation divergence and of its proxy since the first
   evaluation, in nats on one axis (history.csv).
 
@@ -42,12 +44,16 @@ Z, X = style.SYMBOLS["zeta"], style.SYMBOLS["chi"]
 PANELS = {
     "zeta": (rf"{Z} = cos($V_a$, $\Phi_a$)", rf"{Z} (cosine)"),
     "chi": (rf"{X} = 1 − |mean pull|", rf"{X} (1 − consensus)"),
-    "holder": ("global Hölder divergence", r"$D_H$ (nats)"),
+    # plotted as estimated: the KDE estimate can fall below 0 (the true divergence cannot)
+    "holder": ("global Hölder divergence (KDE estimate, can be < 0)", r"$D_H$ estimate (nats)"),
     "gap": ("modality gap (centroid distance, unit sphere)", "centroid distance"),
     "R1": ("R@1, mean over ordered pairs", "R@1 (%)"),
 }
 # natural ranges: 95% bands of bounded statistics are clipped to them (n = 3 seeds gives t = 4.3)
 BOUNDS = {"zeta": (-1.0, 1.0), "chi": (0.0, 1.0), "R1": (0.0, 100.0), "gap": (0.0, 2.0)}
+# a band covering more of a bounded statistic's range than this says nothing: it is not drawn (and
+# the figure says so)
+WIDE_BAND = 0.9
 SEPARATE_GAP = 0.35  # a gap in the sorted means wider than this share of their range splits the objectives
 
 
@@ -136,7 +142,9 @@ def gallery_size(df: pd.DataFrame, source: str) -> int:
 
 
 def lines_vs_m(summary: pd.DataFrame, cfg: dict, out_dir: Path, name: str, metrics: Sequence[str],
-               title: str, source: str = "summary") -> list[Path]:
+               title: str, source: str = "summary", apart_panels: bool = True) -> list[Path]:
+    """One panel per (dataset, metric); ``apart_panels``: objectives far from the compared pair get a
+    panel of their own scale underneath (off for bounded statistics, whose range is shared)."""
     main = main_study_rows(summary, cfg)
     if main.empty:
         raise FigureInputError(f"{source} has no runs of the main study")
@@ -155,8 +163,10 @@ def lines_vs_m(summary: pd.DataFrame, cfg: dict, out_dir: Path, name: str, metri
             sub = main[main["dataset"] == dataset]
             means = {v: float(pd.to_numeric(sub.loc[sub["variant"] == v, col], errors="coerce").mean())
                      for v in variants}
-            apart[metric] |= separated(means, pair)
+            if apart_panels:
+                apart[metric] |= separated(means, pair)
     split = any(apart.values())
+    bandless: dict[str, set[str]] = {}  # metric -> variants whose band was not drawn
     plt = style.pyplot()
     rows_per = 2 if split else 1
     # one panel column per metric and one panel row per dataset; a single metric puts datasets side by side
@@ -185,8 +195,11 @@ def lines_vs_m(summary: pd.DataFrame, cfg: dict, out_dir: Path, name: str, metri
                 (line,) = ax.plot(c["M"], c["mean"], lw=width, ms=4 if variant not in pair else 5,
                                   label=variant_label(cfg, variant), zorder=3 if variant in pair else 2, **st)
                 lo_b, hi_b = BOUNDS.get(metric, (-np.inf, np.inf))
-                ax.fill_between(c["M"], c["lo"].clip(lo_b, hi_b), c["hi"].clip(lo_b, hi_b), color=st["color"],
-                                alpha=0.15, lw=0)
+                lo_c, hi_c = c["lo"].clip(lo_b, hi_b), c["hi"].clip(lo_b, hi_b)
+                if math.isfinite(hi_b - lo_b) and ((hi_c - lo_c) > WIDE_BAND * (hi_b - lo_b)).any():
+                    bandless.setdefault(metric, set()).add(variant)
+                else:
+                    ax.fill_between(c["M"], lo_c, hi_c, color=st["color"], alpha=0.15, lw=0)
                 handles.setdefault(variant, line)
             panel_title, ylabel = PANELS.get(metric, (metric, metric))
             ax_main.set_title(f"{dataset}: {panel_title}")
@@ -208,7 +221,12 @@ def lines_vs_m(summary: pd.DataFrame, cfg: dict, out_dir: Path, name: str, metri
         labels["__chance__"] = f"chance (100·k/N; N: {sizes})"
     keys = [k for k in [*variants, "__chance__"] if k in handles]
     style.legend_below(fig, [handles[k] for k in keys], [labels[k] for k in keys])
-    fig.suptitle(f"{title} (mean over seeds; band: 95% t interval)")
+    note = "; ".join(
+        f"no band for {', '.join(sorted(vs))} on {PANELS.get(metric, (metric,))[0].split(' = ')[0]}"
+        for metric, vs in bandless.items())
+    if note:
+        note = f"\n{note}: the interval spans over {WIDE_BAND:.0%} of the statistic's range"
+    fig.suptitle(f"{title} (mean over seeds; band: 95% t interval){note}")
     return style.save(fig, out_dir / name)
 
 
@@ -238,6 +256,10 @@ def alignment_uniformity(summary: pd.DataFrame, cfg: dict, out_dir: Path, source
         ax.set_title(f"{dataset}")
     variants = [v for v in _order(cfg, main["variant"]) if v in handles]
     style.legend_below(fig, [handles[v] for v in variants], [variant_label(cfg, v) for v in variants])
+    # the marker-size key: one grey marker per M run, at the area the points use
+    sizes = [ax.scatter([], [], s=10 + 8 * int(m), color="0.5", marker="o") for m in sorted(main["M"].unique())]
+    axes[0][-1].legend(sizes, [f"M={int(m)}" for m in sorted(main["M"].unique())], title="marker area",
+                       loc="best", frameon=True, fontsize="small", title_fontsize="small")
     fig.suptitle("Alignment-uniformity plane, one point per run (marker area grows with M)")
     return style.save(fig, out_dir / "alignment_uniformity")
 
@@ -279,14 +301,28 @@ def projection(runs: list[tuple[str, Path]], cfg: dict, out_dir: Path) -> list[P
     _u, _s, vt = np.linalg.svd(pooled - centre, full_matrices=False)
     basis = vt[:2].T
     plt = style.pyplot()
-    fig, axes = plt.subplots(1, len(loaded), figsize=(4.6 * len(loaded), 5.4), squeeze=False, layout="constrained")
+    # one panel per run, then the modality centroids of every run zoomed in: the gap the figure is about
+    fig, axes = plt.subplots(1, len(loaded) + 1, figsize=(4.6 * (len(loaded) + 1), 6.0), squeeze=False,
+                             layout="constrained")
     # one square window for every panel (equal aspect on one basis; shared axes would fight the layout)
     proj = np.concatenate([(z - centre) @ basis for _v, zs, *_ in loaded for z in zs])
     half = 1.05 * float(np.abs(proj).max())
     colours = plt.get_cmap("Dark2").colors
     handles = []
+    zoom = axes[0][len(loaded)]
+    run_handles, spread = [], []
     for ax, (variant, zs, names, rcfg, dataset) in zip(axes[0], loaded):
         centroids = np.stack([z.mean(0) for z in zs])
+        cproj = (centroids - centre) @ basis
+        mid = cproj.mean(0)
+        marker = style.series_style(variant)["marker"]
+        for m, c in enumerate(cproj):
+            zoom.plot([mid[0], c[0]], [mid[1], c[1]], color="0.5", lw=0.8, zorder=1)
+            zoom.scatter([c[0]], [c[1]], s=90, marker=marker, color=colours[m % len(colours)], edgecolors="black",
+                         linewidths=0.9, zorder=3)
+        run_handles.append(plt.Line2D([], [], ls="", marker=marker, color="white", markeredgecolor="black",
+                                      markersize=9, label=f"centroids: {variant_label(cfg, variant)}"))
+        spread.append(cproj)
         gap = float(np.mean([np.linalg.norm(centroids[i] - centroids[j])
                              for i in range(len(zs)) for j in range(i + 1, len(zs))]))
         for m, z in enumerate(zs):
@@ -300,12 +336,21 @@ def projection(runs: list[tuple[str, Path]], cfg: dict, out_dir: Path) -> list[P
                 handles.append(h)
         ax.set(xlim=(-half, half), ylim=(-half, half))
         ax.set_aspect("equal", adjustable="box")
-        ax.set_title(f"{variant_label(cfg, variant)}\nmean centroid distance {gap:.3f}")
+        ax.set_title(f"{variant_label(cfg, variant)}\ngap (mean centroid distance, all d): {gap:.3f}",
+                     fontsize=style.BASE_FONT)
         ax.set_xlabel("PC 1 (shared basis)")
     axes[0][0].set_ylabel("PC 2 (shared basis)")
+    pts = np.concatenate(spread)
+    reach = 1.3 * float(np.abs(pts - pts.mean(0)).max()) or 1e-3
+    zoom.set(xlim=(pts[:, 0].mean() - reach, pts[:, 0].mean() + reach),
+             ylim=(pts[:, 1].mean() - reach, pts[:, 1].mean() + reach))
+    zoom.set_aspect("equal", adjustable="box")
+    zoom.set_title(f"modality centroids on PC 1-2, zoomed x{half / reach:.0f}\n(grey: to the run's mean centroid)",
+                   fontsize=style.BASE_FONT)
+    zoom.set_xlabel("PC 1 (shared basis)")
     centroid = plt.Line2D([], [], ls="", marker="X", color="white", markeredgecolor="black", markersize=10)
-    labels = [h.get_label() for h in handles] + ["centroid of a modality"]
-    style.legend_below(fig, handles + [centroid], labels, ncol=3)
+    labels = [h.get_label() for h in handles] + ["centroid of a modality"] + [h.get_label() for h in run_handles]
+    style.legend_below(fig, handles + [centroid] + run_handles, labels, ncol=3)
     for lh in fig.legends[0].legend_handles[: len(handles)]:
         lh.set_sizes([30])
         lh.set_alpha(1.0)
@@ -418,20 +463,81 @@ def proxy_vs_divergence(history: pd.DataFrame, cfg: dict, out_dir: Path, source:
             for col, label, colour, marker, ls in quantities:
                 ax.plot(g.index, g[col] - g[col].iloc[0], color=colour, marker=marker, ls=ls, label=label)
             ax.axhline(0.0, color="black", lw=0.6)
-            rs = [np.corrcoef(run[hcol], run[pcol])[0, 1] for _s, run in v.groupby("seed")
+            # one run = one (seed, split seed): r is the Pearson correlation of D_H and the proxy over
+            # that run's validation points, then averaged over runs
+            run_keys = [k for k in ("seed", "split_seed") if k in v.columns]
+            rs = [np.corrcoef(run[hcol], run[pcol])[0, 1] for _s, run in v.groupby(run_keys)
                   if len(run) >= 3 and run[hcol].std() > 0 and run[pcol].std() > 0]
-            r_txt = f"mean r = {np.mean(rs):.2f}" if rs else "r: fewer than 3 evaluations"
+            r_txt = (f"Pearson r(D_H, proxy) over a run's evaluations,\nmean of {len(rs)} runs: {np.mean(rs):.2f}"
+                     if rs else "r: fewer than 3 evaluations per run")
             ax.set_title(f"{dataset}, {variant_label(cfg, variant)}, M={m}\n{r_txt}")
             ax.set_xlabel("optimizer step" if xcol == "step" else "epoch")
             if j == 0:
                 ax.set_ylabel("change since first evaluation (nats)")
     handles, labels = axes[0][0].get_legend_handles_labels()
     style.legend_below(fig, handles, labels)
-    fig.suptitle("Divergence and its proxy during training (validation split, mean over seeds)")
+    fig.suptitle("Divergence and its proxy during training (validation split; curves: mean over runs)")
     return style.save(fig, out_dir / "proxy_vs_divergence")
 
 
 # ----------------------------------------------------------------------------- CLI
+
+
+# claim 8's metrics: (canonical name, claimed sign of method - baseline): the advantage against M
+ADVANTAGE = (("zeta", -1), ("chi", -1), ("holder_excess", -1), ("gap", -1), ("R1", +1))
+ADVANTAGE_TITLES = {"zeta": Z, "chi": X, "holder_excess": "Hölder excess (nats)", "gap": "modality gap",
+                    "R1": "R@1 (points)"}
+
+
+def advantage_vs_m(summary: pd.DataFrame, cfg: dict, out_dir: Path, source: str = "summary") -> list[Path]:
+    """The method's (and the tuple variant's) paired difference from the baseline against M: per M,
+    the mean over units of method - baseline with its 95% t band; zero is no difference, the arrow
+    of each panel points to the claimed side (claim 8 asks whether the curve moves that way with M)."""
+    from harness.report import stats as rstats
+
+    main = main_study_rows(summary, cfg)
+    if main.empty:
+        raise FigureInputError(f"{source} has no runs of the main study")
+    rep = _report(cfg)
+    baseline = rep.get("baseline", "infonce")
+    present = set(main["variant"])
+    methods = [v for v in dict.fromkeys((rep.get("method", "unialign"), rep.get("method_tuple")))
+               if v and v != baseline and v in present]
+    if baseline not in present or not methods:
+        raise FigureInputError(f"{source}: the main study holds no runs of {baseline!r} and the method to pair")
+    cols = {m: require_column(main.columns, m, source) for m, _ in ADVANTAGE}
+    datasets = sorted(main["dataset"].unique())
+    plt = style.pyplot()
+    fig, axes = plt.subplots(len(datasets), len(ADVANTAGE), figsize=(3.2 * len(ADVANTAGE), 2.9 * len(datasets)),
+                             layout="constrained", squeeze=False)
+    handles: dict[str, object] = {}
+    for i, dataset in enumerate(datasets):
+        sub = main[main["dataset"] == dataset]
+        for j, (metric, sign) in enumerate(ADVANTAGE):
+            ax = axes[i, j]
+            for variant in methods:
+                # the Hölder excess is clipped at its null (0) as claims 3 and 8 read it
+                clip = (lambda v: v.clip(lower=0.0)) if metric == "holder_excess" else None
+                cells = rstats.paired_cells(sub, cols[metric], variant, baseline, transform=clip)
+                c = curve(cells, "d")
+                if c.empty:
+                    continue
+                look = style.series_style(variant)
+                (line,) = ax.plot(c["M"], c["mean"], lw=style.HIGHLIGHT_WIDTH, ms=5, **look)
+                ax.fill_between(c["M"], c["lo"], c["hi"], color=look["color"], alpha=0.18, lw=0)
+                handles.setdefault(variant, line)
+            ax.axhline(0.0, color="black", lw=0.8, zorder=1)
+            ax.set_xticks(sorted(int(m) for m in sub["M"].unique()))
+            ax.set_title(f"{dataset}: {ADVANTAGE_TITLES[metric]} ({'better ↓' if sign < 0 else 'better ↑'})",
+                         fontsize=style.BASE_FONT)
+            if j == 0:
+                ax.set_ylabel(f"minus {variant_label(cfg, baseline)}".replace(" (all pairs, tuned)", ""))
+            if i == len(datasets) - 1:
+                ax.set_xlabel("number of modalities M")
+    style.legend_below(fig, [handles[v] for v in methods if v in handles],
+                       [f"{variant_label(cfg, v)} − {variant_label(cfg, baseline)}" for v in methods if v in handles])
+    fig.suptitle("Paired difference from the baseline against M (mean over units; band: 95% t interval)")
+    return style.save(fig, out_dir / "advantage_vs_m")
 
 
 def _read(path: str | None, option: str) -> pd.DataFrame:
@@ -463,12 +569,13 @@ def main(args) -> int:
     todo = [f for f in FIGURES if f in set(args.only or FIGURES)]
     try:
         summary = _read(args.summary, "--summary") if set(todo) & {
-            "conflicts_vs_m", "divergence_gap_vs_m", "retrieval_vs_m", "alignment_uniformity"} else None
+            "conflicts_vs_m", "divergence_gap_vs_m", "retrieval_vs_m", "alignment_uniformity",
+            "advantage_vs_m"} else None
         history = _read(args.history, "--history") if "proxy_vs_divergence" in todo else None
         jobs = {
             "conflicts_vs_m": lambda: lines_vs_m(summary, cfg, out, "conflicts_vs_m", ["zeta", "chi"],
                                                  f"Gradient conflict {Z} and consensus {X} against M",
-                                                 args.summary),
+                                                 args.summary, apart_panels=False),
             "divergence_gap_vs_m": lambda: lines_vs_m(summary, cfg, out, "divergence_gap_vs_m", ["holder", "gap"],
                                                       "Divergence and modality gap against M", args.summary),
             "retrieval_vs_m": lambda: lines_vs_m(summary, cfg, out, "retrieval_vs_m", ["R1"],
@@ -477,6 +584,7 @@ def main(args) -> int:
             "projection_pca": lambda: projection(parse_labelled(args.projection, "--projection"), cfg, out),
             "generated_samples": lambda: generated_samples(parse_labelled(args.samples, "--samples"), cfg, out),
             "proxy_vs_divergence": lambda: proxy_vs_divergence(history, cfg, out, args.history),
+            "advantage_vs_m": lambda: advantage_vs_m(summary, cfg, out, args.summary),
         }
         for name in todo:
             written = jobs[name]()

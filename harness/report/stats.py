@@ -18,6 +18,15 @@ Design
   mean over the split's units (upper bounds on the sd of a mean of correlated errors, by Minkowski's
   inequality). So the interval covers the test-set sampling error of one shared split instead of
   ignoring it, conservatively.
+* **Measurement error.** Each unit has its own data split, so the unit-to-unit spread already holds
+  the test-query sampling error of retrieval and the divergence estimator's noise; the claims add
+  nothing on top of it (``e`` stays NaN there). :func:`unit_interval` keeps the shared-error term for
+  a caller whose units share one test split.
+* **Power and equivalence.** A row with a declared smallest effect of interest ``delta`` reports the
+  power of its t test at ``delta`` and the minimal detectable effect at 80 % power (:func:`power_at`,
+  :func:`minimal_detectable_effect`, at the Bonferroni level of its family, Holm's strictest step),
+  and the two one-sided tests of ``|effect| < delta`` (:func:`tost`): a row whose Holm-adjusted TOST
+  p is below ``1 - confidence`` concludes *no effect of interest*.
 * **Test and multiplicity.** The two-sided p value of the same t statistic; within the rows behind one
   verdict (the declared primary comparison of a claim over its datasets and sub-claims), Holm's
   step-down adjustment (:func:`holm`).
@@ -42,10 +51,13 @@ RULE = (
     "Verdict rule (harness.report.stats.verdict): a row is supported when its Holm-adjusted p value "
     "(two-sided t test over units) is below 1 - confidence and the estimate lies on the claimed side, "
     "contradicted when it is below and the estimate lies on the opposite side, otherwise inconclusive "
-    "(also with fewer than 2 units or an undefined interval). A claim's overall verdict uses its "
-    "primary rows only: supported if >= 1 is supported and none contradicted; contradicted if >= 1 is "
-    "contradicted and none supported; mixed if both; else inconclusive. Secondary rows and sanity "
-    "checks are reported beside it and do not enter it."
+    "(also with fewer than 2 units or an undefined interval); a row that is neither, has a declared "
+    "smallest effect of interest and whose Holm-adjusted equivalence p (two one-sided t tests of "
+    "|effect| < that effect) is below 1 - confidence concludes no effect of interest. A claim's overall "
+    "verdict uses its primary rows only: supported if >= 1 is supported and none contradicted; "
+    "contradicted if >= 1 is contradicted and none supported; mixed if both; no effect of interest if "
+    "every primary row says so; else inconclusive. Secondary rows, controls and sanity checks are "
+    "reported beside it and do not enter it."
 )
 
 
@@ -80,13 +92,63 @@ def holm(pvalues: Sequence[float]) -> np.ndarray:
     return out
 
 
-def verdict(estimate: float, p_adjusted: float, direction: int, n: int, confidence: float = 0.95) -> str:
-    """The verdict rule (:data:`RULE`); ``direction`` is +1 (claimed increase) or -1 (claimed decrease)."""
-    if n < MIN_UNITS or not (math.isfinite(estimate) and math.isfinite(p_adjusted)):
+#: the verdict of a row whose equivalence test excludes every effect of interest
+NO_EFFECT = "no effect of interest"
+
+
+def verdict(estimate: float, p_adjusted: float, direction: int, n: int, confidence: float = 0.95,
+            p_tost_adjusted: float = math.nan) -> str:
+    """The verdict rule (:data:`RULE`); ``direction`` is +1 (claimed increase) or -1 (claimed decrease);
+    ``p_tost_adjusted``: the row's Holm-adjusted equivalence p (NaN: no declared effect of interest)."""
+    if n < MIN_UNITS or not math.isfinite(estimate):
         return "inconclusive"
-    if p_adjusted >= 1.0 - confidence or estimate == 0:
-        return "inconclusive"
-    return "supported" if estimate * direction > 0 else "contradicted"
+    if math.isfinite(p_adjusted) and p_adjusted < 1.0 - confidence and estimate != 0:
+        return "supported" if estimate * direction > 0 else "contradicted"
+    if math.isfinite(p_tost_adjusted) and p_tost_adjusted < 1.0 - confidence:
+        return NO_EFFECT
+    return "inconclusive"
+
+
+def tost(estimate: float, se: float, df: int, delta: float) -> float:
+    """p value of the two one-sided t tests of ``-delta < effect < delta`` (the larger of the two)."""
+    from scipy import stats
+
+    if df < 1 or not (math.isfinite(estimate) and math.isfinite(se) and delta > 0):
+        return math.nan
+    if se == 0:
+        return 0.0 if abs(estimate) < delta else 1.0
+    lower = float(stats.t.sf((estimate + delta) / se, df))   # H0: effect <= -delta
+    upper = float(stats.t.cdf((estimate - delta) / se, df))  # H0: effect >= +delta
+    return max(lower, upper)
+
+
+def power_at(effect: float, se: float, df: int, alpha: float) -> float:
+    """Power of the two-sided t test at level ``alpha`` (``df`` degrees of freedom, standard error
+    ``se``) when the true effect is ``effect``: noncentral t with noncentrality ``effect / se``."""
+    from scipy import stats
+
+    if df < 1 or not (math.isfinite(effect) and math.isfinite(se)) or se <= 0:
+        return math.nan
+    crit = float(stats.t.ppf(1 - alpha / 2, df))
+    ncp = abs(effect) / se
+    # the far tail is negligible and scipy's noncentral t can return NaN for it at few df
+    far = float(stats.nct.cdf(-crit, df, ncp))
+    return float(stats.nct.sf(crit, df, ncp)) + (far if math.isfinite(far) else 0.0)
+
+
+def minimal_detectable_effect(se: float, df: int, alpha: float, power: float = 0.8) -> float:
+    """The smallest true effect the two-sided t test detects with probability ``power``."""
+    from scipy.optimize import brentq
+
+    if df < 1 or not math.isfinite(se) or se <= 0:
+        return math.nan
+    hi = 1.0
+    while power_at(hi, 1.0, df, alpha) < power:  # bracket the root: power rises with the noncentrality
+        hi *= 2.0
+        if hi > 1e6:
+            return math.nan
+    ncp = brentq(lambda x: power_at(x, 1.0, df, alpha) - power, 0.0, hi)
+    return float(ncp * se)
 
 
 def overall(verdicts: Sequence[str]) -> str:
@@ -99,6 +161,8 @@ def overall(verdicts: Sequence[str]) -> str:
         return "supported"
     if c:
         return "contradicted"
+    if verdicts and all(v == NO_EFFECT for v in verdicts):
+        return NO_EFFECT
     return "inconclusive"
 
 

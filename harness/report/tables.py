@@ -14,6 +14,11 @@ directly comparable with this benchmark's numbers.
 - ``table5_sensitivity``: one weight or bandwidth changed at a time (Table 5; study ``sensitivity``);
 - ``table_conflicts``: zeta and chi vs M; ``table_divergence_gap``: divergence and gap vs M;
 - ``paper_reference``: the paper's reported numbers with the analogue table they correspond to.
+
+Every results table carries the test rows its numbers rest on: a ``test rows`` column in the
+Markdown / LaTeX (one count, or ``min-max`` when split seeds differ) and ``n_eval`` (the smallest
+over the group's runs, summary ``n_eval``) in the CSV; ``harness evaluate`` warns below
+``MIN_TEST_ROWS``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.experiment import keys
+from harness.experiment.evaluate import MIN_TEST_ROWS
 from harness.experiment.keys import metric_label
 from harness.files import atomic_write_text
 from harness.report import TABLES, read_csv_or_empty
@@ -48,6 +54,10 @@ GEN_CONDITIONS = {
     "interpolation": r"^gen/interp[^/]*/",
 }
 GEN_METRICS = {"mse": "MSE (raw units)", "fd": "Fréchet distance", "acc": "classifier accuracy"}
+TEST_ROWS = "test rows"
+TEST_ROWS_NOTE = (f"`{TEST_ROWS}`: rows of the test split each number is scored on (a range when split seeds "
+                  f"differ); below {MIN_TEST_ROWS} rows a retrieval percentage moves in steps of "
+                  f"more than 0.5 points and `harness evaluate` warns.")
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -108,8 +118,12 @@ class TableWriter:
         self.out_dir, self.name, self.title = Path(out_dir), name, title
         self.md = [f"# {title}\n"]
         self.tex = [f"% {tex_escape(title)} (written by harness/report/tables.py)\n"]
+        self.rows_noted = False
 
     def section(self, heading: str, df: pd.DataFrame, note: str = "") -> None:
+        if TEST_ROWS in df.columns and not self.rows_noted:  # said once, before the first such section
+            self.rows_noted = True
+            self.note(TEST_ROWS_NOTE)
         self.md.append(f"\n## {heading}\n")
         if note:
             self.md.append(f"\n{note}\n")
@@ -121,6 +135,7 @@ class TableWriter:
         self.tex.append("% " + tex_escape(text) + "\n")
 
     def write(self, csv: pd.DataFrame) -> None:
+        csv = csv.drop(columns=[TEST_ROWS], errors="ignore")  # the CSV keeps the numeric n_eval
         atomic_write_text(self.out_dir / f"{self.name}.csv", to_csv_text(csv))
         atomic_write_text(self.out_dir / f"{self.name}.md", "".join(self.md))
         atomic_write_text(self.out_dir / f"{self.name}.tex", "\n".join(self.tex))
@@ -158,6 +173,33 @@ def columns_for(summary: pd.DataFrame, names: Sequence[str]) -> dict[str, str]:
     return {name: keys.column(summary.columns, name) for name in names}
 
 
+def test_rows(rows: pd.DataFrame) -> dict[tuple, list[int]]:
+    """(dataset, variant, M) -> the sorted distinct test-row counts (summary ``n_eval``) of its runs."""
+    if rows.empty or keys.N_EVAL not in rows:
+        return {}
+    return {(d, v, int(m)): sorted({int(x) for x in sub[keys.N_EVAL].dropna()})
+            for (d, v, m), sub in rows.groupby(["dataset", "variant", "M"])}
+
+
+def rows_text(counts: Sequence[int]) -> str:
+    counts = sorted(set(counts))
+    if not counts:
+        return "–"
+    return str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+
+
+def with_test_rows(stats: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """``stats`` plus ``n_eval`` (the smallest test split of each group's runs) and the display text."""
+    if stats.empty:
+        return stats
+    counts = test_rows(rows)
+    stats = stats.copy()
+    found = [counts.get((d, v, int(m)), []) for d, v, m in zip(stats["dataset"], stats["variant"], stats["M"])]
+    stats[keys.N_EVAL] = [c[0] if c else float("nan") for c in found]
+    stats[TEST_ROWS] = [rows_text(c) for c in found]
+    return stats
+
+
 def rules_of(rows: pd.DataFrame) -> dict[str, str]:
     """variant -> the own retrieval rule its runs recorded (``meta/retrieval_rule``)."""
     if rows.empty or keys.RETRIEVAL_RULE not in rows:
@@ -187,8 +229,16 @@ def pivot_by_m(stats: pd.DataFrame, cfg: dict, metric: str, study_name: str,
             for m in ms:
                 cell = vrow[vrow["M"] == m]
                 row[f"M={m}"] = fmt(cell[f"{metric}_mean"].iloc[0], cell[f"{metric}_sd"].iloc[0]) if len(cell) else "–"
+            if TEST_ROWS in vrow:
+                row[TEST_ROWS] = _joined(vrow[TEST_ROWS])
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _joined(texts) -> str:
+    """One display text for several groups' test-row texts (counts and ranges)."""
+    counts = [int(x) for t in texts if t != "–" for x in str(t).split("-")]
+    return rows_text(counts)
 
 
 def metrics_table(stats: pd.DataFrame, cfg: dict, metrics: Sequence[str], study_name: str,
@@ -208,6 +258,8 @@ def metrics_table(stats: pd.DataFrame, cfg: dict, metrics: Sequence[str], study_
                         row[metric_label(name)] = fmt(r[f"{name}_mean"], r[f"{name}_sd"])
                 if extra:
                     row.update(extra.get((dataset, int(m), variant), {}))
+                if TEST_ROWS in r:
+                    row[TEST_ROWS] = r[TEST_ROWS]
                 rows.append(row)
     return pd.DataFrame(rows)
 
@@ -266,7 +318,7 @@ def table1(summary, cfg, reference, out_dir, confidence):
     names = ["R1", "R1_a2o", "R1_o2a", "R5", "R10", "MedR", "R1_own", "R1_own_a2t", "R1_own_t2a", "R1_own_rest",
              "probe"]
     rows = study_rows(summary, cfg, "main")
-    stats = group_stats(rows, ["dataset", "variant", "M"], columns_for(rows, names), confidence)
+    stats = with_test_rows(group_stats(rows, ["dataset", "variant", "M"], columns_for(rows, names), confidence), rows)
     rules = rules_of(rows)
     w = TableWriter(out_dir, "table1_retrieval", "Table 1 analogue: retrieval per objective and number of modalities M")
     w.note("Test split; mean ± sd over runs (seeds and split seeds); R@1 in percent. Pairwise sections score "
@@ -292,7 +344,7 @@ def table2(summary, cfg, reference, out_dir, confidence):
     names = ["R1", "R1_a2o", "R1_o2a", "probe", "zeta", "chi", "holder", "gap"]
     rows = study_rows(summary, cfg, "ablation")
     cols = columns_for(rows, names)
-    stats = group_stats(rows, ["dataset", "variant", "M"], cols, confidence)
+    stats = with_test_rows(group_stats(rows, ["dataset", "variant", "M"], cols, confidence), rows)
     base = study(cfg, "ablation").get("base")
     extra = paired_delta(rows, cols.get("R1", ""), base, confidence) if base else {}
     w = TableWriter(out_dir, "table2_ablation", "Table 2 analogue: ablation of UniAlign's terms and of InfoNCE")
@@ -316,10 +368,12 @@ def generation_conditions(gen: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def table3(generation, cfg, reference, out_dir, confidence):
+def table3(generation, cfg, reference, out_dir, confidence, summary=None):
     per_run = generation_conditions(generation)
     cols = {c: c for c in per_run.columns if "/" in c}
     stats = group_stats(per_run, ["dataset", "variant", "M"], cols, confidence) if not per_run.empty else pd.DataFrame()
+    # generation decodes the test split of the runs the summary evaluated: their n_eval
+    stats = with_test_rows(stats, summary if summary is not None else pd.DataFrame())
     w = TableWriter(out_dir, "table3_generation",
                     "Tables 3-4 analogue: UnCLIP-style generation of the anchor modality")
     w.note("cross-modal: decoded from another modality's embedding (text/audio-to-image analogue), mean over "
@@ -335,6 +389,7 @@ def table3(generation, cfg, reference, out_dir, confidence):
                     key = f"{cond}/{metric}"
                     if f"{key}_mean" in r:
                         row[f"{cond} {metric}"] = fmt(r[f"{key}_mean"], r[f"{key}_sd"])
+            row[TEST_ROWS] = r.get(TEST_ROWS, "–")
             rows.append(row)
     w.section("Generation", pd.DataFrame(rows))
     add_reference(w, reference, "table3_generation")
@@ -345,7 +400,7 @@ def table5(summary, cfg, reference, out_dir, confidence):
     names = ["R1", "probe", "holder", "gap", "zeta", "chi"]
     rows = study_rows(summary, cfg, "sensitivity")
     cols = columns_for(rows, names)
-    stats = group_stats(rows, ["dataset", "variant", "M"], cols, confidence)
+    stats = with_test_rows(group_stats(rows, ["dataset", "variant", "M"], cols, confidence), rows)
     base = study(cfg, "sensitivity").get("base")
     out_rows = []
     if not stats.empty:
@@ -356,6 +411,7 @@ def table5(summary, cfg, reference, out_dir, confidence):
             for name in names:
                 if f"{name}_mean" in r:
                     row[metric_label(name)] = fmt(r[f"{name}_mean"], r[f"{name}_sd"])
+            row[TEST_ROWS] = r.get(TEST_ROWS, "–")
             out_rows.append(row)
     w = TableWriter(out_dir, "table5_sensitivity", "Table 5 analogue: sensitivity to bandwidths and weights")
     w.note(f"One setting changed at a time from the base variant {variant_label(cfg, base) if base else '(none)'}; "
@@ -370,7 +426,7 @@ def table_conflicts(summary, cfg, reference, out_dir, confidence):
     rows = study_rows(summary, cfg, "main")
     cols = columns_for(rows, names)
     quant = {c: c for c in rows.columns if re.match(r"^conflict/(zeta|chi)[^/]*/(q|p)\d+", c)} if len(rows) else {}
-    stats = group_stats(rows, ["dataset", "variant", "M"], {**cols, **quant}, confidence)
+    stats = with_test_rows(group_stats(rows, ["dataset", "variant", "M"], {**cols, **quant}, confidence), rows)
     w = TableWriter(out_dir, "table_conflicts", "Conflict statistics vs M")
     w.note("zeta = cos(alignment force, uniformity force) of the anchor's InfoNCE gradient, chi = 1 - |mean unit "
            "pull| (intra-alignment conflict), both evaluated on the test embeddings (docs/conflicts; "
@@ -387,7 +443,7 @@ def table_divergence_gap(summary, cfg, reference, out_dir, confidence):
              "uniformity"]
     rows = study_rows(summary, cfg, "main")
     cols = columns_for(rows, names)
-    stats = group_stats(rows, ["dataset", "variant", "M"], cols, confidence)
+    stats = with_test_rows(group_stats(rows, ["dataset", "variant", "M"], cols, confidence), rows)
     w = TableWriter(out_dir, "table_divergence_gap", "Global Hölder divergence and modality gap vs M")
     w.note("Test embeddings; divergences in nats (resubstitution estimator); mean ± sd over runs. The first "
            "section is the divergence at one fixed KDE bandwidth for every run minus the same estimator's "
@@ -428,7 +484,7 @@ def write_tables(summary: pd.DataFrame, generation: pd.DataFrame, cfg: dict, ref
     builders = {
         "table1_retrieval": lambda: table1(summary, cfg, reference, out_dir, confidence),
         "table2_ablation": lambda: table2(summary, cfg, reference, out_dir, confidence),
-        "table3_generation": lambda: table3(generation, cfg, reference, out_dir, confidence),
+        "table3_generation": lambda: table3(generation, cfg, reference, out_dir, confidence, summary),
         "table5_sensitivity": lambda: table5(summary, cfg, reference, out_dir, confidence),
         "table_conflicts": lambda: table_conflicts(summary, cfg, reference, out_dir, confidence),
         "table_divergence_gap": lambda: table_divergence_gap(summary, cfg, reference, out_dir, confidence),

@@ -55,6 +55,8 @@ def _small_blocks(u: Tensor, scale: float, groups: tuple, half_unit: float) -> t
     group's GEMMs write the gradient buffer (pair lists start with the group that covers every
     modality: (0, (1, .., M - 1)) or (a, others)); later groups add to it."""
     M, B, d = u.shape
+    if M == 2 and len(groups) == 1:  # the one pair (0, 1) or (1, 0)
+        return _pair_block(u, scale, groups[0][0], half_unit)
     du = torch.empty_like(u) if len(groups[0][1]) == M - 1 else torch.zeros_like(u)
     fresh = len(groups[0][1]) == M - 1
     sums = []
@@ -85,6 +87,23 @@ def _small_blocks(u: Tensor, scale: float, groups: tuple, half_unit: float) -> t
                 du[list(partners)] += dk
         fresh = False
     unif = (sums[0] if len(sums) == 1 else torch.stack(sums).sum()) * (half_unit / scale)
+    return unif, du
+
+
+def _pair_block(u: Tensor, scale: float, m: int, half_unit: float) -> tuple[Tensor, Tensor]:
+    """:func:`_small_blocks` for two modalities (the one pair (m, 1 - m)) in a third fewer
+    operations: at B <= 64 each one is a measurable share of the call."""
+    B = u.shape[1]
+    du = torch.empty_like(u)
+    parts, grads = u.unbind(0), du.unbind(0)
+    um, un = parts[m], parts[1 - m]
+    e = torch.mm(um, un.t()).mul_(scale).exp_()
+    sums_rc = torch.cat([e.sum(1), e.sum(0)])  # row sums, column sums
+    rows, cols = torch.div(half_unit, sums_rc).view(2, B).unbind(0)
+    unif = sums_rc.log_().sum() * (half_unit / scale)
+    e.mul_(rows.unsqueeze(1) + cols)  # gradient w.r.t. the block: E (c / 2) (1 / rows_i + 1 / cols_j)
+    torch.mm(e, un, out=grads[m])
+    torch.mm(e.t(), um, out=grads[1 - m])
     return unif, du
 
 

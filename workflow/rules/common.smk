@@ -10,7 +10,17 @@ import sys
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-validate(config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))
+sys.path.insert(0, os.path.abspath(workflow.basedir))
+from harness.plan import schema_error_message  # noqa: E402
+
+try:
+    validate(config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))
+except Exception as exc:  # Snakemake's WorkflowError (of its interface package) holding the cause
+    # one paragraph naming the key and the allowed keys, not the schema dump
+    cause = next((c for c in (exc.__cause__, exc.__context__, *exc.args) if hasattr(c, "validator")), None)
+    if cause is None:
+        raise
+    raise WorkflowError(schema_error_message(cause)) from None
 
 BASEDIR = os.path.abspath(workflow.basedir)
 # `python -m harness` must import the repository's packages from any working directory

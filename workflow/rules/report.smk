@@ -137,11 +137,20 @@ rule claims:
         summary=out("results/summary.csv"),
         history=out("results/history.csv"),
         generation=out("results/generation.csv"),
+        perturbed=PLAN.robustness_claims(),  # the verdicts of each robustness perturbation (robustness.smk)
     output:
+        # results/robustness.csv only when perturbations are declared
+        *([out("results/robustness.csv")] if PLAN.robustness_names() else []),
         md=report(out("results/claims.md"), caption="../report/claims.rst", category="Claims"),
         csv=report(out("results/claims.csv"), caption="../report/claims.rst", category="Claims"),
     params:
         python=PYTHON,
+        perturbed=PLAN.robustness_args()
+        + (
+            f" --out-robustness {shlex.quote(out('results/robustness.csv'))}"
+            if PLAN.robustness_names()
+            else ""
+        ),
     threads: 1
     resources:
         mem_mb=rule_resource("report", "mem_mb", 2000),
@@ -155,4 +164,4 @@ rule claims:
     shell:
         "{params.python:q} -m harness claims --config {input.config:q} --summary {input.summary:q}"
         " --history {input.history:q} --generation {input.generation:q}"
-        " --out-md {output.md:q} --out-csv {output.csv:q} > {log:q} 2>&1"
+        " --out-md {output.md:q} --out-csv {output.csv:q} {params.perturbed} > {log:q} 2>&1"

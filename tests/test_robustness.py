@@ -127,3 +127,24 @@ def test_workflow_plans_one_nested_sweep_per_perturbation(tmp_path):
     # the default config declares four, the overlay adds one (mappings merge): five nested sweeps
     assert any(line.split()[:2] == ["robustness_sweep", "5"] for line in stats.splitlines()), stats[-3000:]
     assert any(line.split()[:2] == ["robustness_config", "5"] for line in stats.splitlines())
+
+
+def test_every_perturbation_of_the_default_config_is_a_valid_sweep():
+    """Each declared perturbation's configuration passes the schema and the plan's checks (a disjoint
+    set of split seeds must move tuning.split_seed with it, for example)."""
+    from snakemake.utils import validate
+
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    validate(config, str(SCHEMA))
+    plan = Plan(config, str(ROOT))
+    assert plan.robustness_names() == ["anchor_1", "split_seeds_3_5", "steps_x2", "trials_x2"]
+    for name in plan.robustness_names():
+        cfg = plan.robustness_config(name)
+        validate(copy.deepcopy(cfg), str(SCHEMA))
+        Plan(cfg, str(ROOT))
+
+
+def test_a_dry_run_needs_no_core_count(tmp_path):
+    proc = snakemake("-n", "--configfile", str(ROOT / "config" / "tiny.yaml"),
+                     str(overlay(tmp_path, "robust", {"robustness": {"enabled": True}})), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]

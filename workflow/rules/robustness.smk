@@ -36,7 +36,8 @@ rule robustness_sweep:
         workdir=os.getcwd(),
     wildcard_constraints:
         perturbation="[A-Za-z0-9_.-]+",
-    threads: workflow.cores
+    # every core: Snakemake lowers a rule's threads to --cores (workflow.cores is unset in a dry run)
+    threads: 1024
     conda:
         "../envs/harness.yaml"
     log:

@@ -127,40 +127,45 @@ class _PairwiseContrastive(Objective):
             if not isinstance(t, Tensor) or t.shape != shape or t.dtype != dtype or t.device != device:
                 return None
         temperature = self._modules["temperature"]
-        if (temperature.learnable or temperature._call_scale is not None or self.exclude_positive
-                or not self.normalize or self.chunk_size is not None):
+        if temperature.learnable or temperature._call_scale is not None:
             return None
         scale = 1.0 / temperature._fixed
         key = (len(xs), shape, dtype, device, scale, self.pairs, self.anchor)
         fast = self._fast.get(key)
         if fast is None:  # the checks of this signature, once; False: the general path takes it
-            fits = small_contrastive_fits(xs, scale)
             if len(self._fast) > 64:
                 self._fast.clear()
-            if fits is None or self.anchor >= fits[0] or fits[1] < self.min_batch:
-                fast = False
-            else:
-                pairs = tuple(pair_list(fits[0], self.pairs, self.anchor))
-                fast = (device.type, scale, _small_plan(pairs, fits[1], scale, dtype, device))
+            pairs = self._small_pairs(xs, scale)
+            fast = False if pairs is None else (device.type, scale, _small_plan(pairs, shape[0], scale, dtype, device))
             self._fast[key] = fast
         return fast or None
+
+    def _small_pairs(self, embeddings, scale: float) -> tuple[tuple[int, int], ...] | None:
+        """The pair list when the small path takes ``embeddings`` with this objective's settings
+        (fixed temperature, rows normalised inside, no chunking, B within kernels.small's limits),
+        else None: the general path and its input checks take them."""
+        if (self.exclude_positive or not self.normalize or self.chunk_size is not None
+                or self.temperature.learnable):
+            return None
+        fits = small_contrastive_fits(embeddings, scale)
+        if fits is None or self.anchor >= fits[0] or fits[1] < self.min_batch:
+            return None
+        key = (fits[0], self.pairs, self.anchor)
+        pairs = self._pairs.get(key)
+        if pairs is None:
+            pairs = self._pairs[key] = tuple(pair_list(*key))
+        return pairs
 
     def fused_output(self, embeddings) -> tuple[Tensor, dict[str, Tensor]] | None:
         """Small batches in one process (B <= kernels.small.SMALL_MAX_BATCH, fixed temperature, rows
         normalised inside): normalisation, every pair and the loss itself in one node
         (kernels.small.small_contrastive_loss)."""
-        temperature = self.temperature
-        if (self.exclude_positive or not self.normalize or self.chunk_size is not None or temperature.learnable
-                or self.is_distributed()):
+        if self.temperature.learnable or self.is_distributed():
             return None
-        scale = temperature.scale(torch.float32, None)
-        fits = small_contrastive_fits(embeddings, scale)
-        if fits is None or self.anchor >= fits[0] or fits[1] < self.min_batch:
-            return None  # the general path (and its input checks)
-        key = (fits[0], self.pairs, self.anchor)
-        pairs = self._pairs.get(key)
+        scale = self.temperature.scale(torch.float32, None)
+        pairs = self._small_pairs(embeddings, scale)
         if pairs is None:
-            pairs = self._pairs[key] = tuple(pair_list(*key))
+            return None  # the general path (and its input checks)
         loss, align, unif = small_contrastive_loss(embeddings, pairs, scale, self.uniformity_weight)
         return loss, {"alignment": align, "uniformity": unif}
 

@@ -111,10 +111,6 @@ def _row(claim, cid, role, dataset, comparison, measured, column, rule, statisti
     }
 
 
-def _at_least_zero(v: pd.Series) -> pd.Series:
-    return v.clip(lower=0.0)
-
-
 def _paired_stat(ms) -> str:
     return f"mean paired difference over units (M = {', '.join(map(str, ms)) or '–'})"
 
@@ -234,7 +230,7 @@ def judge(summary: pd.DataFrame, history: pd.DataFrame, generation: pd.DataFrame
             ("2", "2b", "chi", -1, None, "primary", ""),
             ("2", "2c", "grad_cos", -1, np.abs, "sanity", ""),
             # an estimate below its null mean is no detectable divergence: clipped at 0 before differencing
-            ("3", "3", "holder_excess", -1, _at_least_zero, "primary", ""),
+            ("3", "3", "holder_excess", -1, st.at_least_zero, "primary", ""),
             ("3", "3-median", "holder", -1, None, "secondary", ""),
             ("4", "4", "gap", -1, None, "primary", ""),
             ("5", "5", "R1", +1, None, "primary", "pairwise_cosine"),
@@ -263,7 +259,7 @@ def judge(summary: pd.DataFrame, history: pd.DataFrame, generation: pd.DataFrame
             # ---- 8: the M question asked directly: per unit, the slope over M of the paired difference
             for cid, name, direction in (M_SLOPES if report.get("m_slopes", False) else ()):
                 col = keys.column(sub.columns, name)
-                clip = _at_least_zero if name == "holder_excess" else None  # as claim 3 reads it
+                clip = st.at_least_zero if name == "holder_excess" else None  # as claim 3 reads it
                 cells = st.paired_cells(sub, col, variant, baseline, transform=clip)
                 res = st.unit_interval(st.slope_units(cells, "d"), confidence)
                 res["n_cells"] = len(cells)

@@ -517,7 +517,7 @@ def advantage_vs_m(summary: pd.DataFrame, cfg: dict, out_dir: Path, source: str 
             ax = axes[i, j]
             for variant in methods:
                 # the Hölder excess is clipped at its null (0) as claims 3 and 8 read it
-                clip = (lambda v: v.clip(lower=0.0)) if metric == "holder_excess" else None
+                clip = rstats.at_least_zero if metric == "holder_excess" else None
                 cells = rstats.paired_cells(sub, cols[metric], variant, baseline, transform=clip)
                 c = curve(cells, "d")
                 if c.empty:

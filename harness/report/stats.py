@@ -109,6 +109,12 @@ def verdict(estimate: float, p_adjusted: float, direction: int, n: int, confiden
     return "inconclusive"
 
 
+def at_least_zero(values: pd.Series) -> pd.Series:
+    """Estimates clipped at 0, the estimator's null: below it is no detectable divergence, not a
+    negative one (the Hölder excess of claims 3 and 8, and its figure)."""
+    return values.clip(lower=0.0)
+
+
 def tost(estimate: float, se: float, df: int, delta: float) -> float:
     """p value of the two one-sided t tests of ``-delta < effect < delta`` (the larger of the two)."""
     from scipy import stats

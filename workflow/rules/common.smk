@@ -10,8 +10,14 @@ import sys
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-sys.path.insert(0, os.path.abspath(workflow.basedir))
-from harness.plan import schema_error_message  # noqa: E402
+BASEDIR = os.path.abspath(workflow.basedir)
+# `python -m harness` must import the repository's packages from any working directory
+# (--directory, cluster nodes); the Snakefile is re-read in every remote job, so this travels.
+os.environ.update(PYTHONPATH=os.pathsep.join(p for p in [BASEDIR, os.environ.get("PYTHONPATH", "")] if p))
+sys.path.insert(0, BASEDIR)
+
+from harness.plan import Plan, PlanError, schema_error_message  # noqa: E402
+from harness.report import FIGURES, TABLES  # noqa: E402  the one list of tables and figures
 
 try:
     validate(config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))
@@ -21,15 +27,6 @@ except Exception as exc:  # Snakemake's WorkflowError (of its interface package)
     if cause is None:
         raise
     raise WorkflowError(schema_error_message(cause)) from None
-
-BASEDIR = os.path.abspath(workflow.basedir)
-# `python -m harness` must import the repository's packages from any working directory
-# (--directory, cluster nodes); the Snakefile is re-read in every remote job, so this travels.
-os.environ.update(PYTHONPATH=os.pathsep.join(p for p in [BASEDIR, os.environ.get("PYTHONPATH", "")] if p))
-sys.path.insert(0, BASEDIR)
-
-from harness.plan import Plan, PlanError  # noqa: E402
-from harness.report import FIGURES, TABLES  # noqa: E402  the one list of tables and figures
 
 
 def _default_python():

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "aggregate": ("harness.report.aggregate", "merge per-run metrics into tidy tables"),
     "tables": ("harness.report.tables", "write the paper-analogue tables (CSV, Markdown, LaTeX)"),
     "figures": ("harness.report.figures", "draw the figures (PDF and PNG)"),
+    "tuning-saturation": ("harness.report.tuning", "best validation score so far per trial, and what doubling the trials buys"),
     "claims": ("harness.report.claims", "judge each claim of the paper: interval, p value and verdict per row"),
 }
 

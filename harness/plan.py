@@ -117,6 +117,30 @@ def draw_trials(space: dict, base: dict, trials: int, seed: int, variant: str) -
     return out
 
 
+# keys of a perturbation's configuration that cannot change its verdicts: its own (disabled)
+# robustness block, the steps it does not run, what only this sweep's saturation check reads
+_INERT = (("robustness",), ("validation",), ("throughput",), ("tuning", "saturation_delta"))
+
+
+def _verdict_inputs(cfg: dict) -> dict:
+    """``cfg`` without the :data:`_INERT` keys and the variants no study, generation or report names."""
+    import copy
+
+    cfg = copy.deepcopy(cfg)
+    for path in _INERT:
+        node = cfg
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(path[-1], None)
+    used = {v for spec in (cfg.get("studies") or {}).values() for v in spec.get("variants", [])}
+    used |= set((cfg.get("generation") or {}).get("variants", []) or [])
+    report = cfg.get("report") or {}
+    used |= {report.get(k) for k in ("baseline", "method", "method_tuple") if report.get(k)}
+    cfg["variants"] = {v: spec for v, spec in (cfg.get("variants") or {}).items() if v in used}
+    return cfg
+
+
 def param_args(params: dict) -> list[str]:
     """``--param key=value`` pairs; values as JSON, which the harness parses with yaml.safe_load:
     strings stay strings ("off", "median"), booleans and null keep their type."""
@@ -558,7 +582,9 @@ class Plan:
         targets += [self.out(f"results/tables/{t}.{ext}") for t in tables for ext in ("csv", "md", "tex")]
         targets += [self.out(f"figures/{f}.{ext}") for f in figures for ext in ("pdf", "png")]
         if self.tuning_enabled:
-            targets += [self.out("results/tuning.csv"), self.out("results/tables/tuning.md")]
+            targets += [self.out(p) for p in ("results/tuning.csv", "results/tables/tuning.md",
+                                              "results/tuning_saturation.csv", "figures/tuning_saturation.png",
+                                              "figures/tuning_saturation.pdf")]
         if self.validation.get("enabled", True):
             targets += [self.out(p) for p in ("results/estimator_validation.csv", "figures/estimator_validation.png",
                                               "figures/estimator_validation.pdf")]
@@ -568,6 +594,27 @@ class Plan:
         if self.robustness_names():
             targets.append(self.out("results/robustness.csv"))
         return targets
+
+    # ------------------------------------------------------------------------- estimator validation
+    def validation_args(self) -> list[str]:
+        """validate-estimators options from ``validation`` (config/README.md), one argument each:
+        ``preset`` wins, the older ``quick`` flag maps onto the unit-scale presets, neither gives the
+        sweep's scale; with it the runs' own embedding dimension (training.dim) is always checked."""
+        v = self.validation
+        preset = str(v["preset"]) if v.get("preset") else ("quick" if v["quick"] else "default") if "quick" in v \
+            else "sweep"
+        args = ["--preset", preset, "--seed", str(v.get("seed", 0))]
+        if v.get("dims"):
+            args += ["--dims", *[str(int(d)) for d in v["dims"]]]
+        dim = (self.config.get("training") or {}).get("dim")
+        if preset == "sweep" and dim is not None:
+            args += ["--include-dim", str(int(dim))]
+        if v.get("modalities"):
+            args += ["--modalities", *[str(int(m)) for m in v["modalities"]]]
+        for key, flag in (("n_samples", "--n-samples"), ("draws", "--draws"), ("target", "--target")):
+            if v.get(key) is not None:
+                args += [flag, str(v[key])]
+        return args
 
     # ------------------------------------------------------------------------- robustness
     def robustness_names(self) -> list[str]:
@@ -580,6 +627,28 @@ class Plan:
 
     def robustness_claims(self) -> list[str]:
         return [f"{self.robustness_dir(n)}/results/claims.csv" for n in self.robustness_names()]
+
+    def robustness_sweeps(self) -> bool:
+        """Whether this run sweeps the perturbations (``robustness.sweep``); else the claims read the
+        perturbations' committed outputs, each checked against its current configuration."""
+        spec = self.config.get("robustness", {}) or {}
+        return bool(self.robustness_names()) and bool(spec.get("sweep", False))
+
+    def robustness_status(self, name: str) -> str:
+        """``"current"``, or why a perturbation's outputs cannot stand beside this sweep's verdicts:
+        missing, or swept with another configuration (the top-level keys that differ)."""
+        base = self.robustness_dir(name)
+        claims, snapshot = f"{base}/results/claims.csv", f"{base}/results/config.json"
+        if not (os.path.exists(claims) and os.path.exists(snapshot)):
+            return "not swept"
+        try:
+            with open(snapshot) as fh:
+                ran = json.load(fh).get("config", {})
+        except (OSError, ValueError) as exc:
+            return f"unreadable snapshot {snapshot} ({exc})"
+        want, ran = _verdict_inputs(self.robustness_config(name)), _verdict_inputs(ran)
+        differ = sorted(k for k in set(want) | set(ran) if want.get(k) != ran.get(k))
+        return "current" if not differ else f"swept with another configuration ({', '.join(differ)})"
 
     def robustness_config(self, name: str) -> dict:
         """The configuration of one perturbation's sweep: this one with the perturbation's overlay
@@ -613,9 +682,42 @@ class Plan:
         return cfg
 
     def robustness_args(self) -> str:
-        """--perturbed NAME=CLAIMS.CSV arguments of the claims rule."""
-        return shlex.join(a for n, path in zip(self.robustness_names(), self.robustness_claims())
-                          for a in ("--perturbed", f"{n}={path}"))
+        """The claims rule's arguments: ``--perturbed NAME=RESULTS_DIR`` for each perturbation swept here
+        or whose committed outputs match its configuration, ``--stale NAME=REASON`` for the others."""
+        args = []
+        for name, path in zip(self.robustness_names(), self.robustness_claims()):
+            status = "current" if self.robustness_sweeps() else self.robustness_status(name)
+            # its numbers, judged by this sweep's claims code
+            folder = os.path.dirname(path)
+            args += ["--perturbed", f"{name}={folder}"] if status == "current" else ["--stale", f"{name}={status}"]
+        return shlex.join(args)
+
+    def doubled_tuning(self) -> list[tuple[str, str]]:
+        """(name, tuning.csv) of each perturbation with more tuning trials than this sweep whose outputs
+        stand beside it: the saturation check's longer searches."""
+        trials = int(self.tuning.get("trials", 4))
+        out = []
+        for name in self.robustness_names():
+            more = int((self.robustness_config(name).get("tuning") or {}).get("trials", trials))
+            current = self.robustness_sweeps() or self.robustness_status(name) == "current"
+            if more > trials and current:
+                out.append((name, f"{self.robustness_dir(name)}/results/tuning.csv"))
+        return out
+
+    def robustness_fingerprint(self) -> str:
+        """sha256 of the perturbations' result files read without being inputs: a changed file reruns
+        the claims rule (params trigger)."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for path in self.robustness_claims():
+            folder = os.path.dirname(path)
+            for part in [path] + [f"{folder}/{f}" for f in ("config.json", "summary.csv", "history.csv",
+                                                            "generation.csv", "tuning.csv")]:
+                if os.path.exists(part):
+                    with open(part, "rb") as fh:
+                        digest.update(part.encode() + b"\0" + hashlib.sha256(fh.read()).digest())
+        return digest.hexdigest()
 
     def paper_reference(self) -> list[str]:
         path = self.config.get("paper_reference", os.path.join("config", "paper_reference.csv"))

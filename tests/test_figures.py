@@ -30,7 +30,7 @@ def summary(n_eval: int | None = 250) -> pd.DataFrame:
                 row = {"dataset": "syn", "variant": variant, "label": variant, "objective": variant, "M": m,
                        "seed": seed, keys.ZETA: zeta + 0.002 * rng.normal(), keys.CHI: 0.1 * m,
                        keys.HOLDER_MEDIAN: 0.01 * m, keys.GAP: 0.1, keys.R1_MEAN: 40 - 5 * m + rng.normal(),
-                       keys.ALIGNMENT: 0.5, keys.UNIFORMITY: -2.0,
+                       keys.ALIGNMENT: 0.5, keys.UNIFORMITY: -2.0, keys.EFFECTIVE_RANK: 20.0, keys.WITHIN_COSINE: 0.1,
                        keys.HOLDER_FIXED_EXCESS: 0.001 * m * (variant == "infonce") + 0.0005 * seed}
                 if n_eval is not None:
                     row[keys.N_EVAL] = n_eval

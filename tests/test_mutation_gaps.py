@@ -149,9 +149,25 @@ def test_gap_reports_every_documented_key():
     out = gap.modality_gap(Z_GAP, anchor=1)
     pair = ["centroid_distance", "mean_paired_distance", "relative_gap", "true_pair_cosine", "alignment"]
     expected = {f"{k}_{t}" for k in pair for t in ("pairs", "anchor")}
-    expected |= {"linear_separability", "separability_chance", "uniformity_mean", "effective_rank_mean"}
-    expected |= {f"{k}_m{m}" for k in ("uniformity", "effective_rank") for m in range(3)}
+    expected |= {"linear_separability", "separability_chance", "uniformity_mean", "effective_rank_mean",
+                 "within_cosine_mean"}
+    expected |= {f"{k}_m{m}" for k in ("uniformity", "effective_rank", "within_cosine") for m in range(3)}
     assert set(out) == expected
+
+
+def test_within_cosine_is_the_mean_off_diagonal_cosine():
+    gen = torch.Generator().manual_seed(3)
+    z = torch.randn(37, 5, generator=gen, dtype=F64) * torch.linspace(0.5, 3.0, 37, dtype=F64)[:, None]
+    unit = F.normalize(z, dim=-1)
+    naive = sum(float(unit[i] @ unit[j]) for i in range(37) for j in range(37) if i != j) / (37 * 36)
+    assert gap.within_cosine(z) == pytest.approx(naive, abs=1e-12)  # rows are normalised first
+    assert gap.within_cosine(torch.ones(8, 4, dtype=F64)) == pytest.approx(1.0)  # full collapse
+    pm = torch.cat([torch.eye(3, dtype=F64), -torch.eye(3, dtype=F64)])  # +-e_k: mean cosine -1/5
+    assert gap.within_cosine(pm) == pytest.approx(-1 / 5)
+    out = gap.modality_gap([z, torch.randn(37, 5, generator=gen, dtype=F64)])
+    assert out["within_cosine_mean"] == pytest.approx((out["within_cosine_m0"] + out["within_cosine_m1"]) / 2)
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        gap.within_cosine(z[:1])
 
 
 def test_gap_unpaired_modalities_give_nan_pair_metrics_and_finite_centroid_metrics():

@@ -55,6 +55,7 @@ def frame(effect: float = 1.0, noise: float = 0.01, seed: int = 0) -> pd.DataFra
                     keys.PROXY_BOUND: 2.0 + noise * rng.normal(), keys.CS_PAIRWISE: 0.1,
                     keys.GAP: 0.6 - effect * (0.3 if u else 0.0) + noise * rng.normal(), keys.GAP_REL: 0.5,
                     keys.ALIGNMENT: 0.5 + noise * rng.normal(), keys.UNIFORMITY: -2 + noise * rng.normal(),
+                    keys.EFFECTIVE_RANK: 20.0 + m, keys.WITHIN_COSINE: 0.1,
                     keys.R1_MEAN: 50 + effect * (5 if u else 0) + 100 * noise * rng.normal(),
                     keys.R1_MEAN_SE: 100 * noise / 10, keys.R5_MEAN: 70.0, keys.R10_MEAN: 80.0, keys.MEDR_MEAN: 2.0,
                     keys.R1_A2O: 50.0, keys.R1_O2A: 49.0,
@@ -351,7 +352,7 @@ def test_tables_written_with_reference_section(tmp_path):
     files = tables.write_tables(frame(), generation(), CFG, ref, tmp_path)
     names = {Path(f).stem for f in files}
     assert names == set(TABLES) == {"table1_retrieval", "table2_ablation", "table3_generation", "table5_sensitivity",
-                                    "table_conflicts", "table_divergence_gap", "paper_reference"}
+                                    "table_conflicts", "table_divergence_gap", "table_collapse", "paper_reference"}
     for name in names:
         for ext in ("csv", "md", "tex"):
             assert (tmp_path / f"{name}.{ext}").stat().st_size > 0, (name, ext)

@@ -21,9 +21,9 @@ PERTURBATIONS = {"steps_x2": {"training": {"steps": 32}}, "splits": {"split_seed
                  "anchor_1": {"variants": {"unialign": {"params": {"anchor": 1}}}}}
 
 
-def _config(enabled: bool = True) -> dict:
+def _config(enabled: bool = True, sweep: bool = True) -> dict:
     config = _merged_config()
-    config["robustness"] = {"enabled": enabled, "perturbations": copy.deepcopy(PERTURBATIONS)}
+    config["robustness"] = {"enabled": enabled, "sweep": sweep, "perturbations": copy.deepcopy(PERTURBATIONS)}
     return config
 
 
@@ -57,7 +57,11 @@ def test_disabled_robustness_adds_no_job_and_no_argument():
     assert not any("robustness" in t for t in plan.final_targets([], []))
     on = Plan(_config(), str(ROOT))
     assert on.out("results/robustness.csv") in on.final_targets([], [])
-    assert on.robustness_args().split()[:2] == ["--perturbed", "anchor_1=work/tiny/robustness/anchor_1/results/claims.csv"]
+    assert on.robustness_args().split()[:2] == ["--perturbed", "anchor_1=work/tiny/robustness/anchor_1/results"]
+    # without robustness.sweep a perturbation never swept is named, not read
+    unswept = Plan(_config(sweep=False), str(ROOT))
+    assert not unswept.robustness_sweeps()
+    assert unswept.robustness_args().split("--stale")[1].strip().startswith("'anchor_1=not swept'")
 
 
 def _tables():
@@ -72,7 +76,9 @@ def _tables():
 def test_robustness_table_marks_a_verdict_that_moves():
     table, perturbed = _tables()
     rob = claims.robustness(table, perturbed).set_index("id")
-    assert list(rob.columns) == ["claim", "dataset", "verdict", "same", "flipped", "robust"]
+    assert list(rob.columns) == ["claim", "dataset", "verdict", "estimate", "ci_low", "ci_high", "same",
+                                 "same_estimate", "same_shift", "flipped", "flipped_estimate", "flipped_shift",
+                                 "robust"]
     assert rob.loc["5", "verdict"] == "supported" and rob.loc["5", "flipped"] == "inconclusive"
     assert not rob.loc["5", "robust"] and rob.drop(index="5")["robust"].all()
     # a perturbed sweep that lacks a row shows "–" and the row is not robust
@@ -115,11 +121,12 @@ def test_claims_cli_reads_the_perturbed_tables(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "harness", "claims", "--config", str(cfg), "--summary",
                           str(tmp_path / "summary.csv"), "--out-md", str(out / "c.md"), "--out-csv",
                           str(out / "c.csv"), "--perturbed", "nameonly"], capture_output=True, text=True, cwd=ROOT)
-    assert bad.returncode == 2 and "--perturbed takes NAME=CLAIMS.CSV, got 'nameonly'" in bad.stderr
+    assert bad.returncode == 2 and "--perturbed takes NAME=RESULTS_DIR or NAME=CLAIMS.CSV, got 'nameonly'" in bad.stderr
 
 
 def test_workflow_plans_one_nested_sweep_per_perturbation(tmp_path):
-    extra = overlay(tmp_path, "robust", {"robustness": {"enabled": True, "perturbations": PERTURBATIONS}})
+    extra = overlay(tmp_path, "robust", {"robustness": {"enabled": True, "sweep": True,
+                                                        "perturbations": PERTURBATIONS}})
     proc = snakemake("-n", "--cores", "2", "--configfile", str(ROOT / "config" / "tiny.yaml"), str(extra),
                      cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -146,5 +153,83 @@ def test_every_perturbation_of_the_default_config_is_a_valid_sweep():
 
 def test_a_dry_run_needs_no_core_count(tmp_path):
     proc = snakemake("-n", "--configfile", str(ROOT / "config" / "tiny.yaml"),
-                     str(overlay(tmp_path, "robust", {"robustness": {"enabled": True}})), cwd=tmp_path)
+                     str(overlay(tmp_path, "robust", {"robustness": {"enabled": True, "sweep": True}})), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_without_sweep_the_default_run_plans_no_nested_sweep(tmp_path):
+    extra = overlay(tmp_path, "robust", {"robustness": {"enabled": True, "sweep": False,
+                                                        "perturbations": PERTURBATIONS}})
+    proc = snakemake("-n", "--cores", "2", "--configfile", str(ROOT / "config" / "tiny.yaml"), str(extra),
+                     cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stats = proc.stdout + proc.stderr
+    assert "robustness_sweep" not in stats and "claims" in stats
+
+
+def _swept(tmp_path, plan: Plan, name: str, cfg: dict | None = None) -> None:
+    """Write what a perturbation's nested sweep leaves: its results folder, judged from the fixture."""
+    import json
+
+    from harness.report.aggregate import to_csv_text
+
+    folder = tmp_path / plan.robustness_dir(name) / "results"
+    folder.mkdir(parents=True, exist_ok=True)
+    snapshot = copy.deepcopy(cfg if cfg is not None else plan.robustness_config(name))
+    (folder / "config.json").write_text(json.dumps({**_cfg(), "config": {**_cfg()["config"], **snapshot}}))
+    _summary().to_csv(folder / "summary.csv", index=False)
+    _history().to_csv(folder / "history.csv", index=False)
+    _generation().to_csv(folder / "generation.csv", index=False)
+    (folder / "claims.csv").write_text(to_csv_text(claims.judge(_summary(), _history(), _generation(), _cfg())))
+
+
+def test_committed_perturbation_outputs_are_read_only_under_their_configuration(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    plan = Plan(_config(sweep=False), str(ROOT))
+    assert plan.robustness_status("steps_x2") == "not swept"
+    _swept(tmp_path, plan, "steps_x2")
+    assert plan.robustness_status("steps_x2") == "current"
+    # what cannot change a verdict does not make it stale: a saturation delta, an unused variant
+    other = _config(sweep=False)
+    other["tuning"]["saturation_delta"] = 3.0
+    other["variants"]["never_run"] = {"objective": "infonce"}
+    assert Plan(other, str(ROOT)).robustness_status("steps_x2") == "current"
+    # a changed training budget does, and the argument names it
+    changed = _config(sweep=False)
+    changed["training"]["lr"] = 0.5
+    status = Plan(changed, str(ROOT)).robustness_status("steps_x2")
+    assert status == "swept with another configuration (training)"
+    args = Plan(changed, str(ROOT)).robustness_args()
+    assert "--stale 'steps_x2=swept with another configuration (training)'" in args
+    assert "--perturbed" not in args  # nothing else swept either
+    before = plan.robustness_fingerprint()
+    (tmp_path / plan.robustness_dir("steps_x2") / "results" / "summary.csv").write_text("x\n1\n")
+    assert plan.robustness_fingerprint() != before  # a changed committed output reruns the claims rule
+
+
+def test_a_perturbation_is_judged_by_this_code_from_its_numbers(tmp_path):
+    plan = Plan(_config(), str(ROOT))
+    _swept(tmp_path, plan, "steps_x2", cfg={})
+    folder = tmp_path / plan.robustness_dir("steps_x2") / "results"
+    again = claims.judge_results(folder, 0.95)
+    stored = pd.read_csv(folder / "claims.csv")
+    assert list(again["verdict"]) == list(stored["verdict"])
+    with pytest.raises(ValueError, match="no config.json"):
+        claims.judge_results(tmp_path, 0.95)
+
+
+def test_shift_is_the_move_in_half_intervals():
+    table, _ = _tables()
+    moved = table.copy()
+    i = moved.index[(moved["id"] == "5") & (moved["role"] == "primary")][0]
+    row = table.loc[i]
+    half = (row["ci_high"] - row["ci_low"]) / 2
+    moved.loc[i, "estimate"] = row["estimate"] + 0.75 * half
+    rob = claims.robustness(table, {"moved": moved}).set_index("id")
+    assert rob.loc["5", "moved_shift"] == pytest.approx(0.75)
+    assert rob.drop(index="5")["moved_shift"].abs().max() == pytest.approx(0.0)
+    (line,) = claims.shift_summary(rob.reset_index(), ["moved"])
+    assert "moves 1 of" in line and "5 " in line and "(+0.75)" in line
+    text = claims.render_markdown(table, 0.95, {"moved": moved}, stale={"other": "not swept"})
+    assert "Declared perturbations not read (their verdicts are not part of `robust`): other: not swept" in text
+    assert "| supported (+0.75) |" in text

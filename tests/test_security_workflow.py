@@ -14,7 +14,9 @@ from tests.test_workflow import ROOT, SCHEMA, TINY, overlay, snakemake
 
 RULES = sorted((ROOT / "workflow" / "rules").glob("*.smk"))
 # params built already quoted (shlex.join / shlex.quote in Python) or numbers: a second quote would break them
-PREQUOTED = {"params.cmd", "params.reference", "params.projection", "params.samples", "params.perturbed", "threads"}
+# built with shlex.quote / shlex.join in the rule
+PREQUOTED = {"params.cmd", "params.reference", "params.projection", "params.samples", "params.perturbed",
+             "params.saturation", "params.validation", "params.doubled", "threads"}
 
 
 def _merged_config() -> dict:

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(shutil.which("snakemake") is None and not (Path(
                                 reason="snakemake is not installed")
 
 TABLES = ["table1_retrieval", "table2_ablation", "table3_generation", "table5_sensitivity", "table_conflicts",
-          "table_divergence_gap", "paper_reference"]
+          "table_divergence_gap", "table_collapse", "paper_reference"]
 FIGURES = ["conflicts_vs_m", "divergence_gap_vs_m", "retrieval_vs_m", "alignment_uniformity", "projection_pca",
            "generated_samples", "proxy_vs_divergence", "advantage_vs_m",
            "estimator_validation"]  # the last by validate-estimators

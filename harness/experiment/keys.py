@@ -106,6 +106,8 @@ GAP = "gap/centroid_distance_pairs"
 GAP_REL = "gap/relative_gap_pairs"
 ALIGNMENT = "gap/alignment_pairs"
 UNIFORMITY = "gap/uniformity_mean"
+EFFECTIVE_RANK = "gap/effective_rank_mean"
+WITHIN_COSINE = "gap/within_cosine_mean"
 
 # ----------------------------------------------------------------------------- history (training)
 EPOCH = "epoch"
@@ -149,6 +151,10 @@ METRICS: dict[str, dict[str, str | None]] = {
     "gap_rel": {"col": GAP_REL, "label": "relative gap", "se": None},
     "alignment": {"col": ALIGNMENT, "label": "alignment |z_m - z_n|^2 (Wang & Isola)", "se": None},
     "uniformity": {"col": UNIFORMITY, "label": "uniformity log E exp(-2|z_i - z_j|^2)", "se": None},
+    "effective_rank": {"col": EFFECTIVE_RANK, "label": "effective rank of one modality's embeddings, mean over modalities",
+                       "se": None},
+    "within_cosine": {"col": WITHIN_COSINE, "label": "mean cosine between distinct embeddings of one modality",
+                      "se": None},
 }
 
 #: short name -> history.csv column

@@ -53,6 +53,7 @@ __all__ = [
     "relative_gap",
     "true_pair_cosine",
     "uniformity",
+    "within_cosine",
 ]
 
 
@@ -189,6 +190,16 @@ def effective_rank(z: Tensor, normalize: bool = True, center: bool = False) -> f
     return float(torch.exp(-(p * p.log()).sum()))
 
 
+def within_cosine(z: Tensor) -> float:
+    """Mean cosine between distinct embeddings of one modality: 1 when every row collapsed onto one
+    direction, about 0 for a uniform spread. ``(|sum_i x_i|^2 - sum_i |x_i|^2) / (B (B - 1))`` on the
+    unit-normalised rows (a cosine always normalises): linear in B, no B x B matrix."""
+    x = _prepare_one(z, True).double()  # checks B >= 2
+    n = x.shape[0]
+    total = x.sum(0)
+    return float((total @ total - (x * x).sum()) / (n * (n - 1)))
+
+
 def modality_gap(
     zs: Sequence[Tensor] | Tensor,
     anchor: int = 0,
@@ -202,7 +213,8 @@ def modality_gap(
     Keys: ``centroid_distance_pairs, centroid_distance_anchor, mean_paired_distance_pairs,
     mean_paired_distance_anchor, relative_gap_pairs, relative_gap_anchor, linear_separability,
     separability_chance, true_pair_cosine_pairs, true_pair_cosine_anchor, alignment_pairs,
-    alignment_anchor, uniformity_m{m}, uniformity_mean, effective_rank_m{m}, effective_rank_mean``.
+    alignment_anchor, uniformity_m{m}, uniformity_mean, effective_rank_m{m}, effective_rank_mean,
+    within_cosine_m{m}, within_cosine_mean``.
     Paired metrics are NaN when sample counts differ.
     """
     z = _prepare(zs, normalize)
@@ -225,9 +237,12 @@ def modality_gap(
     out["separability_chance"] = 1.0 / n_mod
     unif = [uniformity(x, normalize=False, block=block) for x in z]
     ranks = [effective_rank(x, normalize=False) for x in z]
+    within = [within_cosine(x) for x in z]
     for m in range(n_mod):
         out[f"uniformity_m{m}"] = unif[m]
         out[f"effective_rank_m{m}"] = ranks[m]
+        out[f"within_cosine_m{m}"] = within[m]
     out["uniformity_mean"] = float(np.mean(unif))
     out["effective_rank_mean"] = float(np.mean(ranks))
+    out["within_cosine_mean"] = float(np.mean(within))
     return out

@@ -22,6 +22,7 @@ TABLES = [
     "table5_sensitivity",
     "table_conflicts",
     "table_divergence_gap",
+    "table_collapse",
     "paper_reference",
 ]
 #: figures/{name}.{pdf,png}

@@ -49,6 +49,7 @@ from __future__ import annotations
 import math
 import sys
 from argparse import ArgumentTypeError
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -90,11 +91,11 @@ COLUMNS = ["claim", "id", "role", "statement", "dataset", "comparison", "measure
            "effect", "effect_unit", "power", "mde", "p_tost", "p_tost_holm", "verdict", "note"]
 #: the power at which the minimal detectable effect is reported
 MDE_POWER = 0.8
-# the KDE estimator's bias where the runs live (validate-estimators --dims 8 32 64 --draws 5,
-# docs/limits.md): rows that read the Hölder estimate carry it
-ESTIMATOR_NOTE = ("KDE estimator not calibrated at the embedding dimension (d = 64: fixed bandwidth ~21x the "
-                  "true divergence, median rule ~0.02x; docs/limits.md): a comparison at one ruler, not a "
-                  "divergence in nats")
+# rows that read the Hölder estimate carry the estimator's calibration where the runs live: measured
+# by validate-estimators (--estimator-validation; harness.instruments.validation.calibration), else this
+ESTIMATOR_NOTE = ("KDE estimator not validated at the embedding dimension in this sweep (validate-estimators, "
+                  "docs/limits.md): a comparison at one ruler, not a divergence in nats")
+
 
 verdict = st.verdict
 overall = st.overall
@@ -184,7 +185,10 @@ def _run_correlations(history: pd.DataFrame, hcol: str, pcol: str, changes: bool
 
 
 def judge(summary: pd.DataFrame, history: pd.DataFrame, generation: pd.DataFrame, cfg: dict,
-          confidence: float = 0.95) -> pd.DataFrame:
+          confidence: float = 0.95, estimator_notes: dict[str, str] | None = None) -> pd.DataFrame:
+    """The claims table; ``estimator_notes``: the calibration sentence of the fixed-bandwidth
+    (claim 3) and median-rule (claim 7) estimator, keys ``fixed`` and ``median``."""
+    notes = {"fixed": ESTIMATOR_NOTE, "median": ESTIMATOR_NOTE, **(estimator_notes or {})}
     report = cfg.get("config", {}).get("report", {}) or {}
     baseline = report.get("baseline", "infonce")
     method = report.get("method", "unialign")
@@ -246,7 +250,7 @@ def judge(summary: pd.DataFrame, history: pd.DataFrame, generation: pd.DataFrame
                 note = ""
                 if name == "holder_excess":
                     note = "; ".join(x for x in (_null_note(sub, (variant, baseline)),
-                                                 "clipped at 0 (the null) before differencing", ESTIMATOR_NOTE) if x)
+                                                 "clipped at 0 (the null) before differencing", notes["fixed"]) if x)
                 elif name == "grad_cos":
                     note = "sanity check, not evidence: UniAlign decouples its own terms by construction"
                 elif name == "holder":
@@ -299,7 +303,7 @@ def judge(summary: pd.DataFrame, history: pd.DataFrame, generation: pd.DataFrame
                     res["n_cells"] = len(rs)
                     what = "changes between consecutive evaluations" if changes else "levels (confounded by training time)"
                     note = (f"{len(rs)} runs with >= {MIN_EVAL_POINTS} evaluation points (most in any run: {most}); "
-                            + ESTIMATOR_NOTE)
+                            + notes["median"])
                     rows.append(_row("7", cid, row_role, dataset, variant_label(cfg, variant),
                                      f"Pearson r of {what}", f"{hcol} ~ {pcol}", "",
                                      "mean Fisher z over units, back-transformed", +1, res, note))
@@ -396,20 +400,46 @@ def _reason(r: dict, confidence: float) -> str:
 ROBUST_KEY = ["claim", "id", "dataset"]
 
 
+#: a perturbation may move a primary estimate by at most this fraction of its interval's half-width
+SHIFT_LIMIT = 0.5
+
+
 def robustness(table: pd.DataFrame, perturbed: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Per primary row of ``table`` (claim, id, dataset): its verdict, its verdict in each perturbed
-    sweep's claims table (``–`` where that sweep has no such row) and ``robust`` (every one agrees)."""
-    cols = ROBUST_KEY + ["verdict", *perturbed, "robust"]
+    """Per primary row of ``table`` (claim, id, dataset): its verdict and estimate; per perturbed sweep
+    its verdict there (``–`` where that sweep has no such row), its estimate there and the shift
+    ``(perturbed - main) / half-width of the main interval``; ``robust``: every verdict agrees."""
+    per = [c for n in perturbed for c in (n, f"{n}_estimate", f"{n}_shift")]
+    cols = ROBUST_KEY + ["verdict", "estimate", "ci_low", "ci_high", *per, "robust"]
     if table.empty:
         return pd.DataFrame(columns=cols)
-    out = table[table["role"] == "primary"][ROBUST_KEY + ["verdict"]].copy()
+    out = table[table["role"] == "primary"][ROBUST_KEY + ["verdict", "estimate", "ci_low", "ci_high"]].copy()
+    half = (out["ci_high"].astype(float) - out["ci_low"].astype(float)) / 2
     for name, other in perturbed.items():
         prim = other[other["role"] == "primary"] if not other.empty else other
-        got = {tuple(map(str, k)): v for *k, v in prim[ROBUST_KEY + ["verdict"]].itertuples(index=False)} \
-            if not prim.empty else {}
-        out[name] = [got.get(tuple(map(str, k)), "–") for k in out[ROBUST_KEY].itertuples(index=False)]
+        got = {tuple(map(str, k)): (v, e) for *k, v, e in prim[ROBUST_KEY + ["verdict", "estimate"]]
+               .itertuples(index=False)} if not prim.empty else {}
+        found = [got.get(tuple(map(str, k)), ("–", math.nan)) for k in out[ROBUST_KEY].itertuples(index=False)]
+        out[name] = [v for v, _ in found]
+        out[f"{name}_estimate"] = [float(e) for _, e in found]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[f"{name}_shift"] = (out[f"{name}_estimate"] - out["estimate"].astype(float)) / half.where(half > 0)
     out["robust"] = [all(r[n] == r["verdict"] for n in perturbed) for r in out.to_dict("records")]
     return out[cols].reset_index(drop=True)
+
+
+def shift_summary(rows: pd.DataFrame, names: list[str]) -> list[str]:
+    """One sentence per perturbation: how many primary estimates it moves by more than
+    :data:`SHIFT_LIMIT` of their interval's half-width, and which."""
+    lines = []
+    for name in names:
+        shifts = rows[f"{name}_shift"].astype(float)
+        known = shifts[np.isfinite(shifts)]
+        far = rows[np.isfinite(shifts) & (shifts.abs() > SHIFT_LIMIT)]
+        which = ", ".join(f"{r['id']} {r['dataset']} ({r[f'{name}_shift']:+.2g})" for r in far.to_dict("records"))
+        lines.append(f"- {name}: moves {len(far)} of {len(known)} primary estimates by more than {SHIFT_LIMIT:g} "
+                     f"of their half-interval" + (f": {which}" if which else "")
+                     + (f" (largest |shift| {known.abs().max():.2g})" if len(known) else ""))
+    return lines
 
 
 def robust_overall(table: pd.DataFrame, perturbed: dict[str, pd.DataFrame]) -> dict[str, dict[str, str]]:
@@ -465,11 +495,14 @@ DESIGN = (
 
 
 def render_markdown(table: pd.DataFrame, confidence: float = 0.95,
-                    perturbed: dict[str, pd.DataFrame] | None = None) -> str:
+                    perturbed: dict[str, pd.DataFrame] | None = None, stale: dict[str, str] | None = None,
+                    saturation: pd.DataFrame | None = None) -> str:
     """claims.md; with ``perturbed`` (name -> that sweep's claims table) the overall table shows the
     verdict under each perturbation and whether all agree, and a robustness section lists each
-    primary row's verdicts."""
+    primary row's verdicts and shifts; ``stale`` (name -> why) names the declared perturbations not
+    read; ``saturation`` (harness.report.tuning) adds the tuning saturation section."""
     perturbed = perturbed or {}
+    stale = stale or {}
     pct = f"{int(round(confidence * 100))}%"
     written = ("Written by `python -m harness claims` (harness/report/claims.py) from results/summary.csv, "
                "results/history.csv and results/generation.csv; nothing here is edited by hand.")
@@ -492,16 +525,39 @@ def render_markdown(table: pd.DataFrame, confidence: float = 0.95,
             others = [across[claim][n] for n in names]
             extra = "".join(f" {o} |" for o in others) + (" yes |" if all(o == main for o in others) else " **no** |")
         lines.append(f"| {claim} | {statement} | **{main}** | {counts} |" + extra)
+    if stale:
+        lines += ["", "Declared perturbations not read (their verdicts are not part of `robust`): "
+                  + "; ".join(f"{n}: {why}" for n, why in stale.items())
+                  + ". Sweep them with `snakemake --cores all --configfile config/robustness.yaml`."]
     if names:
+        rob = robustness(table, perturbed)
         lines += ["", "## Robustness: each primary row under each perturbation", "",
                   "Each perturbation is its own sweep of the baseline and the method (config `robustness.perturbations`, "
                   "an overlay on this configuration; outputs under robustness/<name>/). A verdict is robust only when "
-                  "every perturbation gives the same one.", "",
-                  "| claim | id | dataset | verdict |" + "".join(f" {n} |" for n in names) + " robust |",
-                  "|---|---|---|---|" + "---|" * (len(names) + 1)]
-        for r in robustness(table, perturbed).to_dict("records"):
-            lines.append(f"| {r['claim']} | {r['id']} | {r['dataset']} | {r['verdict']} |"
-                         + "".join(f" {r[n]} |" for n in names) + (" yes |" if r["robust"] else " **no** |"))
+                  "every perturbation gives the same one. Beside each verdict: the shift of the row's estimate, "
+                  "(perturbed − main) / half-width of the main interval.", "",
+                  *shift_summary(rob, names), "",
+                  "| claim | id | dataset | verdict | estimate [CI] |" + "".join(f" {n} (shift) |" for n in names)
+                  + " robust |",
+                  "|---|---|---|---|---|" + "---|" * (len(names) + 1)]
+        for r in rob.to_dict("records"):
+            cells = "".join(f" {r[n]} ({r[f'{n}_shift']:+.2f}) |" if math.isfinite(r[f"{n}_shift"])
+                            else f" {r[n]} |" for n in names)
+            lines.append(f"| {r['claim']} | {r['id']} | {r['dataset']} | {r['verdict']} | "
+                         f"{_num(r['estimate'])} [{_num(r['ci_low'])}, {_num(r['ci_high'])}] |"
+                         + cells + (" yes |" if r["robust"] else " **no** |"))
+    if saturation is not None and not saturation.empty:
+        lines += ["", "## Tuning saturation", "",
+                  "Best validation score so far per trial (results/tuning_saturation.csv, figures/tuning_saturation.png): "
+                  "a cell is saturated when the search with twice the trials (whose first trials are this sweep's) "
+                  f"gains at most {float(saturation['delta'].iloc[0]):g} ({saturation['metric'].iloc[0]}, tuning.saturation_delta).",
+                  "", "| dataset | variant | searched | trials | best so far | selected | with 2x trials | gain | saturated |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in saturation.to_dict("records"):
+            sat = str(r["saturated"])
+            lines.append(f"| {r['dataset']} | {r['variant']} | {r['searched'] or '–'} | {r['trials']} | "
+                         f"{r['best_so_far']} | {_num(r['best'])} | {_num(r['best_doubled'])} | {_num(r['gain'])} | "
+                         + ("yes" if sat == "True" else "**no**" if sat == "False" else sat) + " |")
     challengers = table[table["role"] == "challenger"] if not table.empty else table
     for subject in dict.fromkeys(_subject(c) for c in challengers.get("comparison", [])):
         mine = challengers[[_subject(c) == subject for c in challengers["comparison"]]]
@@ -538,6 +594,35 @@ def render_markdown(table: pd.DataFrame, confidence: float = 0.95,
     return "\n".join(lines) + "\n"
 
 
+def judge_results(folder: str | Path, confidence: float) -> pd.DataFrame:
+    """The claims table of another sweep judged by this code from its results folder (config.json,
+    summary.csv, history.csv, generation.csv), so that a perturbation's verdicts follow the same rule
+    as the main ones even when only its numbers were committed."""
+    folder = Path(folder)
+    for name in ("config.json", "summary.csv"):
+        if not (folder / name).exists():
+            raise ValueError(f"{folder}: no {name}")
+    return judge(read_csv_or_empty(folder / "summary.csv"), read_csv_or_empty(folder / "history.csv"),
+                 read_csv_or_empty(folder / "generation.csv"), load_config(folder / "config.json"), confidence)
+
+
+def _with_tuning_notes(table: pd.DataFrame, saturation: pd.DataFrame, cfg: dict) -> pd.DataFrame:
+    """Retrieval rows (claim 5) whose compared variants' tuning is not saturated say so."""
+    from harness.report import tuning
+
+    if table.empty:
+        return table
+    report = cfg.get("config", {}).get("report", {}) or {}
+    pair = (report.get("method", "unialign"), report.get("baseline", "infonce"))
+    table = table.copy()
+    for i in table.index[(table["claim"].astype(str) == "5") & (table["role"] == "primary")]:
+        extra = tuning.note(saturation, table.at[i, "dataset"], pair)
+        if extra:
+            old = table.at[i, "note"] if isinstance(table.at[i, "note"], str) else ""
+            table.at[i, "note"] = "; ".join(x for x in (old, extra) if x)
+    return table
+
+
 def add_arguments(p) -> None:
     p.add_argument("--config", default=None, help="results/config.json")
     p.add_argument("--summary", required=True, help="results/summary.csv")
@@ -545,8 +630,13 @@ def add_arguments(p) -> None:
     p.add_argument("--generation", default=None, help="results/generation.csv")
     p.add_argument("--out-md", default="results/claims.md", help="the claims table as markdown")
     p.add_argument("--out-csv", default="results/claims.csv", help="the claims table as CSV")
-    p.add_argument("--perturbed", action="append", default=[], metavar="NAME=CLAIMS.CSV",
-                   help="the claims.csv of a robustness perturbation's sweep (repeatable)")
+    p.add_argument("--perturbed", action="append", default=[], metavar="NAME=RESULTS_DIR",
+                   help="a robustness perturbation's results folder, judged here (or its claims.csv; repeatable)")
+    p.add_argument("--stale", action="append", default=[], metavar="NAME=REASON",
+                   help="a declared perturbation whose outputs are not read, and why (repeatable)")
+    p.add_argument("--estimator-validation", default=None,
+                   help="results/estimator_validation.csv: the calibration the Hölder rows (claims 3, 7) quote")
+    p.add_argument("--saturation", default=None, help="results/tuning_saturation.csv (harness tuning-saturation)")
     p.add_argument("--out-robustness", default=None, help="results/robustness.csv (with --perturbed)")
     p.add_argument("--confidence", type=_confidence, default=None,
                    help="interval level, strictly between 0 and 1; when absent, the config's "
@@ -580,9 +670,21 @@ def main(args) -> int:
         if not _is_confidence(confidence):
             print(f"error: config report.confidence {CONFIDENCE_RULE}, got {confidence!r}", file=sys.stderr)
             return 1
+    notes = {}
+    if args.estimator_validation:
+        from harness.instruments.validation import calibration
+
+        dim = int((cfg.get("config", {}).get("training", {}) or {}).get("dim", 0) or 0)
+        for rule in ("fixed", "median"):
+            found = calibration(args.estimator_validation, dim, rule) if dim else None
+            if found is None:
+                print(f"error: --estimator-validation: {args.estimator_validation} holds no resubstitution rows "
+                      f"for the {rule} bandwidth (training.dim = {dim})", file=sys.stderr)
+                return 1
+            notes[rule] = found["note"].rstrip(".")
     try:
         table = judge(read_csv_or_empty(args.summary), read_csv_or_empty(args.history),
-                      read_csv_or_empty(args.generation), cfg, confidence)
+                      read_csv_or_empty(args.generation), cfg, confidence, notes)
     except keys.MissingColumnError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -590,14 +692,32 @@ def main(args) -> int:
     for item in args.perturbed:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
-            print(f"error: --perturbed takes NAME=CLAIMS.CSV, got {item!r}", file=sys.stderr)
+            print(f"error: --perturbed takes NAME=RESULTS_DIR or NAME=CLAIMS.CSV, got {item!r}", file=sys.stderr)
             return 2
-        perturbed[name] = read_csv_or_empty(path)
+        try:
+            perturbed[name] = judge_results(path, confidence) if Path(path).is_dir() else read_csv_or_empty(path)
+        except (OSError, ValueError, keys.MissingColumnError) as exc:
+            print(f"error: --perturbed {name}: {exc}", file=sys.stderr)
+            return 1
         if perturbed[name].empty or not set(ROBUST_KEY + ["role", "verdict"]) <= set(perturbed[name].columns):
             print(f"error: --perturbed {name}: {path} holds no claims table", file=sys.stderr)
             return 1
+    stale = {}
+    for item in args.stale:
+        name, sep, why = item.partition("=")
+        if not sep or not name:
+            print(f"error: --stale takes NAME=REASON, got {item!r}", file=sys.stderr)
+            return 2
+        stale[name] = why or "not read"
+    saturation = None
+    if args.saturation:
+        saturation = read_csv_or_empty(args.saturation)
+        if saturation.empty or not {"dataset", "variant", "saturated", "gain"} <= set(saturation.columns):
+            print(f"error: --saturation: {args.saturation} holds no tuning saturation table", file=sys.stderr)
+            return 1
+        table = _with_tuning_notes(table, saturation, cfg)
     atomic_write_text(args.out_csv, to_csv_text(table))
-    atomic_write_text(args.out_md, render_markdown(table, confidence, perturbed))
+    atomic_write_text(args.out_md, render_markdown(table, confidence, perturbed, stale, saturation))
     if args.out_robustness:
         atomic_write_text(args.out_robustness, to_csv_text(robustness(table, perturbed)))
     for claim in listed_claims(table):

@@ -13,6 +13,7 @@ directly comparable with this benchmark's numbers.
 - ``table3_generation``: generation, cross-modal / upper bound / interpolation (Tables 3-4);
 - ``table5_sensitivity``: one weight or bandwidth changed at a time (Table 5; study ``sensitivity``);
 - ``table_conflicts``: zeta and chi vs M; ``table_divergence_gap``: divergence and gap vs M;
+  ``table_collapse``: effective rank and within-modality cosine vs M;
 - ``paper_reference``: the paper's reported numbers with the analogue table they correspond to.
 
 Every results table carries the test rows its numbers rest on: a ``test rows`` column in the
@@ -456,6 +457,23 @@ def table_divergence_gap(summary, cfg, reference, out_dir, confidence):
     w.write(_label(stats, cfg))
 
 
+def table_collapse(summary, cfg, reference, out_dir, confidence):
+    names = ["effective_rank", "within_cosine", "uniformity"]
+    rows = study_rows(summary, cfg, "main")
+    cols = columns_for(rows, names)
+    stats = with_test_rows(group_stats(rows, ["dataset", "variant", "M"], cols, confidence), rows)
+    w = TableWriter(out_dir, "table_collapse", "Collapse statistics of the test embeddings vs M")
+    w.note(f"Per modality, then averaged over modalities; mean ± sd over runs. Effective rank (Roy & Vetterli "
+           f"2007) of one modality's unit-normalised test embeddings: at most the embedding dimension, low when "
+           f"they span few directions (dimensional collapse). Within-modality cosine: mean cosine between two "
+           f"distinct test embeddings of one modality, 1 when they all collapsed onto one direction, about 0 "
+           f"when they spread over the sphere. Uniformity as in the divergence table.")
+    for name in names:
+        if name in cols:
+            w.section(f"{metric_label(name)} vs M", pivot_by_m(stats, cfg, name, "main"))
+    w.write(_label(stats, cfg))
+
+
 def table_reference(reference, out_dir):
     w = TableWriter(out_dir, "paper_reference", "Numbers reported by the paper and its peers")
     if reference is None or reference.empty:
@@ -488,6 +506,7 @@ def write_tables(summary: pd.DataFrame, generation: pd.DataFrame, cfg: dict, ref
         "table5_sensitivity": lambda: table5(summary, cfg, reference, out_dir, confidence),
         "table_conflicts": lambda: table_conflicts(summary, cfg, reference, out_dir, confidence),
         "table_divergence_gap": lambda: table_divergence_gap(summary, cfg, reference, out_dir, confidence),
+        "table_collapse": lambda: table_collapse(summary, cfg, reference, out_dir, confidence),
         "paper_reference": lambda: table_reference(reference, out_dir),
     }
     if list(builders) != TABLES:

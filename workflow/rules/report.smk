@@ -137,7 +137,11 @@ rule claims:
         summary=out("results/summary.csv"),
         history=out("results/history.csv"),
         generation=out("results/generation.csv"),
-        perturbed=PLAN.robustness_claims(),  # the verdicts of each robustness perturbation (robustness.smk)
+        # the verdicts of each robustness perturbation (robustness.smk): swept here with
+        # robustness.sweep, else read from the committed outputs (checked in PLAN.robustness_args)
+        perturbed=PLAN.robustness_claims() if PLAN.robustness_sweeps() else [],
+        saturation=[out("results/tuning_saturation.csv")] if PLAN.tuning_enabled else [],
+        validation=[out("results/estimator_validation.csv")] if PLAN.validation.get("enabled", True) else [],
     output:
         # results/robustness.csv only when perturbations are declared
         *([out("results/robustness.csv")] if PLAN.robustness_names() else []),
@@ -145,6 +149,14 @@ rule claims:
         csv=report(out("results/claims.csv"), caption="../report/claims.rst", category="Claims"),
     params:
         python=PYTHON,
+        # a changed committed perturbation output reruns this rule (params trigger)
+        fingerprint=PLAN.robustness_fingerprint(),
+        saturation=lambda wildcards, input: (
+            f"--saturation {shlex.quote(input.saturation[0])}" if input.saturation else ""
+        ),
+        validation=lambda wildcards, input: (
+            f"--estimator-validation {shlex.quote(input.validation[0])}" if input.validation else ""
+        ),
         perturbed=PLAN.robustness_args()
         + (
             f" --out-robustness {shlex.quote(out('results/robustness.csv'))}"
@@ -164,4 +176,4 @@ rule claims:
     shell:
         "{params.python:q} -m harness claims --config {input.config:q} --summary {input.summary:q}"
         " --history {input.history:q} --generation {input.generation:q}"
-        " --out-md {output.md:q} --out-csv {output.csv:q} {params.perturbed} > {log:q} 2>&1"
+        " --out-md {output.md:q} --out-csv {output.csv:q} {params.saturation} {params.validation} {params.perturbed} > {log:q} 2>&1"

@@ -53,3 +53,43 @@ checkpoint select_trials:
         "{params.python:q} -m workflow.scripts.select_trials --metric {params.metric:q}"
         " --cells {params.cells:q} --metrics {input.metrics:q} --out-json {output.selected:q}"
         " --out-csv {output.csv:q} --out-md {output.md:q} > {log:q} 2>&1"
+
+
+# Saturation: best validation score so far per trial; the perturbation with twice the trials
+# (robustness.perturbations) says what doubling buys (harness/report/tuning.py)
+rule tuning_saturation:
+    input:
+        tuning=out("results/tuning.csv"),
+        # swept here with robustness.sweep, else the committed outputs (checked by the plan)
+        # (the nested sweep's declared output is its claims.csv; tuning.csv lies beside it)
+        doubled=(
+            [os.path.join(os.path.dirname(path), "claims.csv") for _, path in PLAN.doubled_tuning()]
+            if PLAN.robustness_sweeps()
+            else []
+        ),
+    output:
+        csv=out("results/tuning_saturation.csv"),
+        png=report(
+            out("figures/tuning_saturation.png"),
+            caption="../report/tuning_saturation.rst",
+            category="Tuning",
+        ),
+        pdf=out("figures/tuning_saturation.pdf"),
+    params:
+        python=PYTHON,
+        fingerprint=PLAN.robustness_fingerprint(),
+        doubled=shlex.join(a for name, path in PLAN.doubled_tuning() for a in ("--doubled", f"{name}={path}")),
+        delta=float(TUNING.get("saturation_delta", 1.0)),
+    threads: 1
+    resources:
+        mem_mb=rule_resource("report", "mem_mb", 2000),
+        runtime=rule_resource("report", "runtime", 10),
+    conda:
+        "../envs/harness.yaml"
+    log:
+        out("logs/tuning_saturation.log"),
+    benchmark:
+        out("benchmarks/report/tuning_saturation.tsv")
+    shell:
+        "{params.python:q} -m harness tuning-saturation --tuning {input.tuning:q} {params.doubled}"
+        " --delta {params.delta:q} --out-csv {output.csv:q} --out-fig {output.png:q} > {log:q} 2>&1"

@@ -23,10 +23,8 @@ rule validate_estimators:
                     output.csv,
                     "--out-fig",
                     output.png,
-                    "--seed",
-                    str(VALIDATION.get("seed", 0)),
                 ]
-                + (["--quick"] if VALIDATION.get("quick", True) else [])
+                + PLAN.validation_args()
             ]
         ),
     threads: rule_resource("validate_estimators", "threads", 1)

@@ -681,6 +681,28 @@ class Plan:
         cfg["output_root"] = self.robustness_dir(name)
         return cfg
 
+    def robustness_config_text(self, name: str) -> str:
+        """``robustness/<name>/config.yaml``: the perturbation's configuration as the nested sweep reads it."""
+        import yaml
+
+        return yaml.safe_dump(self.robustness_config(name), sort_keys=False)
+
+    def refresh_robustness_configs(self) -> None:
+        """When sweeping, a perturbation config whose content is not the one in force is rewritten
+        (atomically), so that its nested sweep is older than its input and runs again: like
+        :meth:`refresh_snapshot`, a params change alone reruns nothing in a fresh clone."""
+        if not self.robustness_sweeps():
+            return
+        from harness.files import atomic_write_text
+
+        for name in self.robustness_names():
+            path = f"{self.robustness_dir(name)}/config.yaml"
+            if os.path.exists(path):
+                with open(path, encoding="utf-8") as handle:
+                    stale = handle.read() != self.robustness_config_text(name)
+                if stale:
+                    atomic_write_text(path, self.robustness_config_text(name))
+
     def robustness_args(self) -> str:
         """The claims rule's arguments: ``--perturbed NAME=RESULTS_DIR`` for each perturbation swept here
         or whose committed outputs match its configuration, ``--stale NAME=REASON`` for the others."""

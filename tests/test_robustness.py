@@ -233,3 +233,21 @@ def test_shift_is_the_move_in_half_intervals():
     text = claims.render_markdown(table, 0.95, {"moved": moved}, stale={"other": "not swept"})
     assert "Declared perturbations not read (their verdicts are not part of `robust`): other: not swept" in text
     assert "| supported (+0.75) |" in text
+
+
+def test_sweeping_rewrites_a_perturbation_config_that_is_not_in_force(tmp_path, monkeypatch):
+    """A fresh clone has no Snakemake metadata, so only a newer input reruns a nested sweep."""
+    monkeypatch.chdir(tmp_path)
+    plan = Plan(_config(sweep=True), str(ROOT))
+    path = tmp_path / plan.robustness_dir("steps_x2") / "config.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text("old: config\n")
+    untouched = tmp_path / plan.robustness_dir("anchor_1") / "config.yaml"
+    untouched.parent.mkdir(parents=True)
+    untouched.write_text(plan.robustness_config_text("anchor_1"))
+    before = untouched.stat().st_mtime_ns
+    Plan(_config(sweep=False), str(ROOT)).refresh_robustness_configs()  # not sweeping: nothing written
+    assert path.read_text() == "old: config\n"
+    plan.refresh_robustness_configs()
+    assert yaml.safe_load(path.read_text()) == plan.robustness_config("steps_x2")
+    assert untouched.stat().st_mtime_ns == before  # a config in force is left alone

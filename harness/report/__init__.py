@@ -74,6 +74,18 @@ def read_csv_checked(path: str | Path, manifest: bool = True) -> pd.DataFrame:
     return pd.read_csv(io.StringIO(text)) if text.strip() else pd.DataFrame()
 
 
+def named_values(items: list[str] | None, option: str, value: str) -> dict[str, str]:
+    """Repeated ``NAME=VALUE`` arguments as ``{name: value}``; anything else is a ValueError naming
+    the option and the item (``value`` names what follows the ``=`` in the message)."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        name, sep, text = item.partition("=")
+        if not sep or not name or not text:
+            raise ValueError(f"{option} takes NAME={value}, got {item!r}")
+        out[name] = text
+    return out
+
+
 def read_csv_or_empty(path: str | None) -> pd.DataFrame:
     """A checked CSV (:func:`read_csv_checked`); an absent or empty file gives an empty frame (optional inputs)."""
     import pandas as pd

@@ -56,7 +56,7 @@ import pandas as pd
 
 from harness.experiment import keys
 from harness.files import atomic_write_text
-from harness.report import main_study_rows, read_csv_or_empty
+from harness.report import main_study_rows, named_values, read_csv_or_empty
 from harness.report import stats as st
 from harness.report.aggregate import load_config, to_csv_text, variant_info, variant_label
 
@@ -688,12 +688,14 @@ def main(args) -> int:
     except keys.MissingColumnError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    try:
+        named = named_values(args.perturbed, "--perturbed", "RESULTS_DIR or NAME=CLAIMS.CSV")
+        stale = named_values(args.stale, "--stale", "REASON")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     perturbed = {}
-    for item in args.perturbed:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            print(f"error: --perturbed takes NAME=RESULTS_DIR or NAME=CLAIMS.CSV, got {item!r}", file=sys.stderr)
-            return 2
+    for name, path in named.items():
         try:
             perturbed[name] = judge_results(path, confidence) if Path(path).is_dir() else read_csv_or_empty(path)
         except (OSError, ValueError, keys.MissingColumnError) as exc:
@@ -702,13 +704,6 @@ def main(args) -> int:
         if perturbed[name].empty or not set(ROBUST_KEY + ["role", "verdict"]) <= set(perturbed[name].columns):
             print(f"error: --perturbed {name}: {path} holds no claims table", file=sys.stderr)
             return 1
-    stale = {}
-    for item in args.stale:
-        name, sep, why = item.partition("=")
-        if not sep or not name:
-            print(f"error: --stale takes NAME=REASON, got {item!r}", file=sys.stderr)
-            return 2
-        stale[name] = why or "not read"
     saturation = None
     if args.saturation:
         saturation = read_csv_or_empty(args.saturation)

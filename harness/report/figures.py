@@ -35,7 +35,7 @@ import pandas as pd
 
 from harness.experiment import keys
 from harness import style
-from harness.report import FIGURES, main_study_rows, read_csv_or_empty
+from harness.report import FIGURES, main_study_rows, named_values, read_csv_or_empty
 from harness.report.aggregate import load_config, t_interval, variant_label
 
 __all__ = ["FIGURES", "FigureInputError", "main"]
@@ -270,9 +270,10 @@ def alignment_uniformity(summary: pd.DataFrame, cfg: dict, out_dir: Path, source
 def parse_labelled(items: Sequence[str] | None, option: str) -> list[tuple[str, Path]]:
     out = []
     for item in items or []:
-        variant, sep, path = item.partition("=")
-        if not sep or not variant or not path:
-            raise FigureInputError(f"{option}: expected VARIANT=PATH, got {item!r}")
+        try:
+            ((variant, path),) = named_values([item], option, "PATH").items()
+        except ValueError:
+            raise FigureInputError(f"{option}: expected VARIANT=PATH, got {item!r}") from None
         out.append((variant, Path(path)))
     return out
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.files import atomic_write_text
-from harness.report import read_csv_or_empty
+from harness.report import named_values, read_csv_or_empty
 
 COLUMNS = ["dataset", "variant", "metric", "searched", "trials", "best", "best_so_far", "doubled_by",
            "trials_doubled", "best_doubled", "gain", "delta", "saturated", "prefix_matches"]
@@ -161,13 +161,12 @@ def main(args) -> int:
     if not (math.isfinite(args.delta) and args.delta >= 0):
         print(f"error: --delta must be a finite number >= 0, got {args.delta}", file=sys.stderr)
         return 2
-    doubled = {}
-    for item in args.doubled:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            print(f"error: --doubled takes NAME=TUNING.CSV, got {item!r}", file=sys.stderr)
-            return 2
-        doubled[name] = read_csv_or_empty(path)
+    try:
+        doubled = {name: read_csv_or_empty(path)
+                   for name, path in named_values(args.doubled, "--doubled", "TUNING.CSV").items()}
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         table = saturation(read_csv_or_empty(args.tuning), doubled, args.delta)
     except SaturationInputError as exc:

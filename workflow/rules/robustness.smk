@@ -2,7 +2,9 @@
 # configuration) is swept as its own workflow under robustness/<name>/, cut by the plan to what the
 # primary verdicts read (harness.plan.Plan.robustness_config); the claims rule puts its verdicts
 # beside the main ones (results/robustness.csv and a section of claims.md).
-import json
+# with robustness.sweep, a perturbation config that is not the one in force is rewritten here (also
+# in a dry run), so its nested sweep runs again: see Plan.refresh_robustness_configs
+PLAN.refresh_robustness_configs()
 
 
 rule robustness_config:
@@ -10,17 +12,15 @@ rule robustness_config:
         out("robustness/{perturbation}/config.yaml"),
     params:
         # the perturbation's whole configuration: a change to it reruns the rule (params trigger)
-        resolved=lambda wildcards: json.dumps(PLAN.robustness_config(wildcards.perturbation), sort_keys=True),
+        text=lambda wildcards: PLAN.robustness_config_text(wildcards.perturbation),
     wildcard_constraints:
         perturbation="[A-Za-z0-9_.-]+",
     log:
         out("logs/robustness/{perturbation}.config.log"),
     run:
-        import yaml
-
         from harness.files import atomic_write_text
 
-        atomic_write_text(output[0], yaml.safe_dump(json.loads(params.resolved), sort_keys=False))
+        atomic_write_text(output[0], params.text)
         atomic_write_text(log[0], f"wrote {output[0]}\n")
 
 

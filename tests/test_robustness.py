@@ -124,13 +124,18 @@ def test_claims_cli_reads_the_perturbed_tables(tmp_path):
     assert bad.returncode == 2 and "--perturbed takes NAME=RESULTS_DIR or NAME=CLAIMS.CSV, got 'nameonly'" in bad.stderr
 
 
-def test_workflow_plans_one_nested_sweep_per_perturbation(tmp_path):
-    extra = overlay(tmp_path, "robust", {"robustness": {"enabled": True, "sweep": True,
+def _dry_run(tmp_path, sweep: bool) -> str:
+    """The job stats of a dry run of the tiny sweep with PERTURBATIONS declared."""
+    extra = overlay(tmp_path, "robust", {"robustness": {"enabled": True, "sweep": sweep,
                                                         "perturbations": PERTURBATIONS}})
     proc = snakemake("-n", "--cores", "2", "--configfile", str(ROOT / "config" / "tiny.yaml"), str(extra),
                      cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    stats = proc.stdout + proc.stderr
+    return proc.stdout + proc.stderr
+
+
+def test_workflow_plans_one_nested_sweep_per_perturbation(tmp_path):
+    stats = _dry_run(tmp_path, sweep=True)
     # the default config declares four, the overlay adds one (mappings merge): five nested sweeps
     assert any(line.split()[:2] == ["robustness_sweep", "5"] for line in stats.splitlines()), stats[-3000:]
     assert any(line.split()[:2] == ["robustness_config", "5"] for line in stats.splitlines())
@@ -158,12 +163,7 @@ def test_a_dry_run_needs_no_core_count(tmp_path):
 
 
 def test_without_sweep_the_default_run_plans_no_nested_sweep(tmp_path):
-    extra = overlay(tmp_path, "robust", {"robustness": {"enabled": True, "sweep": False,
-                                                        "perturbations": PERTURBATIONS}})
-    proc = snakemake("-n", "--cores", "2", "--configfile", str(ROOT / "config" / "tiny.yaml"), str(extra),
-                     cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    stats = proc.stdout + proc.stderr
+    stats = _dry_run(tmp_path, sweep=False)
     assert "robustness_sweep" not in stats and "claims" in stats
 
 

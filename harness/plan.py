@@ -94,25 +94,40 @@ def _round(value: float) -> float:
 
 
 def draw_trials(space: dict, base: dict, trials: int, seed: int, variant: str) -> list[dict]:
-    """``trials`` parameter sets: ``base`` updated by draws from ``space``.
+    """``trials`` parameter sets: ``base`` updated by quasi-random draws from ``space``.
 
-    Deterministic: numpy's PCG64 seeded by (seed, crc32 of the variant name); a list is a uniform
-    choice, {low, high, log} a (log-)uniform draw rounded to 3 significant digits.
+    A scrambled Sobol sequence (``scipy.stats.qmc.Sobol``, one coordinate per searched parameter in
+    sorted order, seeded by (seed, crc32 of the variant name)) instead of independent draws: at equal
+    trial counts it covers a 2-D space as evenly as a 1-D one (4 trials put one point in each quarter
+    of a 1-D range and in each of 4 balanced cells of a 2-D one; quasi-random search, Bousquet et al.
+    2017). The sequence is generated in order, so the first T trials of a 2T-trial search are the
+    T-trial search (the saturation check rests on it). A list is a choice by the coordinate's
+    quantile, {low, high, log} a (log-)uniform value rounded to 3 significant digits.
     """
-    import numpy as np
+    import warnings
 
+    import numpy as np
+    from scipy.stats import qmc
+
+    keys = sorted(space)
+    if not keys or int(trials) < 1:
+        return [dict(base) for _ in range(max(int(trials), 0))]
     rng = np.random.default_rng([int(seed), zlib.crc32(variant.encode())])
+    with warnings.catch_warnings():  # balance holds at powers of 2; other counts are still a prefix
+        warnings.simplefilter("ignore", UserWarning)
+        points = qmc.Sobol(d=len(keys), scramble=True, seed=rng).random(int(trials))
     out = []
-    for _ in range(int(trials)):
+    for row in points:
         params = dict(base)
-        for key in sorted(space):
+        for key, u in zip(keys, row):
             dist = space[key]
             if isinstance(dist, list):
-                params[key] = dist[int(rng.integers(len(dist)))]
+                params[key] = dist[min(int(u * len(dist)), len(dist) - 1)]
             elif dist.get("log", False):
-                params[key] = _round(float(np.exp(rng.uniform(np.log(dist["low"]), np.log(dist["high"])))))
+                lo, hi = np.log(dist["low"]), np.log(dist["high"])
+                params[key] = _round(float(np.exp(lo + u * (hi - lo))))
             else:
-                params[key] = _round(float(rng.uniform(dist["low"], dist["high"])))
+                params[key] = _round(float(dist["low"] + u * (dist["high"] - dist["low"])))
         out.append(params)
     return out
 
@@ -174,6 +189,9 @@ class Plan:
         self._check_names()
         self._check_objectives()
         self.cells, self.gen_cells = self._cells()
+        self.cell_splits = self._cell_splits()
+        # every split seed some cell trains on: the data stage prepares each of them
+        self.all_split_seeds = sorted({k for splits in self.cell_splits.values() for k in splits} | set(self.split_seeds))
         self.used_datasets = sorted({d for d, _ in self.cells})
         self.pack_studies = list(config.get("pack_studies", ["ablation", "sensitivity"]))
         self.job_of, self.jobs = self._jobs()
@@ -212,8 +230,25 @@ class Plan:
     def snapshot(self) -> str:
         return self.out("results/config.json")
 
-    def units(self) -> list[tuple[int, int]]:
-        return [(seed, split) for split in self.split_seeds for seed in self.seeds]
+    def units(self, dataset: str | None = None, variant: str | None = None) -> list[tuple[int, int]]:
+        """(seed, split seed) units: the global ones, or those of one (dataset, variant) cell."""
+        splits = self.split_seeds if variant is None else self.cell_splits[(dataset, variant)]
+        return [(seed, split) for split in splits for seed in self.seeds]
+
+    def verdict_variants(self) -> list[str]:
+        """The variants every verdict reads: the baseline, the method, the full method and the controls."""
+        names = [self.report.get(k) for k in ("baseline", "method", "method_tuple")]
+        names += list(self.report.get("controls", []) or [])
+        return sorted({v for v in names if v})
+
+    def _cell_splits(self) -> dict[tuple[str, str], list[int]]:
+        """Split seeds of each cell: ``split_seeds``, and for the variants the verdicts read also
+        ``report.verdict_split_seeds`` (the units a power analysis asks for, which would cost too much
+        for every other objective)."""
+        extra = sorted(int(k) for k in self.report.get("verdict_split_seeds", []) or [])
+        verdict = set(self.verdict_variants())
+        return {(d, v): sorted(set(self.split_seeds) | (set(extra) if v in verdict else set()))
+                for (d, v) in self.cells}
 
     # ------------------------------------------------------------------------- checks
     def _check_names(self) -> None:
@@ -374,9 +409,10 @@ class Plan:
             if needed > available:
                 _fail(f"dataset {dataset!r} ({self.features_path(dataset)}) has {available} modalities but the "
                       f"studies or tuning.m ask for M={needed}")
-            if has_split and len(self.split_seeds) > 1:
+            if has_split and len(self.all_split_seeds) > 1:
                 _fail(f"dataset {dataset!r} ({self.features_path(dataset)}) fixes its split (a `split` array), so "
-                      f"split_seeds={self.split_seeds} would repeat one split; use split_seeds: [0]")
+                      f"split_seeds={self.all_split_seeds} (with report.verdict_split_seeds) would repeat one "
+                      "split; use split_seeds: [0] and no verdict_split_seeds")
             return spec.get("n_modalities", available)
         n = spec.get("n_modalities", needed)
         if n < needed:
@@ -409,8 +445,12 @@ class Plan:
         return [self.features_path(dataset)] if self.datasets[dataset]["source"] == "features" else []
 
     def dataset_files(self, dataset: str) -> list[str]:
-        return [f"{self.data_dir(dataset, k)}/{name}" for k in self.split_seeds
+        return [f"{self.data_dir(dataset, k)}/{name}" for k in self.dataset_splits(dataset)
                 for name in ("dataset.npz", "dataset.json")]
+
+    def dataset_splits(self, dataset: str) -> list[int]:
+        """The split seeds some cell on ``dataset`` trains on (the data stage prepares each)."""
+        return sorted({k for (d, _), ks in self.cell_splits.items() if d == dataset for k in ks})
 
     # ------------------------------------------------------------------------- commands
     def rule_resource(self, rule_name: str, key: str, default):
@@ -450,7 +490,7 @@ class Plan:
             t = self.training_settings(dataset, variant)
             objective = variant_objective(self.variants[variant])
             for m in self.cells[(dataset, variant)]:
-                for seed, split in self.units():
+                for seed, split in self.units(dataset, variant):
                     cmds.append(self.train_argv(dataset, objective, params, m, seed, split, t,
                                                 self.run_dir(dataset, variant, m, seed, split)))
         return cmds
@@ -461,7 +501,7 @@ class Plan:
              "--out", self.out(f"metrics/{dataset}/{job}/{variant}/{self.run_name(m, seed, split)}.json")]
             for variant in self.jobs[(dataset, job)]
             for m in self.cells[(dataset, variant)]
-            for seed, split in self.units()
+            for seed, split in self.units(dataset, variant)
         ]
 
     def generate_commands(self, dataset: str, job: str) -> list[list[str]]:
@@ -471,7 +511,7 @@ class Plan:
              "--out", self.out(f"generation/{dataset}/{job}/{variant}/{self.run_name(m, seed, split)}"), *extra]
             for variant in self.gen_jobs[(dataset, job)]
             for m in self.gen_cells[(dataset, variant)]
-            for seed, split in self.units()
+            for seed, split in self.units(dataset, variant)
         ]
 
     def batch_shell(self, commands: list[list[str]]) -> str:
@@ -488,8 +528,8 @@ class Plan:
     def n_runs(self, dataset: str, job: str, rule_name: str = "train") -> int:
         key = (dataset, job)
         if rule_name == "generate":
-            return sum(len(self.gen_cells[(dataset, v)]) for v in self.gen_jobs[key]) * len(self.units())
-        return sum(len(self.cells[(dataset, v)]) for v in self.jobs[key]) * len(self.units())
+            return sum(len(self.gen_cells[(dataset, v)]) * len(self.units(dataset, v)) for v in self.gen_jobs[key])
+        return sum(len(self.cells[(dataset, v)]) * len(self.units(dataset, v)) for v in self.jobs[key])
 
     def scaled_runtime(self, rule_name: str, per_run_minutes: float):
         def _runtime(wildcards, attempt):
@@ -502,7 +542,7 @@ class Plan:
         return _runtime
 
     # ------------------------------------------------------------------------- tuning
-    # Equal-budget random search on the validation split (workflow/rules/tuning.smk): every variant
+    # Equal-budget quasi-random search on the validation split (workflow/rules/tuning.smk): every variant
     # marked `tune: true` gets `tuning.trials` trials per dataset, drawn from its objective's search
     # space (declared in objectives.registry; `tuning.search.<objective>` replaces it), trained at
     # M = tuning.m with the final runs' budget and evaluated with `--split val`; the select_trials
@@ -750,7 +790,7 @@ class Plan:
         return [self.out(f"{prefix}/{d}/{job}") for (d, job) in jobs]
 
     def upstream_benchmarks(self) -> list[str]:
-        outs = [f"benchmarks/data/{d}/split{k}.tsv" for d in self.used_datasets for k in self.split_seeds]
+        outs = [f"benchmarks/data/{d}/split{k}.tsv" for d in self.used_datasets for k in self.dataset_splits(d)]
         outs += [f"benchmarks/{stage}/{d}/{job}.tsv" for stage in ("train", "evaluate") for (d, job) in self.jobs]
         outs += [f"benchmarks/generate/{d}/{job}.tsv" for (d, job) in self.gen_jobs]
         if self.tuning_enabled:
@@ -804,6 +844,7 @@ class Plan:
                         "job": self.job_of[(d, v)],
                         "ms": ms,
                         "generation_ms": self.gen_cells.get((d, v), []),
+                        "split_seeds": self.cell_splits[(d, v)],
                         "runs": self.out(f"runs/{d}/{self.job_of[(d, v)]}/{v}"),
                         "generation": self.out(f"generation/{d}/{self.job_of[(d, v)]}/{v}"),
                     }

@@ -1,7 +1,7 @@
 """Deliberately naive reference implementations of every objective in ``objectives/``.
 
 These are the independent proof the test-suite compares the library against. They are written
-from the formulas in ``shared/method.md`` / ``docs/interfaces.md`` only and share no code with
+from the formulas in ``docs/method.md`` / ``docs/interfaces.md`` only and share no code with
 ``objectives/``:
 
 * explicit Python loops over modality pairs and over samples ``i`` and ``j``;

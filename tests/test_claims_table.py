@@ -492,7 +492,7 @@ def _md_table() -> pd.DataFrame:
              note="a | b"),
         dict(base, claim="1", id="1c", role="primary", measured="m", rule="r", direction="decrease",
              estimate=-0.5, ci_low=-1.0, ci_high=0.25, n=4, p=0.5, p_holm=1.0, verdict="inconclusive", note="n",
-             effect=0.25, effect_unit="u", power=0.5, mde=0.7, p_tost=0.3, p_tost_holm=0.6),
+             effect=0.25, effect_unit="u", power=0.5, mde=0.7, units_80=12.0, p_tost=0.3, p_tost_holm=0.6),
         dict(base, claim="1", id="1b", role="secondary", measured="m", rule=math.nan, direction="decrease",
              estimate=-1234.5, ci_low=-2000.0, ci_high=-1000.0, n=5, p=0.001, p_holm=0.001,
              verdict="contradicted", note=math.nan),
@@ -519,8 +519,14 @@ def _md_expected(pct: str, rows: dict[str, list[str]], overall: dict[str, tuple[
     for k, statement in c.items():
         v, counts = overall.get(k, ("inconclusive (no data)", "0 / 0 / 0 / 0"))
         lines.append(f"| {k} | {statement} | **{v}** | {counts} |")
+    # the power analysis lists the primary rows with a declared effect (here: row 1c)
+    lines += [] if "1" not in rows else ["", "## Power of the primary rows", "", claims.power_section(_md_table())[3], "",
+              "| claim | id | dataset | effect of interest | units | power | MDE | units for 80% |",
+              "|---|---|---|---|---|---|---|---|", "| 1 | 1c | syn | ±0.25 u | 4 | 0.5 | 0.7 | 12 |", "",
+              "0 of 1 primary rows have at least 80% power at their declared effect."]
     header = [(f"| id | role | dataset | comparison | measured | rule | statistic | estimate | {pct} CI | n units "
-               "| p (Holm) | effect of interest | power | MDE | TOST p (Holm) | verdict | note |"), "|" + "---|" * 17]
+               "| p (Holm) | effect of interest | power | MDE | units for 80% | TOST p (Holm) | verdict | note |"),
+              "|" + "---|" * 18]
     for k, statement in c.items():
         lines += ["", f"## Claim {k}: {statement}", ""]
         lines += header + rows[k] if k in rows else ["No data: the sweep did not produce the runs this claim needs."]
@@ -530,17 +536,17 @@ def _md_expected(pct: str, rows: dict[str, list[str]], overall: dict[str, tuple[
 MD_OVERALL = {"1": ("supported", "1 / 0 / 0 / 1"), "3": ("mixed", "1 / 1 / 0 / 0")}
 MD_ROWS = {
     "1": [("| 1a | primary | syn | A − B | m\\|x [col] (claimed increase) | – | stat | 0.123 | [–, 2.5] | 3 "
-           "| 0.0123 (0.0247) | – | – | – | – | supported | a \\| b |"),
+           "| 0.0123 (0.0247) | – | – | – | – | – | supported | a \\| b |"),
           ("| 1c | primary | syn | A − B | m [col] (claimed decrease) | r | stat | -0.5 | [-1, 0.25] | 4 | 0.5 (1) "
-           "| ±0.25 u | 0.5 | 0.7 | 0.3 (0.6) | inconclusive | n |"),
+           "| ±0.25 u | 0.5 | 0.7 | 12 | 0.3 (0.6) | inconclusive | n |"),
           ("| 1b | secondary | syn | A − B | m [col] (claimed decrease) | – | stat | -1.23e+03 | [-2e+03, -1e+03] | 5 "
-           "| 0.001 (0.001) | – | – | – | – | contradicted |  |")],
+           "| 0.001 (0.001) | – | – | – | – | – | contradicted |  |")],
     "3": [("| 3 | primary | syn | A − B | m [col] (claimed decrease) | own | stat | 1e-05 | [1e-06, 2e-05] | 2 "
-           "| – (–) | – | – | – | – | contradicted |  |"),
+           "| – (–) | – | – | – | – | – | contradicted |  |"),
           ("| 3b | primary | syn | A − B | m [col] (claimed decrease) | – | stat | -1 | [-2, -0.5] | 2 | 0.01 (0.02) "
-           "| – | – | – | – | supported |  |")],
+           "| – | – | – | – | – | supported |  |")],
     "5": [("| 5-own | secondary | syn | A − B | m [col] (claimed increase) | – | stat | 0 | [-1, 1] | 3 | 1 (1) "
-           "| – | – | – | – | inconclusive |  |")],
+           "| – | – | – | – | – | inconclusive |  |")],
 }
 
 

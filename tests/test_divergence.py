@@ -1,7 +1,7 @@
 """Validation of harness.instruments.divergence against closed forms, identities and invariances.
 
 Reference values: for p_m = N(mu_m, s^2 I), D_H = gamma / (2 M s^2) sum_m |mu_m - mean(mu)|^2
-(shared/method.md). The exact (plug-in KDE) estimator converges to it with s^2 + h^2; the
+(docs/method.md). The exact (plug-in KDE) estimator converges to it with s^2 + h^2; the
 resubstitution estimator approaches the unwidened value as h shrinks. Sample sizes and draw counts are
 chosen so the file runs in well under a minute on 2 cores; every tolerance below is stated with the
 spread it was set against (12 seeds per configuration were run when the tolerances were chosen).

@@ -1657,7 +1657,7 @@ def test_divergence_argument_errors_word_for_word():
     assert _message(dv.holder, [x, y], "3") == "gamma must be a finite number > 1, got '3'"
     assert _message(dv.holder, [x, y], float("inf")) == "gamma must be a finite number > 1, got inf"
     assert math.isfinite(float(dv.holder([x, y], 1.01, bandwidth=1.0)))
-    assert _message(dv.holder, [x, y], estimator="x") == "estimator must be 'exact' or 'resubstitution', got 'x'"
+    assert _message(dv.holder, [x, y], estimator="x") == "estimator must be 'exact', 'resubstitution' or 'knn', got 'x'"
     assert _message(dv.holder, [x, y], 3, bandwidth=1.0, estimator="exact") == \
         "estimator='exact' needs gamma == M=2, got gamma=3"
     assert float(dv.holder([x, y], 2, bandwidth=1.0, estimator="exact")) == \

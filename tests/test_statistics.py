@@ -135,6 +135,28 @@ def test_minimal_detectable_effect_has_the_asked_power():
     assert math.isnan(st.minimal_detectable_effect(math.nan, 2, 0.05))
 
 
+def test_units_for_power_is_the_first_n_of_a_linear_scan():
+    """The bisection against a plain loop over n, and the power on both sides of the answer."""
+    def scan(effect, sd, alpha, power=0.8):
+        for n in range(2, 1001):
+            if st.power_at(effect, sd / math.sqrt(n), n - 1, alpha) >= power:
+                return n
+        return math.nan
+
+    for effect, sd, alpha in ((1.0, 1.59, 0.025), (0.01, 0.00928, 0.0125), (0.02, 0.0034, 0.025),
+                              (1.0, 0.1, 0.05), (0.5, 3.0, 0.05)):
+        n = st.units_for_power(effect, sd, alpha)
+        assert n == scan(effect, sd, alpha), (effect, sd, alpha)
+        if n > 2:
+            assert st.power_at(effect, sd / math.sqrt(n - 1), n - 2, alpha) < 0.8
+        assert st.power_at(effect, sd / math.sqrt(n), n - 1, alpha) >= 0.8
+    # beyond the search, no spread, no effect: undefined
+    assert math.isnan(st.units_for_power(0.001, 10.0, 0.05))
+    assert math.isnan(st.units_for_power(1.0, 0.0, 0.05))
+    assert math.isnan(st.units_for_power(0.0, 1.0, 0.05))
+    assert math.isnan(st.units_for_power(1.0, math.nan, 0.05))
+
+
 def test_tost_by_hand_and_the_no_effect_verdict():
     from scipy import stats as sps
 

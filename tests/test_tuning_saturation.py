@@ -64,6 +64,49 @@ def test_the_first_trials_of_a_doubled_search_are_this_searchs():
     assert eight[:4] == four and eight[4:] != four
 
 
+def test_the_draws_cover_a_two_parameter_space_as_evenly_as_one():
+    """Quasi-random (scrambled Sobol) draws: 4 trials put one value in each quarter of every searched
+    range, and one point in each quadrant of a 2-D space; independent draws would not guarantee it.
+    (Values are rounded to 3 significant digits, so a boundary is allowed a slack of 0.01.)"""
+    import math
+
+    slack = 0.01
+
+    def position(value, dist):  # where a value lies in its log range, 0..1
+        lo, hi = math.log(dist["low"]), math.log(dist["high"])
+        return (math.log(value) - lo) / (hi - lo)
+
+    def one_per_cell(xs, cells):
+        return all(j - slack <= x <= j + 1 + slack for j, x in enumerate(sorted(cells * x for x in xs)))
+
+    one = {"temperature": {"low": 0.01, "high": 1.0, "log": True}}
+    two = {"bandwidth": {"low": 0.1, "high": 2.0, "log": True}, "lam_uni": {"low": 0.1, "high": 10.0, "log": True}}
+    for seed in range(5):
+        for variant in ("infonce", "unialign", "cs_aligner"):
+            trials = draw_trials(one, {}, 4, seed, variant)
+            assert one_per_cell([position(t["temperature"], one["temperature"]) for t in trials], 4), trials
+            trials = draw_trials(two, {}, 4, seed, variant)
+            pts = [(position(t["bandwidth"], two["bandwidth"]), position(t["lam_uni"], two["lam_uni"])) for t in trials]
+            assert one_per_cell([x for x, _ in pts], 4) and one_per_cell([y for _, y in pts], 4), (seed, variant, trials)
+            for a in (0, 1):
+                for b in (0, 1):
+                    assert any(a - slack <= 2 * x <= a + 1 + slack and b - slack <= 2 * y <= b + 1 + slack
+                               for x, y in pts), (seed, variant, a, b, trials)
+    # independent uniform draws put two of four trials in one quarter most of the time
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    assert np.mean([len({int(4 * u) for u in rng.uniform(size=4)}) < 4 for _ in range(1000)]) > 0.8
+    # seeded: the same call gives the same trials; another seed or variant others
+    assert draw_trials(two, {}, 4, 0, "unialign") == draw_trials(two, {}, 4, 0, "unialign")
+    assert draw_trials(two, {}, 4, 1, "unialign") != draw_trials(two, {}, 4, 0, "unialign")
+    assert draw_trials(two, {}, 4, 0, "other") != draw_trials(two, {}, 4, 0, "unialign")
+    # a list is a choice, every option reachable; no searched parameter leaves the base alone
+    picks = {t["lam"] for t in draw_trials({"lam": [0.5, 1.0]}, {}, 4, 0, "v")}
+    assert picks == {0.5, 1.0}
+    assert draw_trials({}, {"fixed": 1}, 2, 0, "v") == [{"fixed": 1}, {"fixed": 1}]
+
+
 def test_bad_input_names_the_option(tmp_path):
     with pytest.raises(tuning.SaturationInputError, match="--tuning: no tuning table"):
         tuning.saturation(pd.DataFrame({"dataset": ["a"]}), {}, 1.0)

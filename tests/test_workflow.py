@@ -145,11 +145,18 @@ def test_tiny_sweep_produces_every_table_and_figure(tiny_run):
     summary = pd.read_csv(work / "results" / "summary.csv")
     tiny = yaml.safe_load(TINY.read_text())
     units = len(tiny["seeds"]) * len(tiny["split_seeds"])
-    # synthetic: main 3 variants x 2 M, ablation adds 1 variant at M=3, sensitivity 1; mine: main only
-    assert len(summary[summary["dataset"] == "synthetic"]) == (3 * 2 + 1 + 1) * units
-    assert len(summary[summary["dataset"] == "mine"]) == 3 * 2 * units
+    extra = len(tiny["seeds"]) * len(tiny["report"]["verdict_split_seeds"])
+    # synthetic: main 3 variants x 2 M, ablation adds 1 variant at M=3, sensitivity 1; mine: main only;
+    # the verdicts' two variants (baseline, method) at 2 M also at the extra split seed
+    assert len(summary[summary["dataset"] == "synthetic"]) == (3 * 2 + 1 + 1) * units + 2 * 2 * extra
+    assert len(summary[summary["dataset"] == "mine"]) == 3 * 2 * units + 2 * 2 * extra
     assert summary[["dataset", "variant", "M", "seed", "split_seed"]].duplicated().sum() == 0
-    assert set(summary["split_seed"]) == set(tiny["split_seeds"])
+    assert set(summary["split_seed"]) == set(tiny["split_seeds"]) | set(tiny["report"]["verdict_split_seeds"])
+    extra_split = summary[summary["split_seed"].isin(tiny["report"]["verdict_split_seeds"])]
+    assert set(extra_split["variant"]) == {tiny["report"]["baseline"], tiny["report"]["method"]}
+    # the tables keep one set of units for every variant: the extra split seed is not in them
+    table1 = pd.read_csv(work / "results" / "tables" / "table1_retrieval.csv")
+    assert set(table1["n"].dropna().astype(int)) == {units}
     bench = pd.read_csv(work / "results" / "benchmarks.csv")
     assert {"train", "evaluate", "data", "tune"} <= set(bench["stage"])
     claims_md = (work / "results" / "claims.md").read_text()
@@ -392,7 +399,11 @@ def test_features_file_with_fixed_split_refuses_several_split_seeds(tmp_path):
             "report": {"projection": {"dataset": "fixed", "m": 2}}}
     proc = snakemake("-n", "--configfile", str(TINY), str(overlay(tmp_path, "fixed", data)), cwd=tmp_path)
     assert proc.returncode != 0 and "split_seeds" in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]
+    # one split seed, but the verdicts' extra split seeds would still repeat the fixed split
     data["split_seeds"] = [0]
+    proc = snakemake("-n", "--configfile", str(TINY), str(overlay(tmp_path, "fixed", data)), cwd=tmp_path)
+    assert proc.returncode != 0 and "verdict_split_seeds" in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]
+    data["report"]["verdict_split_seeds"] = []
     proc = snakemake("-n", "--configfile", str(TINY), str(overlay(tmp_path, "fixed", data)), cwd=tmp_path)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert "work/tiny/data/fixed/split0/dataset.npz" in proc.stdout + proc.stderr
@@ -447,3 +458,34 @@ def test_select_trials_refuses_and_writes_nothing(tmp_path, problem):
         (b / "trial0.json").write_text(json.dumps({"meta/split": "val"}))
     rc, out = _select(tmp_path, ["d:x", "d:y"], [a, b])
     assert rc == 1 and not out.exists()
+
+
+def test_the_verdicts_variants_train_at_their_extra_split_seeds():
+    """report.verdict_split_seeds: the baseline, the method, the full method and the controls train at
+    split_seeds and these; every other cell at split_seeds alone; the data stage, the commands, the
+    snapshot and the aggregation plan all follow the same units."""
+    from harness.plan import Plan
+    from harness.report import aggregate
+    from tests.test_security_workflow import _merged_config
+
+    config = _merged_config()
+    config["report"]["verdict_split_seeds"] = [2, 3]
+    plan = Plan(config, str(ROOT))
+    verdict = set(plan.verdict_variants())
+    assert {"infonce", "unialign"} <= verdict and "unialign_default" not in verdict
+    for (d, v), splits in plan.cell_splits.items():
+        assert splits == ([0, 1, 2, 3] if v in verdict else [0, 1]), (d, v)
+    assert plan.dataset_splits("synthetic") == [0, 1, 2, 3]
+    assert {f"{plan.data_dir('synthetic', k)}/dataset.npz" for k in (2, 3)} <= set(plan.dataset_files("synthetic"))
+    job = plan.job_of[("synthetic", "infonce")]
+    cmds = plan.train_commands("synthetic", job, lambda d, v: {})
+    assert len(cmds) == plan.n_runs("synthetic", job)
+    per_variant = {v: sum(1 for c in cmds if f"/{v}/M" in c[-1]) for v in plan.jobs[("synthetic", job)]}
+    for v, n in per_variant.items():
+        assert n == len(plan.cells[("synthetic", v)]) * len(plan.seeds) * (4 if v in verdict else 2), v
+    snapshot = json.loads(plan.resolved_config())
+    cells = {(c["dataset"], c["variant"]): c for c in snapshot["cells"]}
+    assert cells[("synthetic", "unialign")]["split_seeds"] == [0, 1, 2, 3]
+    assert cells[("synthetic", "unialign_default")]["split_seeds"] == [0, 1]
+    planned = aggregate._planned(snapshot, [cells[("synthetic", "unialign")]["runs"].rsplit("/", 1)[0]], "runs")
+    assert {k for (_, v, _, _, k) in planned if v == "unialign"} == {0, 1, 2, 3}

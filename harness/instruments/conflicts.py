@@ -1,6 +1,6 @@
 """Conflict statistics: how the alignment and uniformity forces on an embedding pull against each other.
 
-Definitions (reconstructed in ``shared/method.md``, "Conflict statistics"; the paper's own code is not
+Definitions (reconstructed in ``docs/method.md``, "Conflict statistics"; the paper's own code is not
 public). Embeddings ``z_i^m`` are L2-normalised rows (``normalize=True`` normalises them first).
 
 Multimodal InfoNCE, anchor a, sample i (:func:`infonce_conflicts`, computed from the formulas):
@@ -15,7 +15,7 @@ Multimodal InfoNCE, anchor a, sample i (:func:`infonce_conflicts`, computed from
 * **intra-alignment conflict** ``chi_a = 1 - |mean_{n != a} u_n|`` ("1 - consensus magnitude") with
   ``u_n = z_i^n / |z_i^n|``, the unit alignment pull that modality n exerts on ``z_i^a`` (the n-th
   summand of ``V_a``). For unit positives with pairwise cosine rho,
-  ``chi = 1 - sqrt(rho + (1 - rho)/(M - 1))`` (toy model of method.md); for M = 2 it is 0 (one pull
+  ``chi = 1 - sqrt(rho + (1 - rho)/(M - 1))`` (toy model of docs/method.md); for M = 2 it is 0 (one pull
   has no competitor). Also reported: ``chi_net`` with ``u_n`` the normalised *net* per-modality
   InfoNCE pull ``z_i^n - sum_j p_ij^n z_j^n``.
 

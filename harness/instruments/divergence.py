@@ -11,7 +11,7 @@ so that the LMK width is ``s = median distance``, the same ``s`` that ``bandwidt
 inside the objectives (UniAlign's uniformity). Kernel normalising constants are never formed: every
 divergence here is projective (invariant to rescaling each density), so they cancel exactly.
 
-Divergences (formulas from ``shared/method.md``)
+Divergences (formulas from ``docs/method.md``)
 ------------------------------------------------
 * Cauchy-Schwarz: ``D_CS(p, q) = -log((int pq)^2 / (int p^2 int q^2))``;
   KDE (plug-in, diagonal included) estimate ``LMK_s(X,X) + LMK_s(Y,Y) - 2 LMK_s(X,Y)``, ``s = sqrt(2) h``
@@ -51,6 +51,33 @@ Everything is in the log domain (logsumexp). The estimator is consistent (h -> 0
 Gaussians approaches the unwidened closed form as h shrinks; at fixed B it becomes noisy when h is
 small compared with the nearest-neighbour distance, which grows with d (see
 ``python -m harness validate-estimators``).
+
+``estimator="knn"`` (any gamma > 1, cost O(M^2 B^2) distances, row-chunked; ``bandwidth`` is ignored):
+k-nearest-neighbour densities ``p_hat_n(x) = k / (N_n V_d r_{k,n}(x)^d)`` with ``r_{k,n}(x)`` the distance
+from x to its k-th nearest sample of modality n, ``V_d = pi^(d/2) / Gamma(d/2 + 1)``, ``N_n = B_n - 1``
+when x is itself a sample of modality n (x left out) and ``N_n = B_n`` otherwise. Write
+``u_n(x) = N_n V_d r_{k,n}(x)^d``. Asymptotically ``u_n(x) p_n(x) ~ Gamma(k, 1)``, so
+``E[u_n^(-a)] ~ p_n^a Gamma(k - a) / Gamma(k)`` for ``a < k`` and ``u_n^(-a) Gamma(k) / Gamma(k - a)``
+is an asymptotically unbiased estimate of ``p_n(x)^a`` (Leonenko, Pronzato & Savani, *Ann. Statist.*
+36(5), 2008; the same factor as in their ``C_k = [Gamma(k)/Gamma(k+1-q)]^(1/(1-q))``).
+* ``int p_m^gamma = E_{p_m}[p_m^(gamma-1)]``: ``mean_i u_m(x_i^m)^(1-gamma) Gamma(k) / Gamma(k+1-gamma)``
+  (LPS; needs ``k > gamma - 1``; its variance is finite only for ``k > 2 (gamma - 1)``).
+* ``int prod_n p_n^(gamma/M) = E_{p_m}[p_m^(gamma/M - 1) prod_{n != m} p_n^(gamma/M)]`` for every m
+  (importance sampling with each modality's own density as proposal), averaged over m:
+  ``(1/M) sum_m mean_i prod_n u_n(x_i^m)^(-a_{mn}) Gamma(k) / Gamma(k - a_{mn})``,
+  ``a_{mm} = gamma/M - 1``, ``a_{mn} = gamma/M`` (n != m); needs ``k > gamma/M``. This is the
+  per-factor correction of Poczos & Schneider (AISTATS 2011), whose
+  ``B_{k,alpha} = Gamma(k)^2 / (Gamma(k - alpha + 1) Gamma(k + alpha - 1))`` is the product of the two
+  factors for exponents ``alpha - 1`` and ``1 - alpha``. The mixture ``q`` of the KDE estimator is not
+  used here: ``1/q`` is a sum of densities, which has no such multiplicative correction.
+Approximations: (i) the Gamma law of ``u_n p_n`` is the large-B limit (density locally constant on the
+k-NN ball); at fixed B it fails as d grows, and the corrections are then not unbiasing; (ii) the M
+factors at one point are treated as independent: they are distances to M disjoint samples, so they are
+independent given x, but the ``u`` for the own modality and its Gamma limit are only asymptotic;
+(iii) the log of a mean of corrected terms is not the mean of logs, so ``-log`` of an unbiased
+integral estimate is still biased (Jensen) at finite B. Squared distances are clamped below at
+``_KNN_MIN_SQ_DIST`` (1e-12, i.e. r >= 1e-6), so duplicated points give large but finite values.
+Everything is in the log domain (logsumexp). Not differentiable beyond what ``torch.topk`` gives.
 
 Noise floor: :func:`holder_null`
 --------------------------------
@@ -98,6 +125,8 @@ FIXED_BANDWIDTH = 1.0
 #: elements of one block in the exact tuple sums and in the row-chunked kernel matrices
 _BLOCK_ELEMS = 1 << 22
 _ROW_BLOCK_ELEMS = 1 << 23
+#: lower clamp of squared k-NN distances in ``estimator="knn"`` (r >= 1e-6: duplicated points stay finite)
+_KNN_MIN_SQ_DIST = 1e-12
 #: rows that enter the median heuristic (split evenly over the modalities)
 
 Embeddings = Sequence[Tensor] | Tensor
@@ -148,7 +177,7 @@ def cauchy_schwarz(x: Tensor, y: Tensor, bandwidth: float | str = "median") -> T
     ``D_CS = LMK_s(X, X) + LMK_s(Y, Y) - 2 LMK_s(X, Y)`` with ``s = sqrt(2) h`` (plug-in, diagonal
     included, log domain). ``bandwidth`` is the KDE's ``h`` (``"median"``: ``h = median distance /
     sqrt(2)``). Returns a differentiable 0-dim tensor; >= 0 up to rounding.
-    Source: Principe (2010), *Information Theoretic Learning*, ch. 2; ``shared/method.md``.
+    Source: Principe (2010), *Information Theoretic Learning*, ch. 2; ``docs/method.md``.
     """
     x, y = _prepare([x, y], name="(x, y)")
     h = kde_bandwidth(bandwidth, x, y)
@@ -294,6 +323,79 @@ def _holder_importance(
     return -log_overlap + (c * torch.stack(entropy)).sum()
 
 
+# ----------------------------------------------------------------------------- k-nearest-neighbour pieces
+
+
+def _check_k(k: Any, sizes: Sequence[int], gamma: float, n_mod: int) -> int:
+    smallest = min(int(b) for b in sizes)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an int >= 1, got k={k!r}")
+    if k >= smallest:
+        raise ValueError(f"k must be smaller than the smallest sample size ({smallest}, the own sample "
+                         f"is used leave-one-out), got k={k!r}")
+    if k <= gamma - 1.0:
+        raise ValueError(f"k must be > gamma - 1 = {gamma - 1.0:g} for the kNN estimate of int p^gamma "
+                         f"(Gamma(k + 1 - gamma) must be finite), got k={k!r}")
+    if k <= gamma / n_mod:
+        raise ValueError(f"k must be > gamma / M = {gamma / n_mod:g} for the kNN cross term, got k={k!r}")
+    return k
+
+
+def _log_knn_volume(points: Tensor, centers: Tensor, k: int, leave_one_out: bool) -> Tensor:
+    """``log u(x) = log(N V_d r_k(x)^d)`` for every row x of ``points``: r_k the distance to the k-th
+    nearest row of ``centers``; ``leave_one_out`` (``points`` are ``centers``): x itself is excluded and
+    ``N = B - 1``, else ``N = B``. Row-chunked (memory ~``_ROW_BLOCK_ELEMS``); squared distances are
+    clamped at ``_KNN_MIN_SQ_DIST``.
+    """
+    n, b = points.shape[0], centers.shape[0]
+    d = points.shape[1]
+    if leave_one_out and n != b:
+        raise ValueError(f"leave-one-out needs points == centers, got {n} points and {b} centers")
+    step = _row_chunk(b)
+    out = []
+    for start in range(0, n, step):
+        block = sq_dists(points[start : start + step], centers)
+        if leave_one_out:
+            rows = torch.arange(block.shape[0], device=block.device)
+            block = block.index_put((rows, rows + start), block.new_tensor(float("inf")))
+        kth = torch.topk(block, k, dim=1, largest=False, sorted=True).values[:, k - 1]
+        out.append(kth.clamp_min(_KNN_MIN_SQ_DIST))
+    r2 = torch.cat(out)
+    log_vd = 0.5 * d * math.log(math.pi) - math.lgamma(0.5 * d + 1.0)
+    n_eff = b - 1 if leave_one_out else b
+    return math.log(n_eff) + log_vd + 0.5 * d * torch.log(r2)
+
+
+def _log_power_correction(k: int, a: float) -> float:
+    """``log(Gamma(k) / Gamma(k - a))``: ``u^(-a) Gamma(k)/Gamma(k-a)`` estimates ``p^a`` (needs a < k)."""
+    return math.lgamma(k) - math.lgamma(k - a)
+
+
+def _holder_knn(xs: list[Tensor], gamma: float, k: int, corrected: bool = True) -> Tensor:
+    """The ``estimator="knn"`` value of :func:`holder` (module docstring); ``corrected=False`` drops the
+    Gamma-function factors (the plain plug-in ``p_hat^a``, ``p_hat = k / u``; used by the tests)."""
+    n_mod = len(xs)
+    w = gamma / n_mod
+    overlap, entropy = [], []
+    for m in range(n_mod):
+        lu = [_log_knn_volume(xs[m], xs[n], k, n == m) for n in range(n_mod)]
+        n_pts = xs[m].shape[0]
+        expo = [w - 1.0 if n == m else w for n in range(n_mod)]
+        if corrected:
+            c_over = sum(_log_power_correction(k, a) for a in expo)
+            c_ent = _log_power_correction(k, gamma - 1.0)
+        else:  # p_hat^a = (k / u)^a
+            c_over = sum(a * math.log(k) for a in expo)
+            c_ent = (gamma - 1.0) * math.log(k)
+        terms = sum(-a * lu[n] for n, a in enumerate(expo) if a != 0.0)
+        if not torch.is_tensor(terms):  # every exponent 0 (cannot happen for M >= 2, kept for safety)
+            terms = lu[m].new_zeros(n_pts)
+        overlap.append(torch.logsumexp(terms, dim=0) - math.log(n_pts) + c_over)
+        entropy.append(torch.logsumexp((1.0 - gamma) * lu[m], dim=0) - math.log(n_pts) + c_ent)
+    log_overlap = torch.logsumexp(torch.stack(overlap), dim=0) - math.log(n_mod)
+    return -log_overlap + torch.stack(entropy).mean()
+
+
 # ----------------------------------------------------------------------------- public estimators
 
 
@@ -304,6 +406,7 @@ def holder(
     estimator: str = "resubstitution",
     *,
     max_tuples: int = DEFAULT_MAX_TUPLES,
+    k: int = 5,
 ) -> Tensor:
     """Global Hölder divergence of M distributions (gamma > 1, default gamma = M):
 
@@ -318,16 +421,25 @@ def holder(
             O(prod B_m + sum B_m^M), refused above ``max_tuples``) or ``"resubstitution"``
             (leave-one-out KDE plug-in for ``int p^gamma = E_p[p^(gamma-1)]`` and mixture importance
             sampling for ``int prod p^(gamma/M) = E_q[prod p^(gamma/M) / q]``, ``q = mean_m p_m``;
-            any gamma > 1, cost O(M^2 B^2), row-chunked). See the module docstring for both.
+            any gamma > 1, cost O(M^2 B^2), row-chunked), or ``"knn"`` (k-nearest-neighbour
+            densities with the Leonenko-Pronzato-Savani / Poczos-Schneider bias corrections;
+            ``bandwidth`` is ignored). See the module docstring for all three.
+        k: the neighbour order of ``estimator="knn"`` (ignored otherwise): an int >= 1, smaller
+            than the smallest B_m, > gamma - 1 and > gamma / M (default 5; its variance is finite only
+            for k > 2 (gamma - 1)).
 
-    Returns a differentiable 0-dim tensor on the inputs' device. Source: Nielsen, Sun &
-    Marchand-Maillet, *Entropy* 2017 (Hölder divergences); ``shared/method.md`` (global form).
+    Returns a differentiable 0-dim tensor on the inputs' device (``"knn"``: differentiable only
+    through ``torch.topk``). Source: Nielsen, Sun & Marchand-Maillet, *Entropy* 2017 (Hölder
+    divergences); ``docs/method.md`` (global form).
     """
     zs = _prepare(xs)
     n_mod = len(zs)
     g = float(n_mod) if gamma is None else _check_gamma(gamma)
+    if estimator == "knn":
+        kk = _check_k(k, [z.shape[0] for z in zs], g, n_mod)
+        return _holder_knn(zs, g, kk)
     if estimator not in ("exact", "resubstitution"):
-        raise ValueError(f"estimator must be 'exact' or 'resubstitution', got {estimator!r}")
+        raise ValueError(f"estimator must be 'exact', 'resubstitution' or 'knn', got {estimator!r}")
     h = kde_bandwidth(bandwidth, *zs)
     if estimator == "exact":
         if abs(g - n_mod) > 1e-12:

@@ -18,6 +18,12 @@ Two scales (``--scale``):
 Targets: the exact (plug-in KDE) estimator converges to the closed form with ``s^2 + h^2``
 ("widened"), the resubstitution estimator to the unwidened value as h -> 0. Both are recorded.
 
+The k-nearest-neighbour estimator (``holder(..., estimator="knn")``) runs on the same samples in the
+``default`` and ``sweep`` presets (not in ``quick``; ``--knn`` / ``--no-knn`` override): rows with
+``estimator="knn"``, ``bandwidth_rule`` :data:`KNN_RULE`, ``h = nan`` (no bandwidth; no widened truth)
+and the neighbour order in ``k``. ``k = max(5, 2 M)`` (:func:`knn_k`): the entropy term needs
+``k > gamma - 1`` and has finite variance only for ``k > 2 (gamma - 1)``, gamma = M.
+
 Outputs: a tidy CSV (one row per estimate) and a figure (PNG and PDF) of estimate / true value
 against d, one panel per estimator: geometric means over draws with 95% t intervals on the log ratio.
 :func:`calibration` reads the CSV back into one machine-readable statement for the claims report.
@@ -49,6 +55,15 @@ DEFAULT = dict(dims=[1, 2, 4, 8, 16, 32, 64], factors=["0.25", "0.5", "1.0", "me
 SWEEP = dict(dims=[4, 8, 16, 32, 64], factors=["fixed", "median"], modalities=[2, 4, 6], n_samples=300,
              n_exact3=0, draws=10, scale="embedding", target=0.1)
 PRESETS: dict[str, dict] = {"quick": QUICK, "default": DEFAULT, "sweep": SWEEP}
+#: presets that also run the kNN estimator (kept out of the preset dicts, whose grids tests copy)
+KNN_PRESETS = {"quick": False, "default": True, "sweep": True}
+#: the ``bandwidth_rule`` of the kNN rows
+KNN_RULE = "kNN k=max(5,2M)"
+
+
+def knn_k(n_mod: int) -> int:
+    """The neighbour order of the kNN rows at gamma = M: ``max(5, 2 M)`` (finite-variance entropy term)."""
+    return max(5, 2 * int(n_mod))
 SCALES = ("unit", "embedding")
 
 #: the calibration band of :func:`calibration`: an estimator is called calibrated where the 95%
@@ -84,6 +99,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "overrides the preset")
     parser.add_argument("--draws", type=int, default=None,
                         help="independent samples per configuration (overrides the preset)")
+    parser.add_argument("--knn", action=argparse.BooleanOptionalAction, default=None,
+                        help=f"also run the kNN estimator (rule {KNN_RULE!r}); default: on for the default "
+                             "and sweep presets, off for quick")
     parser.add_argument("--n-samples", type=int, default=None,
                         help="samples per modality (resubstitution, and exact for M = 2; "
                              "overrides the preset)")
@@ -144,6 +162,20 @@ def run_grid(cfg: dict, seed: int, target: float, log=print) -> list[dict]:
                             rel_error=value / truth - 1.0, rel_error_widened=value / widened - 1.0,
                             seconds=seconds, scale=scale, grid=cfg.get("name", "custom"),
                         ))
+                if cfg.get("knn", False):
+                    k = knn_k(n_mod)
+                    t0 = time.perf_counter()
+                    value = float(holder(big, gamma=float(n_mod), estimator="knn", k=k))
+                    seconds = time.perf_counter() - t0
+                    truth = gaussian_holder_closed_form(mu, s * s, n_mod)
+                    rows.append(dict(
+                        estimator="knn", M=n_mod, gamma=float(n_mod), d=d, B=big[0].shape[0],
+                        draw=draw, h=math.nan, s=s, bandwidth_rule=KNN_RULE,
+                        estimate=value, truth=truth, truth_widened=math.nan,
+                        ratio=value / truth, ratio_widened=math.nan,
+                        rel_error=value / truth - 1.0, rel_error_widened=math.nan,
+                        seconds=seconds, scale=scale, grid=cfg.get("name", "custom"), k=k,
+                    ))
             log(f"  M={n_mod} d={d}: done")
     return rows
 
@@ -189,7 +221,14 @@ def _finding(df) -> str:
     line1 = (f"B={int(df.B.max())} per modality, scale {df['scale'].iloc[0] if 'scale' in df else 'unit'}, "
              f"true D_H={df['truth'].iloc[0]:.2g}: resubstitution estimate / true "
              "(geometric mean over M, draws)")
-    return line1 + "\n" + "; ".join(parts)
+    knn = []
+    for rule, rows in df[df.estimator == "knn"].groupby("bandwidth_rule"):
+        st_lo = log_ratio_interval(rows[rows.d == dmin].ratio)
+        st_hi = log_ratio_interval(rows[rows.d == dmax].ratio)
+        knn.append(f"{rule}: x{st_lo['ratio']:.2g} at d={dmin} ({st_lo['nonpositive']} <= 0) -> "
+                   f"x{st_hi['ratio']:.2g} at d={dmax} ({st_hi['nonpositive']} <= 0 left out)")
+    out = line1 + "\n" + "; ".join(parts)
+    return out + ("\nknn estimator: " + "; ".join(knn) if knn else "")
 
 
 def plot(df, out_fig: Path) -> list[Path]:
@@ -198,7 +237,7 @@ def plot(df, out_fig: Path) -> list[Path]:
 
     plt = style.pyplot()
     summ = summarise(df)
-    estimators = [e for e in ("exact", "resubstitution") if e in set(summ.estimator)]
+    estimators = [e for e in ("exact", "resubstitution", "knn") if e in set(summ.estimator)]
     fig, axes = plt.subplots(1, len(estimators), figsize=(5.6 * len(estimators), 4.8), sharey=True,
                              layout="constrained", squeeze=False)
     axes = axes[0]
@@ -208,7 +247,7 @@ def plot(df, out_fig: Path) -> list[Path]:
     ms = sorted(summ.M.unique())
     markers = dict(zip(ms, "osD^v<>"))
     styles = dict(zip(ms, ["-", "--", "-.", ":"] * 3))
-    draws = int(summ.draws.min())
+    draws = int((summ.draws + summ.nonpositive).min())  # estimates per point, <= 0 ones included
     # offset the series a little along d so that their error bars do not hide each other (on the
     # embedding scale the median h is close to the fixed one, so the two rules nearly coincide)
     series = [(r, m) for r in rules for m in ms]
@@ -219,7 +258,7 @@ def plot(df, out_fig: Path) -> list[Path]:
             grp = grp.sort_values("d")
             xs = grp.d.to_numpy() * offset[(rule, n_mod)]
             y = grp.ratio.clip(lower=1e-4).to_numpy()
-            label = f"{rule}, M={n_mod}"
+            label = f"{rule}, M={n_mod}" + (" (estimates > 0 only)" if est == "knn" else "")
             kw = dict(color=colors[rule], ls=styles[n_mod], marker=markers[n_mod], ms=4, label=label)
             if draws > 1:
                 lo = (grp.ratio - grp.lo).fillna(0.0).clip(lower=0.0).to_numpy()
@@ -227,13 +266,24 @@ def plot(df, out_fig: Path) -> list[Path]:
                 ax.errorbar(xs, y, yerr=[lo, hi], capsize=3, **kw)
             else:
                 ax.plot(xs, y, **kw)
-            ax.plot(grp.d, grp.widened_over_true, color=colors[rule], ls=":", lw=1.2, alpha=0.7)
+            if est == "knn":  # how many of the draws at each point had no log (estimate <= 0)
+                for x, row in zip(xs, grp.itertuples()):
+                    if row.nonpositive:
+                        y_at = row.ratio if math.isfinite(row.ratio) and row.ratio > 0 else 1e-2
+                        ax.annotate(f"{row.nonpositive}/{row.draws + row.nonpositive}≤0", (x, y_at),
+                                    textcoords="offset points", xytext=(3, -9), fontsize=6,
+                                    color=colors[rule], alpha=0.9)
+            if est != "knn":  # the kNN estimator has no bandwidth, hence no widened target
+                ax.plot(grp.d, grp.widened_over_true, color=colors[rule], ls=":", lw=1.2, alpha=0.7)
         ax.axhline(1.0, color="black", lw=0.8)
         ax.axhspan(*CALIBRATION_BAND, color="grey", alpha=0.12, lw=0)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("dimension d (fixed samples per modality)")
         note = "\n(dotted: widened target $s^2/(s^2+h^2)$, the KDEs' own value)"
+        if est == "knn":
+            bad, total = int(sub.nonpositive.sum()), int((sub.draws + sub.nonpositive).sum())
+            note = f"\n({bad} of {total} estimates <= 0 left out of the log; missing: all <= 0)"
         shown = sorted(sub.M.unique())
         ax.set_title(f"{est} estimator, M={', '.join(str(m) for m in shown)}{note}", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
@@ -241,9 +291,13 @@ def plot(df, out_fig: Path) -> list[Path]:
     spread = (f"geometric mean and 95% t interval over {draws} draws" if draws > 1
               else "one draw per point (no error bars; --draws N for intervals)")
     handles, labels = axes[0].get_legend_handles_labels()
-    if len(axes) > 1:  # the right panel may hold Ms the left lacks
-        h2, l2 = axes[-1].get_legend_handles_labels()
-        handles, labels = h2, l2
+    if len(axes) > 1:  # the right panels may hold Ms (and rules) the left lacks
+        kde = [a for a, e in zip(axes, estimators) if e != "knn"]
+        handles, labels = kde[-1].get_legend_handles_labels() if kde else ([], [])
+        for ax, est in zip(axes, estimators):
+            if est == "knn":
+                h2, l2 = ax.get_legend_handles_labels()
+                handles, labels = [*handles, *h2], [*labels, *l2]
     style.legend_below(fig, handles, labels)
     scale = df["scale"].iloc[0] if "scale" in df else "unit"
     scale_txt = ("s = 1/sqrt(d), E|x|² ≈ 1 (embedding scale)" if scale == "embedding"
@@ -253,10 +307,13 @@ def plot(df, out_fig: Path) -> list[Path]:
     return style.save(fig, out_fig)
 
 
-def calibration(csv_path_or_df, d: int, bandwidth: str) -> dict | None:
+def calibration(csv_path_or_df, d: int, bandwidth: str, estimator: str = "resubstitution") -> dict | None:
     """How far the resubstitution estimator (the sweep's) is from the truth at dimension ``d``.
 
-    ``bandwidth``: ``"fixed"`` (h = FIXED_BANDWIDTH, claim 3) or ``"median"`` (claim 7). Reads the
+    ``bandwidth``: ``"fixed"`` (h = FIXED_BANDWIDTH, claim 3) or ``"median"`` (claim 7), or ``"knn"``
+    (the kNN estimator's rows, whatever ``estimator`` says). ``estimator``: ``"resubstitution"``
+    (default, the sweep's KDE estimator) or ``"knn"`` (then ``bandwidth`` is ignored; ``h`` is nan and
+    there is no widened ratio). Reads the
     validation CSV (or its DataFrame); embedding-scale rows are used where there are any. The nearest
     d of the grid stands in for a missing one (``d_used``). Returns ``None`` for a missing or empty
     file or when no row matches, else ``ratio`` (geometric mean of estimate / true over all draws and
@@ -267,8 +324,12 @@ def calibration(csv_path_or_df, d: int, bandwidth: str) -> dict | None:
     """
     import pandas as pd
 
-    if bandwidth not in ("fixed", "median"):
-        raise ValueError(f"bandwidth must be 'fixed' or 'median', got {bandwidth!r}")
+    if bandwidth not in ("fixed", "median", "knn"):
+        raise ValueError(f"bandwidth must be 'fixed', 'median' or 'knn', got {bandwidth!r}")
+    if estimator not in ("resubstitution", "knn"):
+        raise ValueError(f"estimator must be 'resubstitution' or 'knn', got {estimator!r}")
+    if bandwidth == "knn" or estimator == "knn":
+        bandwidth = estimator = "knn"
     if isinstance(csv_path_or_df, pd.DataFrame):
         df = csv_path_or_df
     else:
@@ -282,11 +343,12 @@ def calibration(csv_path_or_df, d: int, bandwidth: str) -> dict | None:
     need = {"estimator", "d", "M", "B", "bandwidth_rule", "ratio"}
     if df.empty or not need <= set(df.columns):
         return None
-    df = df[df.estimator == "resubstitution"]
+    df = df[df.estimator == estimator]
     if "scale" in df.columns and (df.scale == "embedding").any():
         df = df[df.scale == "embedding"]
     rules = df.bandwidth_rule.astype(str)
-    df = df[rules == "median"] if bandwidth == "median" else df[rules.str.startswith("fixed")]
+    if bandwidth != "knn":
+        df = df[rules == "median"] if bandwidth == "median" else df[rules.str.startswith("fixed")]
     if df.empty:
         return None
     dims = sorted({int(v) for v in df.d})
@@ -305,23 +367,34 @@ def calibration(csv_path_or_df, d: int, bandwidth: str) -> dict | None:
     calibrated = inside(pooled) and all(inside(st) for st in by_m.values())
     draws = int(df.groupby("M").size().min())
     b = int(df.B.max())
-    h = float(df.h.mean()) if "h" in df.columns else (FIXED_BANDWIDTH if bandwidth == "fixed" else math.nan)
+    if bandwidth == "knn":
+        h = math.nan
+    else:
+        h = float(df.h.mean()) if "h" in df.columns else (FIXED_BANDWIDTH if bandwidth == "fixed" else math.nan)
     ms = sorted(by_m)
     at = f"d = {d_used}" + (f" (nearest to {int(d)})" if d_used != int(d) else "")
-    rule_txt = f"h = {h:.2g} (fixed)" if bandwidth == "fixed" else f"the median rule (h ~ {h:.2g})"
+    if bandwidth == "knn":
+        ks = sorted({int(v) for v in df.k}) if "k" in df.columns else []
+        rule_txt = "k = " + ", ".join(str(v) for v in ks) if ks else str(df.bandwidth_rule.iloc[0])
+    else:
+        rule_txt = f"h = {h:.2g} (fixed)" if bandwidth == "fixed" else f"the median rule (h ~ {h:.2g})"
     verdict = ("calibrated within x2" if calibrated else
                "not calibrated: a comparison at one ruler, not a divergence in nats")
-    note = (f"KDE estimator at {at}, B = {b} ({draws} draws x M = {', '.join(str(m) for m in ms)}): "
+    name = "kNN estimator" if estimator == "knn" else "KDE estimator"
+    note = (f"{name} at {at}, B = {b} ({draws} draws x M = {', '.join(str(m) for m in ms)}): "
             f"estimate/true x{pooled['ratio']:.2g} [{pooled['lo']:.2g}, {pooled['hi']:.2g}] at {rule_txt}; "
             f"{verdict}")
     # what the estimate does track: the closed form of the h-smoothed Gaussians (s^2 + h^2)
-    widened = log_ratio_interval(df.ratio_widened)["ratio"] if "ratio_widened" in df.columns else math.nan
+    widened = (log_ratio_interval(df.ratio_widened)["ratio"]
+               if "ratio_widened" in df.columns and estimator != "knn" else math.nan)
     if math.isfinite(widened):
         note += f" (x{widened:.2g} of the h-smoothed closed form)"
     if pooled["nonpositive"]:
         note += f" ({pooled['nonpositive']} estimates <= 0 left out of the log)"
+    if estimator == "knn":  # the kNN values scatter around 0 and below: the arithmetic mean says so
+        note += f" (arithmetic mean estimate/true {float(df.ratio.mean()):.2g})"
     return {
-        "estimator": "resubstitution", "bandwidth": bandwidth, "d": int(d), "d_used": d_used,
+        "estimator": estimator, "bandwidth": bandwidth, "d": int(d), "d_used": d_used,
         "ratio": pooled["ratio"], "lo": pooled["lo"], "hi": pooled["hi"], "n": pooled["n"],
         "nonpositive": pooled["nonpositive"], "ratio_widened": widened, "draws": draws, "B": b, "M": ms,
         "h": h,
@@ -341,6 +414,7 @@ def resolve_config(args: argparse.Namespace) -> dict:
     """The grid of ``args``: the preset, overridden by the explicit options (each one checked)."""
     preset = args.preset or ("quick" if args.quick else "default")
     cfg = dict(PRESETS[preset], name=preset)
+    cfg["knn"] = KNN_PRESETS.get(preset, False) if getattr(args, "knn", None) is None else bool(args.knn)
     # the config key each option comes from in the sweep (workflow/rules/validation.smk)
     if args.dims:
         cfg["dims"] = _positive_ints("--dims (validation.dims)", args.dims, 1)
@@ -384,7 +458,8 @@ def main(args: argparse.Namespace) -> int:
     exact_txt = f"exact M>2: B={cfg['n_exact3']}" if cfg["n_exact3"] >= 2 else "exact at M=2 only"
     print(f"validate-estimators ({cfg['name']}): M={cfg['modalities']} d={cfg['dims']} "
           f"rules={cfg['factors']} scale={cfg['scale']} B={cfg['n_samples']} ({exact_txt}) "
-          f"draws={cfg['draws']} target={cfg['target']:g}")
+          f"draws={cfg['draws']} target={cfg['target']:g}"
+          + (f" + knn ({KNN_RULE})" if cfg.get("knn") else ""))
     rows = run_grid(cfg, args.seed, cfg["target"])
     df = pd.DataFrame(rows)
     buffer = io.StringIO()

@@ -180,11 +180,13 @@ def _planned(cfg: dict, dirs: Sequence[str | Path], kind: str) -> set[tuple] | N
     if not cells:
         return None
     wanted = {(_dataset(d), Path(d).name) for d in dirs}
-    units = [(int(s), int(k)) for k in cfg.get("split_seeds", [0]) for s in cfg.get("seeds", [])]
-    return {(cell["dataset"], cell["variant"], int(m), seed, split)
+    seeds = [int(s) for s in cfg.get("seeds", [])]
+    # a cell's own split seeds (the verdicts' variants run at more); older snapshots have only the global ones
+    return {(cell["dataset"], cell["variant"], int(m), seed, int(split))
             for cell in cells if (cell["dataset"], cell["job"]) in wanted
             for m in cell["generation_ms" if kind == "generation" else "ms"]
-            for seed, split in units}
+            for split in cell.get("split_seeds", cfg.get("split_seeds", [0]))
+            for seed in seeds}
 
 
 class _Found:

@@ -88,7 +88,7 @@ def listed_claims(table: pd.DataFrame) -> list[str]:
 
 COLUMNS = ["claim", "id", "role", "statement", "dataset", "comparison", "measured", "column", "rule",
            "statistic", "direction", "estimate", "ci_low", "ci_high", "n", "n_cells", "p", "p_holm",
-           "effect", "effect_unit", "power", "mde", "p_tost", "p_tost_holm", "verdict", "note"]
+           "effect", "effect_unit", "power", "mde", "units_80", "p_tost", "p_tost_holm", "verdict", "note"]
 #: the power at which the minimal detectable effect is reported
 MDE_POWER = 0.8
 # rows that read the Hölder estimate carry the estimator's calibration where the runs live: measured
@@ -335,7 +335,7 @@ def _equivalence(out: pd.DataFrame, effects: dict, confidence: float) -> None:
     family: Holm's strictest step), and its Holm-adjusted TOST p. Claim 7's rows work in Fisher z."""
     alpha = 1.0 - confidence
     effects = {str(k): v for k, v in effects.items()}  # a YAML key 3 is an int
-    for col in ("effect", "power", "mde", "p_tost", "p_tost_holm"):
+    for col in ("effect", "power", "mde", "units_80", "p_tost", "p_tost_holm"):
         out[col] = np.nan
     out["effect_unit"] = ""
     for idx in out.groupby(["claim", "role", "_family"]).groups.values():
@@ -354,6 +354,11 @@ def _equivalence(out: pd.DataFrame, effects: dict, confidence: float) -> None:
             out.at[i, "effect_unit"] = str(declared.get("unit", ""))
             out.at[i, "power"] = st.power_at(delta, se, df, alpha / k)
             out.at[i, "mde"] = math.tanh(mde) if fisher and math.isfinite(mde) else mde
+            # the power analysis: units at which this row, with its observed per-unit spread, would
+            # have MDE_POWER at the declared effect
+            n_units = int(out.at[i, "n"])
+            unit_sd = se * math.sqrt(n_units) if n_units >= 1 and math.isfinite(se) else math.nan
+            out.at[i, "units_80"] = st.units_for_power(delta, unit_sd, alpha / k, MDE_POWER)
             out.at[i, "p_tost"] = st.tost(est, se, df, delta)
         out.loc[idx, "p_tost_holm"] = st.holm(out.loc[idx, "p_tost"].to_numpy(dtype=float))
 
@@ -378,6 +383,10 @@ def _reason(r: dict, confidence: float) -> str:
         unit = f" {r['effect_unit']}" if r.get("effect_unit") else ""
         detect = (f"declared effect of interest {r['effect']:g}{unit}: power {_num(r['power'])}; detectable "
                   f"at {MDE_POWER:.0%} power: {_num(r['mde'])}{unit}")
+        if math.isfinite(r.get("power", math.nan)):
+            need = _units(r)
+            detect += (f"; {MDE_POWER:.0%} power at the declared effect needs {need} units at this spread "
+                       f"({r['n']} run)")
         inside = (math.isfinite(r["ci_low"]) and math.isfinite(r["ci_high"])
                   and -r["effect"] < r["ci_low"] and r["ci_high"] < r["effect"])
         if r["verdict"] in ("supported", "contradicted") and inside:
@@ -464,6 +473,14 @@ def _effect(r: dict) -> str:
     return f"±{r['effect']:g} {r['effect_unit']}".strip()
 
 
+def _units(r: dict) -> str:
+    """Units for MDE_POWER at the declared effect: "–" without one, "> 1000" beyond the search."""
+    if not (math.isfinite(r.get("effect", math.nan)) and math.isfinite(r.get("power", math.nan))):
+        return "–"
+    need = r.get("units_80", math.nan)
+    return str(int(need)) if math.isfinite(need) else "> 1000"
+
+
 def _num(x: float) -> str:
     return "–" if x is None or not isinstance(x, (int, float)) or not math.isfinite(x) else f"{x:.3g}"
 
@@ -492,6 +509,33 @@ DESIGN = (
     f"in runs with >= {MIN_EVAL_POINTS} of them; the level correlation is shown as a confounded "
     "secondary row. Claim 2c is a sanity check, not evidence."
 )
+
+
+def power_section(table: pd.DataFrame) -> list[str]:
+    """claims.md's power analysis: each primary row with a declared effect, its units, its power
+    there, the effect it could detect and the units it would need (at its observed per-unit spread)."""
+    if table.empty:
+        return []
+    rows = table[(table["role"] == "primary") & np.isfinite(table["effect"].to_numpy(dtype=float))]
+    if rows.empty:
+        return []
+    lines = ["", "## Power of the primary rows", "",
+             f"Each row's declared smallest effect of interest (report.effects), the power of its test there with "
+             f"the units run, the effect it detects with {MDE_POWER:.0%} power, and the units it would need for "
+             f"{MDE_POWER:.0%} power at the declared effect given the per-unit spread it observed (an estimate "
+             "itself: the spread of a few units is uncertain). Rows at or above "
+             f"{MDE_POWER:.0%} are marked.", "",
+             f"| claim | id | dataset | effect of interest | units | power | MDE | units for {MDE_POWER:.0%} |",
+             "|---|---|---|---|---|---|---|---|"]
+    powered = 0
+    for r in rows.to_dict("records"):
+        ok = math.isfinite(r["power"]) and r["power"] >= MDE_POWER
+        powered += ok
+        power = f"**{_num(r['power'])}**" if ok else _num(r["power"])
+        lines.append(f"| {r['claim']} | {r['id']} | {r['dataset']} | {_effect(r)} | {r['n']} | {power} | "
+                     f"{_num(r['mde'])} | {_units(r)} |")
+    lines += ["", f"{powered} of {len(rows)} primary rows have at least {MDE_POWER:.0%} power at their declared effect."]
+    return lines
 
 
 def render_markdown(table: pd.DataFrame, confidence: float = 0.95,
@@ -525,6 +569,7 @@ def render_markdown(table: pd.DataFrame, confidence: float = 0.95,
             others = [across[claim][n] for n in names]
             extra = "".join(f" {o} |" for o in others) + (" yes |" if all(o == main for o in others) else " **no** |")
         lines.append(f"| {claim} | {statement} | **{main}** | {counts} |" + extra)
+    lines += power_section(table)
     if stale:
         lines += ["", "Declared perturbations not read (their verdicts are not part of `robust`): "
                   + "; ".join(f"{n}: {why}" for n, why in stale.items())
@@ -578,15 +623,15 @@ def render_markdown(table: pd.DataFrame, confidence: float = 0.95,
             lines.append("No data: the sweep did not produce the runs this claim needs.")
             continue
         header = (f"| id | role | dataset | comparison | measured | rule | statistic | estimate | {pct} CI | n units "
-                  "| p (Holm) | effect of interest | power | MDE | TOST p (Holm) | verdict | note |")
-        lines += [header, "|" + "---|" * 17]
+                  f"| p (Holm) | effect of interest | power | MDE | units for {MDE_POWER:.0%} | TOST p (Holm) | verdict | note |")
+        lines += [header, "|" + "---|" * 18]
         for r in sub.to_dict("records"):
             ci = f"[{_num(r['ci_low'])}, {_num(r['ci_high'])}]"
             rule = r["rule"] if isinstance(r["rule"], str) and r["rule"] else "–"
             cells = [r["id"], r["role"], r["dataset"], r["comparison"],
                      f"{r['measured']} [{r['column']}] (claimed {r['direction']})", rule, r["statistic"],
                      _num(r["estimate"]), ci, str(r["n"]), f"{_num(r['p'])} ({_num(r['p_holm'])})",
-                     _effect(r), _num(r["power"]), _num(r["mde"]),
+                     _effect(r), _num(r["power"]), _num(r["mde"]), _units(r),
                      f"{_num(r['p_tost'])} ({_num(r['p_tost_holm'])})" if math.isfinite(r["p_tost"]) else "–",
                      r["verdict"],
                      r["note"] if isinstance(r["note"], str) else ""]

@@ -157,6 +157,30 @@ def minimal_detectable_effect(se: float, df: int, alpha: float, power: float = 0
     return float(ncp * se)
 
 
+def units_for_power(effect: float, unit_sd: float, alpha: float, power: float = 0.8,
+                    max_units: int = 1000) -> float:
+    """The fewest units at which the two-sided t test over units (standard error ``unit_sd /
+    sqrt(n)``, n - 1 degrees of freedom, level ``alpha``) reaches ``power`` at ``effect``; NaN when
+    it is undefined or above ``max_units``. Power rises with n, so a bisection over n finds it."""
+    if not (math.isfinite(effect) and math.isfinite(unit_sd)) or unit_sd <= 0 or effect == 0:
+        return math.nan  # no spread (e.g. every value clipped to 0): the power is undefined too
+
+    def enough(n: int) -> bool:
+        return power_at(effect, unit_sd / math.sqrt(n), n - 1, alpha) >= power
+
+    lo, hi = MIN_UNITS, MIN_UNITS
+    while not enough(hi):
+        if hi >= max_units:
+            return math.nan
+        lo, hi = hi, min(2 * hi, max_units)
+    if enough(lo):
+        return float(lo)
+    while hi - lo > 1:  # invariant: not enough(lo), enough(hi)
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if enough(mid) else (mid, hi)
+    return float(hi)
+
+
 def overall(verdicts: Sequence[str]) -> str:
     """A claim's verdict from its primary rows' verdicts (:data:`RULE`)."""
     s = sum(v == "supported" for v in verdicts)

@@ -3,7 +3,7 @@
 Every table is written three times under ``--out-dir``: ``NAME.csv`` (tidy, one row per group
 with ``<metric>_mean, _sd, _lo, _hi`` (Student t interval over seeds) and ``n``), ``NAME.md`` and
 ``NAME.tex`` (human-readable: ``mean ± sd`` over seeds).  Where the paper reports comparable
-numbers (``--reference``, shared/paper_reference.csv) the Markdown and LaTeX outputs carry them
+numbers (``--reference``, config/paper_reference.csv) the Markdown and LaTeX outputs carry them
 in a separate, clearly labelled section: they come from other data and backbones, so they are not
 directly comparable with this benchmark's numbers.
 
@@ -154,6 +154,9 @@ def study_rows(summary: pd.DataFrame, cfg: dict, name: str) -> pd.DataFrame:
     if not spec or summary.empty:
         return summary.iloc[0:0]
     keep = summary["variant"].isin(spec.get("variants", [])) & summary["dataset"].isin(spec.get("datasets", []))
+    if "split_seed" in summary.columns and cfg.get("split_seeds"):
+        # the same units for every variant of a table: the verdicts' extra split seeds are left out
+        keep &= summary["split_seed"].isin([int(k) for k in cfg["split_seeds"]])
     rows = summary[keep]
     by_ds = spec.get("ms_by_dataset", {}) or {}
     ms_ok = rows.apply(lambda r: int(r["M"]) in by_ds.get(r["dataset"], spec.get("ms", [])), axis=1) if len(rows) else []

@@ -7,7 +7,7 @@
 For each tuned (dataset, variant) of ``--tuning`` (the select_trials table: one row per trial, its
 validation score) the best validation score so far after each trial, and, where a ``--doubled``
 sweep tuned the same cell with more trials, the selected score at both budgets. The trials are
-independent draws of one seeded stream (:func:`harness.plan.draw_trials`), so the first T trials of a
+one seeded quasi-random sequence generated in order (:func:`harness.plan.draw_trials`), so the first T trials of a
 2T-trial search are the T trials of this one: its best-so-far curve continues this sweep's, and the
 difference of the two selected scores is exactly what doubling the trials buys. A cell is
 **saturated** when that difference is at most ``--delta`` (``tuning.saturation_delta``, in the

@@ -149,7 +149,7 @@ def test_every_perturbation_of_the_default_config_is_a_valid_sweep():
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     validate(config, str(SCHEMA))
     plan = Plan(config, str(ROOT))
-    assert plan.robustness_names() == ["anchor_1", "split_seeds_6_11", "steps_x2", "trials_x2"]
+    assert plan.robustness_names() == ["anchor_1", "split_seeds_8_15", "steps_x2", "trials_x2"]
     for name in plan.robustness_names():
         cfg = plan.robustness_config(name)
         validate(copy.deepcopy(cfg), str(SCHEMA))

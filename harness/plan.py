@@ -236,9 +236,10 @@ class Plan:
         return [(seed, split) for split in splits for seed in self.seeds]
 
     def verdict_variants(self) -> list[str]:
-        """The variants every verdict reads: the baseline, the method, the full method and the controls."""
+        """The variants every verdict reads: the baseline, the method, the full method, the controls,
+        and the challengers (a loss judged beside the method gets the method's units)."""
         names = [self.report.get(k) for k in ("baseline", "method", "method_tuple")]
-        names += list(self.report.get("controls", []) or [])
+        names += list(self.report.get("controls", []) or []) + list(self.report.get("challengers", []) or [])
         return sorted({v for v in names if v})
 
     def _cell_splits(self) -> dict[tuple[str, str], list[int]]:

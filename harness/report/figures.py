@@ -226,7 +226,7 @@ def lines_vs_m(summary: pd.DataFrame, cfg: dict, out_dir: Path, name: str, metri
         for metric, vs in bandless.items())
     if note:
         note = f"\n{note}: the interval spans over {WIDE_BAND:.0%} of the statistic's range"
-    fig.suptitle(f"{title} (mean over seeds; band: 95% t interval){note}")
+    fig.suptitle(f"{title} (mean over units; band: 95% t interval){note}")
     return style.save(fig, out_dir / name)
 
 

@@ -190,8 +190,6 @@ class Plan:
         self._check_objectives()
         self.cells, self.gen_cells = self._cells()
         self.cell_splits = self._cell_splits()
-        # every split seed some cell trains on: the data stage prepares each of them
-        self.all_split_seeds = sorted({k for splits in self.cell_splits.values() for k in splits} | set(self.split_seeds))
         self.used_datasets = sorted({d for d, _ in self.cells})
         self.pack_studies = list(config.get("pack_studies", ["ablation", "sensitivity"]))
         self.job_of, self.jobs = self._jobs()
@@ -410,9 +408,9 @@ class Plan:
             if needed > available:
                 _fail(f"dataset {dataset!r} ({self.features_path(dataset)}) has {available} modalities but the "
                       f"studies or tuning.m ask for M={needed}")
-            if has_split and len(self.all_split_seeds) > 1:
+            if has_split and len(self.dataset_splits(dataset)) > 1:
                 _fail(f"dataset {dataset!r} ({self.features_path(dataset)}) fixes its split (a `split` array), so "
-                      f"split_seeds={self.all_split_seeds} (with report.verdict_split_seeds) would repeat one "
+                      f"split_seeds={self.dataset_splits(dataset)} (with report.verdict_split_seeds) would repeat one "
                       "split; use split_seeds: [0] and no verdict_split_seeds")
             return spec.get("n_modalities", available)
         n = spec.get("n_modalities", needed)

@@ -217,14 +217,14 @@ def test_validation_grid_knn_rows_calibration_and_plot(tmp_path):
     plain = pd.DataFrame(ev.run_grid(dict(cfg, knn=False), seed=0, target=0.1, log=lambda *_: None))
     kde = df[df.estimator != "knn"].drop(columns=["k", "seconds"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(kde, plain.drop(columns=["seconds"]))
-    # calibration: resubstitution rows by default, kNN rows on request (either spelling)
+    # calibration: resubstitution rows for the KDE rules, kNN rows on request
     fixed = ev.calibration(df, 8, "fixed")
     assert fixed["estimator"] == "resubstitution" and fixed["n"] + fixed["nonpositive"] == 4
-    for c in (ev.calibration(df, 8, "knn"), ev.calibration(df, 8, "fixed", estimator="knn")):
-        assert c["estimator"] == "knn" and c["n"] + c["nonpositive"] == 4 and math.isnan(c["h"])
-        assert c["note"].startswith("kNN estimator at d = 8")
-    with pytest.raises(ValueError, match="estimator"):
-        ev.calibration(df, 8, "fixed", estimator="exact")
+    c = ev.calibration(df, 8, "knn")
+    assert c["estimator"] == "knn" and c["n"] + c["nonpositive"] == 4 and math.isnan(c["h"])
+    assert c["note"].startswith("kNN estimator at d = 8")
+    with pytest.raises(ValueError, match="bandwidth must be 'fixed', 'median' or 'knn'"):
+        ev.calibration(df, 8, "exact")
     summ = ev.summarise(df)
     assert set(summ[summ.estimator == "knn"].bandwidth_rule) == {ev.KNN_RULE}
     assert "knn estimator" in ev._finding(df)

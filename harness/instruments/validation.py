@@ -59,17 +59,17 @@ PRESETS: dict[str, dict] = {"quick": QUICK, "default": DEFAULT, "sweep": SWEEP}
 KNN_PRESETS = {"quick": False, "default": True, "sweep": True}
 #: the ``bandwidth_rule`` of the kNN rows
 KNN_RULE = "kNN k=max(5,2M)"
-
-
-def knn_k(n_mod: int) -> int:
-    """The neighbour order of the kNN rows at gamma = M: ``max(5, 2 M)`` (finite-variance entropy term)."""
-    return max(5, 2 * int(n_mod))
 SCALES = ("unit", "embedding")
 
 #: the calibration band of :func:`calibration`: an estimator is called calibrated where the 95%
 #: interval of estimate / true lies within a factor of 2 of the truth (a loose band: the question is
 #: whether the numbers are divergences in nats at all, not whether they are precise)
 CALIBRATION_BAND = (0.5, 2.0)
+
+
+def knn_k(n_mod: int) -> int:
+    """The neighbour order of the kNN rows at gamma = M: ``max(5, 2 M)`` (finite-variance entropy term)."""
+    return max(5, 2 * int(n_mod))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -307,13 +307,12 @@ def plot(df, out_fig: Path) -> list[Path]:
     return style.save(fig, out_fig)
 
 
-def calibration(csv_path_or_df, d: int, bandwidth: str, estimator: str = "resubstitution") -> dict | None:
-    """How far the resubstitution estimator (the sweep's) is from the truth at dimension ``d``.
+def calibration(csv_path_or_df, d: int, bandwidth: str) -> dict | None:
+    """How far an estimator is from the truth at dimension ``d``.
 
-    ``bandwidth``: ``"fixed"`` (h = FIXED_BANDWIDTH, claim 3) or ``"median"`` (claim 7), or ``"knn"``
-    (the kNN estimator's rows, whatever ``estimator`` says). ``estimator``: ``"resubstitution"``
-    (default, the sweep's KDE estimator) or ``"knn"`` (then ``bandwidth`` is ignored; ``h`` is nan and
-    there is no widened ratio). Reads the
+    ``bandwidth``: ``"fixed"`` (the resubstitution KDE estimator at h = FIXED_BANDWIDTH, claim 3),
+    ``"median"`` (the same at the median rule, claim 7) or ``"knn"`` (the kNN estimator's rows; ``h``
+    is nan and there is no widened ratio). Reads the
     validation CSV (or its DataFrame); embedding-scale rows are used where there are any. The nearest
     d of the grid stands in for a missing one (``d_used``). Returns ``None`` for a missing or empty
     file or when no row matches, else ``ratio`` (geometric mean of estimate / true over all draws and
@@ -326,10 +325,7 @@ def calibration(csv_path_or_df, d: int, bandwidth: str, estimator: str = "resubs
 
     if bandwidth not in ("fixed", "median", "knn"):
         raise ValueError(f"bandwidth must be 'fixed', 'median' or 'knn', got {bandwidth!r}")
-    if estimator not in ("resubstitution", "knn"):
-        raise ValueError(f"estimator must be 'resubstitution' or 'knn', got {estimator!r}")
-    if bandwidth == "knn" or estimator == "knn":
-        bandwidth = estimator = "knn"
+    estimator = "knn" if bandwidth == "knn" else "resubstitution"
     if isinstance(csv_path_or_df, pd.DataFrame):
         df = csv_path_or_df
     else:

@@ -56,6 +56,26 @@ def test_saturation_compares_the_selected_score_at_both_budgets():
     assert tuning.note(table.reset_index(), "other", ("unialign", "infonce")) == ""
 
 
+def test_every_cell_is_checked_inside_the_sweep_by_its_own_first_half():
+    """No doubled search needed: the first half of the sequence is the half-budget search."""
+    cells = pd.concat([_trials("syn", "gram", [10.0, 12.0, 12.5, 12.0]),      # +0.5 in its second half
+                       _trials("syn", "unialign", [50.0, 49.0, 51.0, 58.0]),  # +8 in its second half
+                       _trials("syn", "symile", [7.0])])                      # one trial: no half
+    table = tuning.saturation(cells, {}, delta=1.0).set_index("variant")
+    assert table.loc["gram", "trials_half"] == 2 and table.loc["gram", "best_half"] == 12.0
+    assert table.loc["gram", "gain_half"] == pytest.approx(0.5) and str(table.loc["gram", "saturated_half"]) == "True"
+    assert table.loc["unialign", "gain_half"] == pytest.approx(8.0)
+    assert str(table.loc["unialign", "saturated_half"]) == "False"
+    assert table.loc["symile", "saturated_half"] == "not checked" and math.isnan(table.loc["symile", "gain_half"])
+    # without a doubled search the note falls back to the half check; a doubled search decides where it exists
+    assert tuning.note(table.reset_index(), "syn", ("unialign",)) == (
+        "tuning not saturated: unialign +8 from 2 to 4 trials (searched: temperature)")
+    doubled = _trials("syn", "unialign", [50.0, 49.0, 51.0, 58.0, 57.0, 58.2, 50.0, 40.0])
+    both = tuning.saturation(cells, {"trials_x2": doubled}, delta=1.0)
+    assert str(both.set_index("variant").loc["unialign", "saturated"]) == "True"
+    assert tuning.note(both, "syn", ("unialign",)) == ""
+
+
 def test_the_first_trials_of_a_doubled_search_are_this_searchs():
     """The saturation check rests on this: the draws are one seeded stream."""
     space = {"temperature": {"low": 0.01, "high": 1.0, "log": True}, "lam": [0.5, 1.0]}

@@ -593,16 +593,22 @@ def render_markdown(table: pd.DataFrame, confidence: float = 0.95,
                          + cells + (" yes |" if r["robust"] else " **no** |"))
     if saturation is not None and not saturation.empty:
         lines += ["", "## Tuning saturation", "",
-                  "Best validation score so far per trial (results/tuning_saturation.csv, figures/tuning_saturation.png): "
-                  "a cell is saturated when the search with twice the trials (whose first trials are this sweep's) "
-                  f"gains at most {float(saturation['delta'].iloc[0]):g} ({saturation['metric'].iloc[0]}, tuning.saturation_delta).",
-                  "", "| dataset | variant | searched | trials | best so far | selected | with 2x trials | gain | saturated |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "Best validation score so far per trial (results/tuning_saturation.csv, figures/tuning_saturation.png). "
+                  "The trials are one sequence drawn in order, so the first half of a search is the search with half "
+                  "the trials: a cell is saturated when its last doubling, from half its trials to all of them, gains at "
+                  f"most {float(saturation['delta'].iloc[0]):g} ({saturation['metric'].iloc[0]}, tuning.saturation_delta), "
+                  "and, where the trials-x2 perturbation searched it again, when that doubling does too. "
+                  "Every objective gets the same number of trials.",
+                  "", "| dataset | variant | searched | trials | best so far | best at half | selected | saturated from half "
+                  "| with 2x trials | gain | saturated at 2x |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in saturation.to_dict("records"):
-            sat = str(r["saturated"])
+            def mark(value) -> str:
+                return "yes" if str(value) == "True" else "**no**" if str(value) == "False" else str(value)
             lines.append(f"| {r['dataset']} | {r['variant']} | {r['searched'] or '–'} | {r['trials']} | "
-                         f"{r['best_so_far']} | {_num(r['best'])} | {_num(r['best_doubled'])} | {_num(r['gain'])} | "
-                         + ("yes" if sat == "True" else "**no**" if sat == "False" else sat) + " |")
+                         f"{r['best_so_far']} | {_num(r.get('best_half'))} | {_num(r['best'])} | "
+                         f"{mark(r.get('saturated_half', 'not checked'))} | {_num(r['best_doubled'])} | "
+                         f"{_num(r['gain'])} | {mark(r['saturated'])} |")
     challengers = table[table["role"] == "challenger"] if not table.empty else table
     for subject in dict.fromkeys(_subject(c) for c in challengers.get("comparison", [])):
         mine = challengers[[_subject(c) == subject for c in challengers["comparison"]]]

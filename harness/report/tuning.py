@@ -11,7 +11,9 @@ one seeded quasi-random sequence generated in order (:func:`harness.plan.draw_tr
 2T-trial search are the T trials of this one: its best-so-far curve continues this sweep's, and the
 difference of the two selected scores is exactly what doubling the trials buys. A cell is
 **saturated** when that difference is at most ``--delta`` (``tuning.saturation_delta``, in the
-metric's unit). Searched parameters: the keys whose value differs between a cell's trials (the
+metric's unit). The same prefix property checks every cell inside this sweep, doubled search or
+not: the best of its first half of trials against the best of all of them (``gain_half``,
+``saturated_half``) is what the last doubling bought. Searched parameters: the keys whose value differs between a cell's trials (the
 effort of an equal trial count is not equal across search spaces of different dimension).
 
 Outputs: a CSV (one row per cell: trials, searched, best at each budget, gain, saturated) and a figure
@@ -31,8 +33,9 @@ import pandas as pd
 from harness.files import atomic_write_text
 from harness.report import named_values, read_csv_or_empty
 
-COLUMNS = ["dataset", "variant", "metric", "searched", "trials", "best", "best_so_far", "doubled_by",
-           "trials_doubled", "best_doubled", "gain", "delta", "saturated", "prefix_matches"]
+COLUMNS = ["dataset", "variant", "metric", "searched", "trials", "best", "best_so_far", "trials_half", "best_half",
+           "gain_half", "saturated_half", "doubled_by", "trials_doubled", "best_doubled", "gain", "delta", "saturated",
+           "prefix_matches"]
 _NEEDED = {"dataset", "variant", "trial", "params", "value", "metric"}
 
 
@@ -64,6 +67,10 @@ def searched(params: list[str]) -> list[str]:
     return [k for k in keys if len({json.dumps(d.get(k), sort_keys=True) for d in dicts}) > 1]
 
 
+def _within(gain: float, delta: float) -> bool | str:
+    return bool(abs(gain) <= delta) if math.isfinite(gain) else "not checked"
+
+
 def saturation(tuning: pd.DataFrame, doubled: dict[str, pd.DataFrame], delta: float) -> pd.DataFrame:
     """One row per tuned cell of ``tuning``; ``doubled``: name -> a tuning table with more trials."""
     tuning = _check(tuning, "--tuning")
@@ -72,9 +79,14 @@ def saturation(tuning: pd.DataFrame, doubled: dict[str, pd.DataFrame], delta: fl
     for (dataset, variant), cell in tuning.groupby(["dataset", "variant"], sort=True):
         values = cell["value"].astype(float).tolist()
         curve = best_so_far(values)
+        # the first half of this search is the search with half the trials (one sequence, in order)
+        half = len(values) // 2
+        best_half = curve[half - 1] if half else math.nan
         row = dict(dataset=dataset, variant=variant, metric=str(cell["metric"].iloc[0]),
                    searched=" ".join(searched(cell["params"].astype(str).tolist())), trials=len(values),
-                   best=curve[-1], best_so_far=" ".join(f"{v:.4g}" for v in curve), doubled_by="",
+                   best=curve[-1], best_so_far=" ".join(f"{v:.4g}" for v in curve), trials_half=half,
+                   best_half=best_half, gain_half=curve[-1] - best_half,
+                   saturated_half=_within(curve[-1] - best_half, delta), doubled_by="",
                    trials_doubled=0, best_doubled=math.nan, gain=math.nan, delta=float(delta),
                    saturated="not checked", prefix_matches="")
         for name, other in doubled.items():
@@ -89,19 +101,29 @@ def saturation(tuning: pd.DataFrame, doubled: dict[str, pd.DataFrame], delta: fl
                             for a, b in zip(head["value"].astype(float), values)))
             row.update(doubled_by=name, trials_doubled=len(more), best_doubled=big[-1], gain=big[-1] - curve[-1],
                        best_so_far=" ".join(f"{v:.4g}" for v in big), prefix_matches=same)
-            row["saturated"] = bool(abs(row["gain"]) <= delta) if math.isfinite(row["gain"]) else "not checked"
+            row["saturated"] = _within(row["gain"], delta)
             break
         rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def note(table: pd.DataFrame, dataset: str, variants: tuple[str, ...]) -> str:
-    """A claims row's note on its variants' tuning on ``dataset``: which doubling moved the selection."""
+    """A claims row's note on its variants' tuning on ``dataset``: which doubling moved the selection.
+
+    The doubled search decides where there is one; elsewhere the last doubling inside this search
+    (its first half of trials against all of them)."""
     if table is None or table.empty:
         return ""
     sub = table[(table["dataset"] == dataset) & table["variant"].isin(variants)]
-    open_ = [f"{r.variant} +{r.gain:.3g} with {r.trials_doubled} trials (searched: {r.searched or 'none'})"
-             for r in sub.itertuples() if str(r.saturated) == "False"]  # a bool, or "False" read from CSV
+    open_ = []
+    for r in sub.to_dict("records"):
+        checked = str(r["saturated"]) in ("True", "False")  # a bool, or its string read from CSV
+        if checked and str(r["saturated"]) == "False":
+            open_.append(f"{r['variant']} +{r['gain']:.3g} with {r['trials_doubled']} trials "
+                         f"(searched: {r['searched'] or 'none'})")
+        elif not checked and str(r.get("saturated_half")) == "False":
+            open_.append(f"{r['variant']} +{r['gain_half']:.3g} from {r['trials_half']} to {r['trials']} trials "
+                         f"(searched: {r['searched'] or 'none'})")
     return ("tuning not saturated: " + "; ".join(open_)) if open_ else ""
 
 
@@ -128,7 +150,10 @@ def plot(table: pd.DataFrame, out_fig: Path) -> list[Path]:
                         mfc="white")
         trials = int(table[table["dataset"] == dataset]["trials"].max())
         ax.axvline(trials, color="grey", lw=0.8, ls=":")
-        ax.set_title(f"{dataset}: dashed = the doubled search (the same first {trials} trials)")
+        if trials >= 2:
+            ax.axvline(trials // 2, color="grey", lw=0.6, ls=":", alpha=0.6)
+        ax.set_title(f"{dataset}: dotted = half and all of this sweep's trials;\n"
+                     f"dashed = the doubled search (the same first {trials} trials)", fontsize=10)
         ax.set_xlabel("trial")
         ax.grid(True, alpha=0.3)
     axes[0][0].set_ylabel(f"best validation {table['metric'].iloc[0]} so far")
@@ -141,8 +166,11 @@ def plot(table: pd.DataFrame, out_fig: Path) -> list[Path]:
     style.legend_below(fig, handles, labels)
     gains = table[table["saturated"].astype(str).isin(["True", "False"])]
     unsat = int((gains["saturated"].astype(str) == "False").sum())
-    fig.suptitle(f"Tuning saturation: {len(gains)} cells searched again with twice the trials, {unsat} gained "
-                 f"more than {table['delta'].iloc[0]:g} (the declared delta)")
+    halves = table[table["saturated_half"].astype(str).isin(["True", "False"])]
+    unsat_half = int((halves["saturated_half"].astype(str) == "False").sum())
+    fig.suptitle(f"Tuning saturation (declared delta {table['delta'].iloc[0]:g}): {unsat_half} of {len(halves)} cells "
+                 f"gained more in their second half of trials; {unsat} of {len(gains)} searched again with "
+                 "twice the trials gained more")
     return style.save(fig, out_fig)
 
 

@@ -602,9 +602,10 @@ def render_markdown(table: pd.DataFrame, confidence: float = 0.95,
                   "", "| dataset | variant | searched | trials | best so far | best at half | selected | saturated from half "
                   "| with 2x trials | gain | saturated at 2x |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
+        def mark(value) -> str:  # a bool, or its string read from CSV, or "not checked"
+            return "yes" if str(value) == "True" else "**no**" if str(value) == "False" else str(value)
+
         for r in saturation.to_dict("records"):
-            def mark(value) -> str:
-                return "yes" if str(value) == "True" else "**no**" if str(value) == "False" else str(value)
             lines.append(f"| {r['dataset']} | {r['variant']} | {r['searched'] or '–'} | {r['trials']} | "
                          f"{r['best_so_far']} | {_num(r.get('best_half'))} | {_num(r['best'])} | "
                          f"{mark(r.get('saturated_half', 'not checked'))} | {_num(r['best_doubled'])} | "

@@ -13,8 +13,9 @@ difference of the two selected scores is exactly what doubling the trials buys. 
 **saturated** when that difference is at most ``--delta`` (``tuning.saturation_delta``, in the
 metric's unit). The same prefix property checks every cell inside this sweep, doubled search or
 not: the best of its first half of trials against the best of all of them (``gain_half``,
-``saturated_half``) is what the last doubling bought. Searched parameters: the keys whose value differs between a cell's trials (the
-effort of an equal trial count is not equal across search spaces of different dimension).
+``saturated_half``) is what the last doubling bought. Searched parameters: the keys whose value
+differs between a cell's trials (the effort of an equal trial count is not equal across search
+spaces of different dimension).
 
 Outputs: a CSV (one row per cell: trials, searched, best at each budget, gain, saturated) and a figure
 (best so far against the trial number, one panel per dataset).

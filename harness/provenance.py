@@ -73,3 +73,50 @@ def provenance(device: str | None = None) -> dict[str, Any]:
 def flat_provenance(prefix: str = "meta/provenance/", device: str | None = None) -> dict[str, Any]:
     """:func:`provenance` with prefixed keys, for flat JSON result files."""
     return {f"{prefix}{k}": v for k, v in provenance(device).items()}
+
+
+#: the code that turns a configuration into runs and numbers; the report stages re-derive the
+#: verdicts from the numbers on every run, the benchmarks produce none the verdicts read, and this
+#: module only records
+FINGERPRINTED = ("objectives", "harness")
+NOT_FINGERPRINTED = ("harness/report", "harness/bench", "harness/style.py", "harness/provenance.py")
+
+
+def _code_text(source: str) -> str:
+    """``source`` without its comments, docstrings and blank lines: what a docs-only edit leaves alone.
+    Positions from ``ast`` and ``tokenize``, which agree across Python versions (a dump of the tree
+    would not)."""
+    import ast
+    import io
+    import tokenize
+
+    lines = source.splitlines()
+    drop = set()
+    for node in ast.walk(ast.parse(source)):
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body:
+            first = body[0]
+            if (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+                    and isinstance(first.value.value, str)):
+                drop.update(range(first.lineno - 1, first.end_lineno))
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            row, col = tok.start
+            lines[row - 1] = lines[row - 1][:col]
+    return "\n".join(s.rstrip() for i, s in enumerate(lines) if i not in drop and s.strip())
+
+
+def code_fingerprint(root: Path = ROOT) -> str:
+    """SHA-256 over the code of :data:`FINGERPRINTED` (less :data:`NOT_FINGERPRINTED`), comments and
+    docstrings stripped: two sweeps with the same configuration and fingerprint ran the same code.
+    A loss loaded from outside the repository (``module:``) is not covered."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for top in FINGERPRINTED:
+        for path in sorted((root / top).rglob("*.py")):
+            rel = path.relative_to(root).as_posix()
+            if any(rel == x or rel.startswith(x + "/") for x in NOT_FINGERPRINTED):
+                continue
+            digest.update(rel.encode() + b"\0" + _code_text(path.read_text()).encode() + b"\0")
+    return digest.hexdigest()

@@ -85,9 +85,10 @@ def test_the_first_trials_of_a_doubled_search_are_this_searchs():
 
 
 def test_the_draws_cover_a_two_parameter_space_as_evenly_as_one():
-    """Quasi-random (scrambled Sobol) draws: 4 trials put one value in each quarter of every searched
-    range, and one point in each quadrant of a 2-D space; independent draws would not guarantee it.
-    (Values are rounded to 3 significant digits, so a boundary is allowed a slack of 0.01.)"""
+    """Quasi-random (scrambled Sobol) draws: T = 4 or 8 trials (powers of 2; 8 is the default) put one
+    value in each T-th of every searched range, and one point in each cell of every a x b grid of a
+    2-D space with a * b = T (quadrants at 4; 2 x 4 and 4 x 2 at 8); independent draws would not
+    guarantee it. (Values are rounded to 3 significant digits, so a boundary gets a slack of 0.01.)"""
     import math
 
     slack = 0.01
@@ -101,17 +102,20 @@ def test_the_draws_cover_a_two_parameter_space_as_evenly_as_one():
 
     one = {"temperature": {"low": 0.01, "high": 1.0, "log": True}}
     two = {"bandwidth": {"low": 0.1, "high": 2.0, "log": True}, "lam_uni": {"low": 0.1, "high": 10.0, "log": True}}
-    for seed in range(5):
-        for variant in ("infonce", "unialign", "cs_aligner"):
-            trials = draw_trials(one, {}, 4, seed, variant)
-            assert one_per_cell([position(t["temperature"], one["temperature"]) for t in trials], 4), trials
-            trials = draw_trials(two, {}, 4, seed, variant)
-            pts = [(position(t["bandwidth"], two["bandwidth"]), position(t["lam_uni"], two["lam_uni"])) for t in trials]
-            assert one_per_cell([x for x, _ in pts], 4) and one_per_cell([y for _, y in pts], 4), (seed, variant, trials)
-            for a in (0, 1):
-                for b in (0, 1):
-                    assert any(a - slack <= 2 * x <= a + 1 + slack and b - slack <= 2 * y <= b + 1 + slack
-                               for x, y in pts), (seed, variant, a, b, trials)
+    for n, grids in ((4, [(2, 2)]), (8, [(2, 4), (4, 2)])):
+        for seed in range(5):
+            for variant in ("infonce", "unialign", "cs_aligner"):
+                trials = draw_trials(one, {}, n, seed, variant)
+                assert one_per_cell([position(t["temperature"], one["temperature"]) for t in trials], n), trials
+                trials = draw_trials(two, {}, n, seed, variant)
+                pts = [(position(t["bandwidth"], two["bandwidth"]), position(t["lam_uni"], two["lam_uni"]))
+                       for t in trials]
+                assert one_per_cell([x for x, _ in pts], n) and one_per_cell([y for _, y in pts], n), (n, seed, variant)
+                for cols, rows in grids:
+                    for a in range(cols):
+                        for b in range(rows):
+                            assert any(a - slack <= cols * x <= a + 1 + slack and b - slack <= rows * y <= b + 1 + slack
+                                       for x, y in pts), (n, seed, variant, a, b, trials)
     # independent uniform draws put two of four trials in one quarter most of the time
     import numpy as np
 
@@ -149,20 +153,29 @@ def test_cli_writes_the_table_and_the_figure(tmp_path):
     assert bad.returncode == 2 and "--delta must be a finite number >= 0, got -1.0" in bad.stderr
 
 
-def test_claims_put_the_note_on_the_primary_retrieval_rows(tmp_path):
+def test_claims_put_the_note_on_each_retrieval_row_for_its_own_pair(tmp_path):
+    """The primary rows name the method's open tuning, the full method's (secondary) rows its own."""
     from harness.report import claims
     from tests.test_claims_table import _cfg, _generation, _history, _summary
 
-    table = claims.judge(_summary(), _history(), _generation(), _cfg())
+    cfg = _cfg(method_tuple="unialign_t")
+    table = claims.judge(_summary(), _history(), _generation(), cfg)
     dataset = table[(table["claim"] == "5") & (table["role"] == "primary")]["dataset"].iloc[0]
-    method, baseline = _cfg()["config"]["report"]["method"], _cfg()["config"]["report"]["baseline"]
-    main = pd.concat([_trials(dataset, method, [50.0, 60.0]), _trials(dataset, baseline, [70.0, 71.0])])
+    method, baseline = cfg["config"]["report"]["method"], cfg["config"]["report"]["baseline"]
+    main = pd.concat([_trials(dataset, method, [50.0, 60.0]), _trials(dataset, baseline, [70.0, 71.0]),
+                      _trials(dataset, "unialign_t", [40.0, 41.0])])
     doubled = pd.concat([_trials(dataset, method, [50.0, 60.0, 66.0, 61.0]),
-                         _trials(dataset, baseline, [70.0, 71.0, 70.0, 70.0])])
+                         _trials(dataset, baseline, [70.0, 71.0, 70.0, 70.0]),
+                         _trials(dataset, "unialign_t", [40.0, 41.0, 41.0, 50.0])])
     sat = tuning.saturation(main, {"trials_x2": doubled}, 1.0)
-    noted = claims._with_tuning_notes(table, sat, _cfg())
-    rows = noted[(noted["claim"] == "5") & (noted["role"] == "primary") & (noted["dataset"] == dataset)]
+    noted = claims._with_tuning_notes(table, sat, cfg)
+    retrieval = noted[(noted["claim"] == "5") & (noted["dataset"] == dataset)]
+    rows = retrieval[retrieval["role"] == "primary"]
     assert rows["note"].str.contains(f"tuning not saturated: {method} \\+6").all()
+    assert not rows["note"].str.contains("unialign_t").any()
+    tuple_rows = retrieval[retrieval["comparison"].str.startswith("UniAlign-T")]
+    assert len(tuple_rows) and tuple_rows["note"].str.contains("tuning not saturated: unialign_t \\+9").all()
+    assert not tuple_rows["note"].str.contains(f"{method} \\+6").any()
     others = noted[noted["claim"] != "5"]
     assert not others["note"].astype(str).str.contains("tuning not saturated").any()
     text = claims.render_markdown(noted, 0.95, saturation=sat)

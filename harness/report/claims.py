@@ -659,15 +659,19 @@ def judge_results(folder: str | Path, confidence: float) -> pd.DataFrame:
 
 
 def _with_tuning_notes(table: pd.DataFrame, saturation: pd.DataFrame, cfg: dict) -> pd.DataFrame:
-    """Retrieval rows (claim 5) whose compared variants' tuning is not saturated say so."""
+    """Retrieval rows (claim 5, every role) whose compared variants' tuning is not saturated say so;
+    each row names its own pair ("A − B", read back from the variants' labels)."""
     from harness.report import tuning
 
     if table.empty:
         return table
     report = cfg.get("config", {}).get("report", {}) or {}
-    pair = (report.get("method", "unialign"), report.get("baseline", "infonce"))
+    baseline = report.get("baseline", "infonce")
+    by_label = {variant_label(cfg, v): v for v in dict.fromkeys(saturation.get("variant", pd.Series(dtype=str)))}
     table = table.copy()
-    for i in table.index[(table["claim"].astype(str) == "5") & (table["role"] == "primary")]:
+    for i in table.index[table["claim"].astype(str) == "5"]:
+        subject = by_label.get(_subject(table.at[i, "comparison"]))
+        pair = (subject or report.get("method", "unialign"), baseline)
         extra = tuning.note(saturation, table.at[i, "dataset"], pair)
         if extra:
             old = table.at[i, "note"] if isinstance(table.at[i, "note"], str) else ""

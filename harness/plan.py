@@ -98,9 +98,9 @@ def draw_trials(space: dict, base: dict, trials: int, seed: int, variant: str) -
 
     A scrambled Sobol sequence (``scipy.stats.qmc.Sobol``, one coordinate per searched parameter in
     sorted order, seeded by (seed, crc32 of the variant name)) instead of independent draws: at equal
-    trial counts it covers a 2-D space as evenly as a 1-D one (8 trials put one point in each eighth
-    of a 1-D range and in each cell of a 2 x 4 or 4 x 2 grid of a 2-D one; quasi-random search,
-    Bousquet et al. 2017). The sequence is generated in order, so the first T trials of a 2T-trial search are the
+    trial counts it covers a 2-D space as evenly as a 1-D one (4 trials put one point in each quarter
+    of a 1-D range and in each of 4 balanced cells of a 2-D one; quasi-random search, Bousquet et al.
+    2017). The sequence is generated in order, so the first T trials of a 2T-trial search are the
     T-trial search (the saturation check rests on it). A list is a choice by the coordinate's
     quantile, {low, high, log} a (log-)uniform value rounded to 3 significant digits.
     """
@@ -581,7 +581,7 @@ class Plan:
     def trial_params(self, variant: str) -> list[dict]:
         """The `tuning.trials` parameter sets of a tuned variant (:func:`draw_trials`)."""
         return draw_trials(self.search_space(variant), dict(self.variants[variant].get("params", {}) or {}),
-                           int(self.tuning.get("trials", 8)), int(self.tuning.get("seed", 0)), variant)
+                           int(self.tuning.get("trials", 4)), int(self.tuning.get("seed", 0)), variant)
 
     def tuning_m(self, dataset: str) -> int:
         """M of the tuning trials on a dataset: tuning.m clipped to the largest M the studies ask there."""
@@ -675,27 +675,19 @@ class Plan:
 
     def robustness_status(self, name: str) -> str:
         """``"current"``, or why a perturbation's outputs cannot stand beside this sweep's verdicts:
-        missing, swept with another configuration (the top-level keys that differ), or swept with
-        other code (another :func:`harness.provenance.code_fingerprint`, or none recorded)."""
-        from harness.provenance import code_fingerprint
-
+        missing, or swept with another configuration (the top-level keys that differ)."""
         base = self.robustness_dir(name)
         claims, snapshot = f"{base}/results/claims.csv", f"{base}/results/config.json"
         if not (os.path.exists(claims) and os.path.exists(snapshot)):
             return "not swept"
         try:
             with open(snapshot) as fh:
-                recorded = json.load(fh)
+                ran = json.load(fh).get("config", {})
         except (OSError, ValueError) as exc:
             return f"unreadable snapshot {snapshot} ({exc})"
-        want, ran = _verdict_inputs(self.robustness_config(name)), _verdict_inputs(recorded.get("config", {}))
+        want, ran = _verdict_inputs(self.robustness_config(name)), _verdict_inputs(ran)
         differ = sorted(k for k in set(want) | set(ran) if want.get(k) != ran.get(k))
-        if differ:
-            return f"swept with another configuration ({', '.join(differ)})"
-        code, now = recorded.get("code"), code_fingerprint()
-        if code != now:
-            return f"swept with other code (fingerprint {str(code)[:12] if code else 'not recorded'}, now {now[:12]})"
-        return "current"
+        return "current" if not differ else f"swept with another configuration ({', '.join(differ)})"
 
     def robustness_config(self, name: str) -> dict:
         """The configuration of one perturbation's sweep: this one with the perturbation's overlay
@@ -764,7 +756,7 @@ class Plan:
     def doubled_tuning(self) -> list[tuple[str, str]]:
         """(name, tuning.csv) of each perturbation with more tuning trials than this sweep whose outputs
         stand beside it: the saturation check's longer searches."""
-        trials = int(self.tuning.get("trials", 8))
+        trials = int(self.tuning.get("trials", 4))
         out = []
         for name in self.robustness_names():
             more = int((self.robustness_config(name).get("tuning") or {}).get("trials", trials))
@@ -837,12 +829,9 @@ class Plan:
 
     def resolved_config(self) -> str:
         """The configuration snapshot (results/config.json) the report stages read."""
-        from harness.provenance import code_fingerprint
-
         return json.dumps(
             {
                 "config": self.config,
-                "code": code_fingerprint(),
                 "seeds": self.seeds,
                 "split_seeds": self.split_seeds,
                 "output_root": self.output_root,

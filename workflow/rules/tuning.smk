@@ -16,7 +16,7 @@ rule tune:
     threads: rule_resource("train", "threads", 1)
     resources:
         mem_mb=rule_resource("train", "mem_mb", 3000),
-        runtime=lambda wildcards, attempt: max(5, int(1.5 * TUNING.get("trials", 8) + 2)) * attempt,
+        runtime=lambda wildcards, attempt: max(5, int(1.5 * TUNING.get("trials", 4) + 2)) * attempt,
         gpu=rule_resource("train", "gpu", 0),
     conda:
         "../envs/harness.yaml"

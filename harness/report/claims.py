@@ -667,11 +667,11 @@ def _with_tuning_notes(table: pd.DataFrame, saturation: pd.DataFrame, cfg: dict)
         return table
     report = cfg.get("config", {}).get("report", {}) or {}
     baseline = report.get("baseline", "infonce")
-    by_label = {variant_label(cfg, v): v for v in dict.fromkeys(saturation.get("variant", pd.Series(dtype=str)))}
+    by_label = {variant_label(cfg, v): v for v in cfg.get("config", {}).get("variants", {}) or {}}
     table = table.copy()
     for i in table.index[table["claim"].astype(str) == "5"]:
-        subject = by_label.get(_subject(table.at[i, "comparison"]))
-        pair = (subject or report.get("method", "unialign"), baseline)
+        # a subject the config does not name is not looked up (no other variant's note stands in)
+        pair = tuple(v for v in (by_label.get(_subject(table.at[i, "comparison"])), baseline) if v)
         extra = tuning.note(saturation, table.at[i, "dataset"], pair)
         if extra:
             old = table.at[i, "note"] if isinstance(table.at[i, "note"], str) else ""
